@@ -1,0 +1,66 @@
+"""Build the processing plan from settings: serdes plus the declarative or Python pipeline."""
+
+from __future__ import annotations
+
+import importlib
+
+from service import __version__
+from service.config import Settings
+from service.errors import ConfigError
+from service.pipeline import Pipeline
+from service.processing.batch import Plan
+from service.processing.steps import declarative_pipeline
+from service.serde import build_serde
+
+
+def load_app(spec: str) -> Pipeline:
+    """Import `module:attr` and check it is a Pipeline (or a function returning one)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"RILL_APP={spec!r}: expected module:attribute, e.g. myapp.jobs:pipeline")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"RILL_APP={spec!r}: cannot import {module_name!r}: {exc}") from exc
+    try:
+        found = getattr(module, attr)
+    except AttributeError as exc:
+        raise ConfigError(f"RILL_APP={spec!r}: {module_name} has no attribute {attr!r}") from exc
+    if callable(found) and not isinstance(found, Pipeline):
+        found = found()
+    if not isinstance(found, Pipeline):
+        raise ConfigError(f"RILL_APP={spec!r}: is a {type(found).__name__}, not a rill Pipeline")
+    return found
+
+
+def build_pipeline(settings: Settings) -> Pipeline:
+    """The Python pipeline named by RILL_APP, else the declarative one."""
+    if settings.app:
+        return load_app(settings.app)
+    return declarative_pipeline(
+        settings.filter_field,
+        settings.filter_op,
+        settings.filter_value,
+        settings.key_by,
+        settings.project,
+        settings.rename,
+    )
+
+
+def build_plan(settings: Settings) -> Plan:
+    """Everything the pure batch function needs."""
+    s = settings
+    return Plan(
+        decoder=build_serde(
+            s.input_format, s.input_schema, s.input_wire, s.input_schema_id, "input"
+        ),
+        encoder=build_serde(
+            s.output_format, s.output_schema, s.output_wire, s.output_schema_id, "output"
+        ),
+        steps=tuple(build_pipeline(s).steps),
+        output_topic=s.output_topic,
+        dlq_topic=s.dlq_topic,
+        max_record_bytes=s.max_record_bytes,
+        transform_retries=s.transform_retries,
+        version=__version__,
+    )

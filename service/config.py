@@ -1,0 +1,215 @@
+"""Settings, parsed once at start from `RILL_*` variables and an optional YAML file.
+
+Every field here is a documented setting (see README, "Configuration"). The built-in
+defaults are the demo pipeline, so `rill run` with no configuration processes the demo
+order events. Anything wrong fails at start with a `ConfigError` naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from service.errors import ConfigError
+
+SCHEMA_DIR = Path(__file__).parent / "schemas"
+ENV_PREFIX = "RILL_"
+# kafka_extra keys with these prefixes go only to that client (see kafka.clients).
+CLIENT_SCOPES = ("consumer.", "producer.")
+
+Format = Literal["avro", "json"]
+Wire = Literal["plain", "confluent"]
+FilterOp = Literal["eq", "ne", "gt", "ge", "lt", "le", "in", "not_in", "exists"]
+Guarantee = Literal["at_least_once", "exactly_once"]
+
+
+class Settings(BaseSettings):
+    """All of rill's settings. Environment variable = `RILL_` + the field name, upper case."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        frozen=True,
+        extra="forbid",
+        env_nested_delimiter="__",
+    )
+
+    # Kafka connection and group.
+    bootstrap_servers: str = "127.0.0.1:19092"
+    group_id: str = "rill"
+    kafka_extra: dict[str, str] = Field(default_factory=dict)
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    processing_guarantee: Guarantee = "at_least_once"
+
+    # Topics.
+    input_topic: str = "orders"
+    output_topic: str = "orders-by-customer"
+    dlq_topic: str = "orders-dlq"
+
+    # Input and output serialization.
+    input_format: Format = "avro"
+    input_schema: str | None = "order.avsc"
+    input_wire: Wire = "confluent"
+    input_schema_id: int | None = Field(default=1, ge=0)
+    output_format: Format = "avro"
+    output_schema: str | None = "order_out.avsc"
+    output_wire: Wire = "confluent"
+    output_schema_id: int | None = Field(default=2, ge=0)
+
+    # The declarative pipeline: filter -> key_by -> project -> rename.
+    filter_field: str | None = "status"
+    filter_op: FilterOp = "ne"
+    filter_value: Any = "cancelled"
+    key_by: str | None = "customer_id"
+    project: list[str] | None = Field(
+        default_factory=lambda: ["order_id", "customer_id", "amount", "currency", "created_at"]
+    )
+    rename: dict[str, str] = Field(default_factory=lambda: {"amount": "total"})
+    app: str | None = None
+
+    # Batching and limits.
+    batch_size: int = Field(default=1000, gt=0, le=100_000)
+    poll_timeout_s: float = Field(default=0.5, gt=0, le=30)
+    max_record_bytes: int = Field(default=1_000_000, gt=0)
+    transform_retries: int = Field(default=2, ge=0, le=100)
+    delivery_timeout_s: float = Field(default=60.0, gt=0)
+    producer_linger_ms: int = Field(default=20, ge=0, le=60_000)
+    producer_batch_bytes: int = Field(default=1_048_576, gt=0)
+    producer_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+
+    # Redis (window state).
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:16379/0")
+
+    # Operations.
+    metrics_port: int = Field(default=9400, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+    summary_interval_s: float = Field(default=10.0, gt=0)
+
+    @field_validator("project", mode="before")
+    @classmethod
+    def _split_project(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [part.strip() for part in value.split(",") if part.strip()] or None
+        return value
+
+    @field_validator("input_schema", "output_schema")
+    @classmethod
+    def _schema_exists(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return str(resolve_schema_path(value))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        for side in ("input", "output"):
+            fmt = getattr(self, f"{side}_format")
+            if fmt == "avro" and getattr(self, f"{side}_schema") is None:
+                raise ValueError(
+                    f"{side}_format is avro but {side}_schema is not set: set "
+                    f"RILL_{side.upper()}_SCHEMA to an .avsc file"
+                )
+            if (
+                getattr(self, f"{side}_wire") == "confluent"
+                and getattr(self, f"{side}_schema_id") is None
+            ):
+                raise ValueError(
+                    f"{side}_wire is confluent but {side}_schema_id is not set: set "
+                    f"RILL_{side.upper()}_SCHEMA_ID to the schema's registry id"
+                )
+        if self.dlq_topic in (self.input_topic, self.output_topic):
+            raise ValueError(
+                "dlq_topic must differ from input_topic and output_topic: set RILL_DLQ_TOPIC"
+            )
+        if self.input_topic == self.output_topic:
+            raise ValueError(
+                "output_topic equals input_topic, which would loop: set RILL_OUTPUT_TOPIC"
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment overrides the YAML file, which arrives as init arguments.
+        return env_settings, init_settings, file_secret_settings
+
+    def librdkafka_common(self) -> dict[str, Any]:
+        """Connection settings shared by consumer, producer and admin client."""
+        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
+        conf.update({k: v for k, v in self.kafka_extra.items() if not k.startswith(CLIENT_SCOPES)})
+        if self.kafka_sasl_password is not None:
+            conf["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_ssl_key_password is not None:
+            conf["ssl.key.password"] = self.kafka_ssl_key_password.get_secret_value()
+        return conf
+
+
+def resolve_schema_path(value: str) -> Path:
+    """A schema file as given, else one of the built-in schemas shipped with rill."""
+    path = Path(value)
+    if path.is_file():
+        return path
+    builtin = SCHEMA_DIR / value
+    if builtin.is_file():
+        return builtin
+    raise ValueError(f"schema file {value!r} not found (give a path to an existing file)")
+
+
+def _setting_name(loc: tuple[int | str, ...]) -> str:
+    name = "_".join(str(part) for part in loc) if loc else "settings"
+    return f"{ENV_PREFIX}{name.upper()}"
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Parse the settings once, from a YAML file (optional), the environment and overrides.
+
+    Args:
+        config_file: a YAML mapping of setting names to values; `RILL_CONFIG` when None.
+        overrides: values that win over the file (used by the CLI and the tests).
+
+    Returns:
+        The frozen settings.
+
+    Raises:
+        ConfigError: naming each wrong setting and how to fix it.
+    """
+    data: dict[str, Any] = {}
+    path = config_file or os.environ.get(f"{ENV_PREFIX}CONFIG")
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"RILL_CONFIG: cannot read {path}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"RILL_CONFIG: {path} must hold a mapping of setting: value")
+        data.update(loaded)
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = _setting_name(tuple(err["loc"]))
+            given = err.get("input")
+            shown = (
+                ""
+                if isinstance(given, dict) or "password" in where.lower()
+                else f" (got {given!r})"
+            )
+            lines.append(f"{where}{shown}: {err['msg']}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from exc

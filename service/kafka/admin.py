@@ -1,0 +1,45 @@
+"""Topic administration: create the topics a pipeline writes, if they are missing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, NewTopic
+from confluent_kafka.admin import AdminClient
+
+from service.errors import RillError
+
+
+def ensure_topics(
+    conf: dict[str, Any], topics: Iterable[str], partitions: int, timeout_s: float = 30.0
+) -> None:
+    """Create each topic that does not exist yet (replication factor: broker default).
+
+    Raises:
+        RillError: a topic could not be created for another reason than existing.
+    """
+    admin = AdminClient(conf)
+    futures = admin.create_topics(
+        [NewTopic(t, num_partitions=partitions) for t in set(topics)],
+        operation_timeout=timeout_s,
+    )
+    for topic, future in futures.items():
+        try:
+            future.result(timeout=timeout_s)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise RillError(f"cannot create topic {topic!r}: {exc}") from exc
+
+
+def partition_count(conf: dict[str, Any], topic: str, timeout_s: float = 10.0) -> int | None:
+    """How many partitions `topic` has, or None when it does not exist."""
+    admin = AdminClient(conf)
+    try:
+        meta = admin.list_topics(topic=topic, timeout=timeout_s)
+    except KafkaException as exc:
+        raise RillError(f"cannot reach Kafka to describe {topic!r}: {exc}") from exc
+    found = meta.topics.get(topic)
+    if found is None or found.error is not None:
+        return None
+    return len(found.partitions)

@@ -1,0 +1,123 @@
+"""The group consumer: batches of plain `InRecord`s in, stored offsets out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from service.errors import RillError
+from service.kafka.messages import to_in_record
+from service.records import InRecord
+
+log = structlog.get_logger("rill.consumer")
+
+PartitionsCallback = Callable[[list[tuple[str, int]]], None]
+
+
+class GroupConsumer:
+    """A cooperative-sticky group member that hands out batches of plain records.
+
+    Args:
+        conf: librdkafka consumer configuration.
+        topics: topics to subscribe to.
+        on_assign / on_revoke: called with the (topic, partition) pairs that change.
+    """
+
+    def __init__(
+        self,
+        conf: dict[str, Any],
+        topics: list[str],
+        on_assign: PartitionsCallback | None = None,
+        on_revoke: PartitionsCallback | None = None,
+    ) -> None:
+        self._conf = conf
+        self._topics = topics
+        self._on_assign = on_assign
+        self._on_revoke = on_revoke
+        self._consumer: Consumer | None = None
+
+    def start(self) -> GroupConsumer:
+        """Create the client and subscribe."""
+        self._consumer = Consumer(self._conf)
+        self._consumer.subscribe(
+            self._topics,
+            on_assign=self._assigned,
+            on_revoke=self._revoked,
+            on_lost=self._revoked,
+        )
+        return self
+
+    @property
+    def client(self) -> Consumer:
+        """The underlying client (for the runtime's commit protocol)."""
+        if self._consumer is None:
+            raise RillError("consumer used before start()")
+        return self._consumer
+
+    def _assigned(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        pairs = [(tp.topic, tp.partition) for tp in partitions]
+        log.info("partitions assigned", partitions=pairs)
+        if self._on_assign:
+            self._on_assign(pairs)
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        pairs = [(tp.topic, tp.partition) for tp in partitions]
+        log.info("partitions revoked", partitions=pairs)
+        # Offsets of finished batches are stored; commit them before the partitions go.
+        self.commit(sync=True)
+        if self._on_revoke:
+            self._on_revoke(pairs)
+
+    def consume(self, max_records: int, timeout_s: float) -> list[InRecord]:
+        """Up to `max_records` records; client-level errors are logged, never returned."""
+        messages = self.client.consume(num_messages=max_records, timeout=timeout_s)
+        records: list[InRecord] = []
+        append = records.append
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.fatal():
+                    raise RillError(f"fatal consumer error: {err}")
+                log.warning("consumer error", error=str(err), code=err.code())
+                continue
+            append(to_in_record(msg))
+        return records
+
+    def store_offsets(self, next_offsets: dict[tuple[str, int], int]) -> None:
+        """Mark offsets as done: the auto-commit, a revoke and close() commit them."""
+        if not next_offsets:
+            return
+        tps = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
+        try:
+            self.client.store_offsets(offsets=tps)
+        except KafkaException as exc:
+            # A partition revoked meanwhile cannot be stored; its new owner redoes it.
+            log.warning("store offsets failed", error=str(exc))
+
+    def commit(self, sync: bool = True) -> None:
+        """Commit the stored offsets now."""
+        try:
+            if sync:
+                self.client.commit(asynchronous=False)
+            else:
+                self.client.commit(asynchronous=True)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                log.warning("commit failed", error=str(exc))
+
+    def pause(self, pairs: list[tuple[str, int]]) -> None:
+        """Stop fetching these partitions while staying in the group."""
+        self.client.pause([TopicPartition(t, p) for t, p in pairs])
+
+    def resume(self, pairs: list[tuple[str, int]]) -> None:
+        """Fetch these partitions again."""
+        self.client.resume([TopicPartition(t, p) for t, p in pairs])
+
+    def close(self) -> None:
+        """Commit stored offsets and leave the group."""
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None

@@ -1,0 +1,69 @@
+"""Read a topic outside any group (for `rill tail`, the demo and the tests)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+
+from service.errors import RillError
+from service.kafka.messages import to_in_record
+from service.records import InRecord
+
+
+def read_topic(
+    conf: dict[str, Any],
+    topic: str,
+    *,
+    from_beginning: bool = True,
+    idle_timeout_s: float = 5.0,
+    max_records: int | None = None,
+    follow: bool = False,
+) -> Iterator[InRecord]:
+    """Yield records of every partition of `topic`, committing nothing.
+
+    Args:
+        conf: librdkafka connection settings.
+        topic: the topic.
+        from_beginning: start at the earliest offsets, else at the end.
+        idle_timeout_s: stop after this long without a record (unless `follow`).
+        max_records: stop after this many.
+        follow: keep waiting for new records until interrupted.
+    """
+    consumer = Consumer(
+        {
+            **conf,
+            "group.id": f"rill-reader-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": False,
+        }
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=10)
+        found = meta.topics.get(topic)
+        if found is None or found.error is not None:
+            raise RillError(f"topic {topic!r} does not exist")
+        start = OFFSET_BEGINNING if from_beginning else OFFSET_END
+        consumer.assign([TopicPartition(topic, p, start) for p in found.partitions])
+        seen = 0
+        last = time.monotonic()
+        while max_records is None or seen < max_records:
+            msgs = consumer.consume(num_messages=500, timeout=0.5)
+            if not msgs:
+                if not follow and time.monotonic() - last > idle_timeout_s:
+                    return
+                continue
+            last = time.monotonic()
+            for msg in msgs:
+                if msg.error() is not None:
+                    continue
+                yield to_in_record(msg)
+                seen += 1
+                if max_records is not None and seen >= max_records:
+                    return
+    finally:
+        consumer.close()

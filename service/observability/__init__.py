@@ -1,0 +1,1 @@
+"""Metrics, logs and health: how an operator sees rill."""

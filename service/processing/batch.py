@@ -1,0 +1,163 @@
+"""One micro-batch through decode -> steps -> encode, as a pure function.
+
+Every input record ends in exactly one place: outputs, the DLQ, or the filtered count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from service.errors import RecordError
+from service.pipeline import Step
+from service.processing.dlq import dlq_record
+from service.records import BatchResult, InRecord, OutRecord
+from service.serde import Serde
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Everything the pure batch function needs, built once at start."""
+
+    decoder: Serde
+    encoder: Serde
+    steps: Sequence[Step]
+    output_topic: str
+    dlq_topic: str
+    max_record_bytes: int
+    transform_retries: int
+    version: str
+
+
+def encode_key(key: Any) -> bytes | None:
+    """A key as bytes: bytes as they are, anything else as UTF-8 text."""
+    if key is None or isinstance(key, bytes):
+        return key
+    if isinstance(key, str):
+        return key.encode()
+    return str(key).encode()
+
+
+def run_steps(steps: Sequence[Step], key: Any, value: Any) -> list[tuple[Any, Any]]:
+    """Apply the steps to one record; returns its (key, value) outputs, maybe none."""
+    items: list[tuple[Any, Any]] = [(key, value)]
+    for step in steps:
+        kind, fn = step.kind, step.fn
+        if kind == "map":
+            items = [(k, fn(v)) for k, v in items]
+        elif kind == "filter":
+            items = [(k, v) for k, v in items if fn(v)]
+        elif kind == "key_by":
+            keyed = []
+            for _, v in items:
+                new_key = fn(v)
+                if new_key is None:
+                    raise RecordError("transform", f"{step.name} gave a null key")
+                keyed.append((new_key, v))
+            items = keyed
+        else:
+            items = [(k, out) for k, v in items for out in fn(v)]
+        if not items:
+            break
+    return items
+
+
+def _transform(
+    plan: Plan, record: InRecord, value: Any
+) -> tuple[list[tuple[Any, Any]] | None, RecordError | None, int]:
+    """Run the steps with retries; returns (outputs, error, attempts)."""
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            return run_steps(plan.steps, record.key, value), None, attempts
+        except RecordError as exc:  # about the record itself: retrying cannot help
+            return None, exc, attempts
+        except Exception as exc:  # noqa: BLE001 - user code may raise anything; it becomes a DLQ entry
+            if attempts > plan.transform_retries:
+                error = RecordError("transform", f"{type(exc).__name__}: {exc}")
+                error.__cause__ = exc
+                return None, error, attempts
+
+
+def process_batch(records: Sequence[InRecord], plan: Plan, now_ms: int) -> BatchResult:
+    """Decode, transform and encode a batch; failures become DLQ records with reasons.
+
+    Args:
+        records: the batch, in consume order.
+        plan: serdes, steps, topics and limits.
+        now_ms: wall clock for the DLQ timestamp header.
+
+    Returns:
+        Outputs, DLQ records, counts and the offsets to commit.
+    """
+    result = BatchResult(consumed=len(records))
+    outputs, next_offsets = result.outputs, result.next_offsets
+
+    def to_dlq(record: InRecord, error: RecordError, attempts: int = 1) -> None:
+        cause = error.__cause__ if error.__cause__ is not None else error
+        error_class = type(cause).__name__
+        result.dlq.append(
+            dlq_record(
+                record,
+                plan.dlq_topic,
+                error.stage,
+                error_class,
+                str(error),
+                attempts,
+                now_ms,
+                plan.version,
+            )
+        )
+        reason = (error.stage, error_class)
+        result.dlq_reasons[reason] = result.dlq_reasons.get(reason, 0) + 1
+
+    for record in records:
+        next_offsets[(record.topic, record.partition)] = record.offset + 1
+        size = len(record.value) if record.value is not None else 0
+        if size > plan.max_record_bytes:
+            to_dlq(
+                record,
+                RecordError(
+                    "decode",
+                    f"record of {size} bytes exceeds max_record_bytes={plan.max_record_bytes}",
+                ),
+            )
+            continue
+        try:
+            value = plan.decoder.decode(record.value)
+        except RecordError as exc:
+            to_dlq(record, exc)
+            continue
+        items, error, attempts = _transform(plan, record, value)
+        if error is not None or items is None:
+            to_dlq(record, error or RecordError("transform", "no result"), attempts)
+            continue
+        if not items:
+            result.filtered += 1
+            continue
+        try:
+            encoded = [
+                OutRecord(plan.output_topic, encode_key(k), plan.encoder.encode(v), None)
+                for k, v in items
+            ]
+        except RecordError as exc:
+            to_dlq(record, exc, attempts)
+            continue
+        too_big = next(
+            (o for o in encoded if o.value and len(o.value) > plan.max_record_bytes), None
+        )
+        if too_big is not None:
+            to_dlq(
+                record,
+                RecordError(
+                    "encode",
+                    f"output of {len(too_big.value or b'')} bytes "
+                    f"exceeds max_record_bytes={plan.max_record_bytes}",
+                ),
+                attempts,
+            )
+            continue
+        outputs.extend(encoded)
+    return result

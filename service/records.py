@@ -1,0 +1,60 @@
+"""Plain values that flow between the edges and the pure middle."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+Headers: TypeAlias = list[tuple[str, bytes | None]]
+
+
+@dataclass(slots=True, frozen=True)
+class InRecord:
+    """One consumed Kafka record, copied out of the client's message object."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers | None
+    timestamp_ms: int
+
+
+@dataclass(slots=True, frozen=True)
+class OutRecord:
+    """One record to produce: to the sink, the DLQ or a late topic."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Headers | None = None
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What one micro-batch produced, before anything touched Kafka.
+
+    Attributes:
+        outputs: records for the sink.
+        dlq: records for the DLQ topic, each with its reason headers.
+        filtered: how many input records a filter step dropped.
+        next_offsets: per (topic, partition), the offset to commit (last + 1).
+        dlq_reasons: per (stage, error class), how many DLQ entries.
+    """
+
+    outputs: list[OutRecord] = field(default_factory=list)
+    dlq: list[OutRecord] = field(default_factory=list)
+    filtered: int = 0
+    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    dlq_reasons: dict[tuple[str, str], int] = field(default_factory=dict)
+    consumed: int = 0
+
+    def extra(self) -> dict[str, Any]:
+        """Summary fields for a log line."""
+        return {
+            "consumed": self.consumed,
+            "outputs": len(self.outputs),
+            "dlq": len(self.dlq),
+            "filtered": self.filtered,
+        }

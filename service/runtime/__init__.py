@@ -1,0 +1,1 @@
+"""The runtime: the worker loop, the commit protocol and shutdown."""

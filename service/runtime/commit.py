@@ -1,0 +1,99 @@
+"""The commit protocol, in one function with numbered steps.
+
+At-least-once: a batch's offsets are stored only after every output and DLQ record of
+the batch is delivered. A crash anywhere before step 5 redoes the batch after restart
+(duplicates possible, nothing lost).
+"""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from confluent_kafka import KafkaError
+
+from service.errors import DeliveryError
+from service.kafka.consumer import GroupConsumer
+from service.kafka.producer import BatchProducer
+from service.processing.dlq import (
+    ERROR_CLASS,
+    ERROR_MESSAGE,
+    ERROR_STAGE,
+    SERVICE_VERSION,
+    SOURCE_TOPIC,
+)
+from service.records import BatchResult, Headers, OutRecord
+
+log = structlog.get_logger("rill.commit")
+TRUNCATED = "rill.value.truncated"
+
+
+def _refused_to_dlq(
+    record: OutRecord, err: KafkaError, dlq_topic: str, source_topic: str, version: str
+) -> OutRecord:
+    """A refused sink record becomes a DLQ record; a refused DLQ record loses its value."""
+    reason: Headers = [
+        (ERROR_STAGE, b"produce"),
+        (ERROR_CLASS, err.name().encode()),
+        (ERROR_MESSAGE, err.str().encode()),
+        (SOURCE_TOPIC, source_topic.encode()),
+        (SERVICE_VERSION, version.encode()),
+    ]
+    if record.topic == dlq_topic:
+        size = str(len(record.value or b"")).encode()
+        return OutRecord(
+            dlq_topic, record.key, None, (record.headers or []) + [(TRUNCATED, size)] + reason
+        )
+    return OutRecord(dlq_topic, record.key, record.value, (record.headers or []) + reason)
+
+
+def deliver_and_commit(
+    result: BatchResult,
+    producer: BatchProducer,
+    consumer: GroupConsumer,
+    *,
+    dlq_topic: str,
+    source_topic: str,
+    version: str,
+    timeout_s: float,
+) -> tuple[int, int]:
+    """Deliver one batch's outputs, then mark its offsets done.
+
+    Returns:
+        (records delivered to the sink, records moved to the DLQ by Kafka refusals).
+
+    Raises:
+        DeliveryError: something could not be delivered even to the DLQ; the batch's
+            offsets are not stored, so the batch is processed again after restart.
+    """
+    # 1. Queue every sink output and DLQ entry; librdkafka batches them per partition.
+    producer.send(result.outputs)
+    producer.send(result.dlq)
+    # 2. Wait for every delivery report.
+    refused = producer.flush(timeout_s)
+    # 3. What Kafka refused (too large, invalid) goes to the DLQ, never silently away.
+    moved = 0
+    if refused:
+        fatal = [err for _, err in refused if err.fatal() or err.retriable()]
+        if fatal:
+            raise DeliveryError(f"delivery failed: {fatal[0]}")
+        retry = [_refused_to_dlq(r, e, dlq_topic, source_topic, version) for r, e in refused]
+        moved = sum(1 for r, _ in refused if r.topic != dlq_topic)
+        log.warning(
+            "records refused by Kafka moved to the DLQ",
+            count=len(retry),
+            reason=refused[0][1].str(),
+        )
+        producer.send(retry)
+        # 4. A second refusal means the DLQ itself is unusable: stop, store nothing.
+        again = producer.flush(timeout_s)
+        if again:
+            raise DeliveryError(f"DLQ refused records too: {again[0][1]}")
+    # 5. Everything is delivered: store the offsets; auto-commit, revoke and close commit them.
+    consumer.store_offsets(result.next_offsets)
+    return len(result.outputs) - moved, moved
+
+
+def now_ms() -> int:
+    """Wall clock in milliseconds."""
+    return time.time_ns() // 1_000_000
