@@ -48,11 +48,16 @@ def read_topic(
         if found is None or found.error is not None:
             raise RillError(f"topic {topic!r} does not exist")
         start = OFFSET_BEGINNING if from_beginning else OFFSET_END
-        consumer.assign([TopicPartition(topic, p, start) for p in found.partitions])
+        tps = [TopicPartition(topic, p, start) for p in found.partitions]
+        consumer.assign(tps)
+        # Without `follow`, stop at the end the topic had when reading began.
+        ends = {} if follow else _high_watermarks(consumer, tps)
         seen = 0
         last = time.monotonic()
         while max_records is None or seen < max_records:
-            msgs = consumer.consume(num_messages=500, timeout=0.5)
+            if ends and _reached(consumer, ends):
+                return
+            msgs = consumer.consume(num_messages=500, timeout=0.2)
             if not msgs:
                 if not follow and time.monotonic() - last > idle_timeout_s:
                     return
@@ -67,3 +72,18 @@ def read_topic(
                     return
     finally:
         consumer.close()
+
+
+def _high_watermarks(consumer: Consumer, tps: list[TopicPartition]) -> dict[int, int]:
+    ends = {}
+    for tp in tps:
+        low, high = consumer.get_watermark_offsets(tp, timeout=10)
+        if high > low:
+            ends[tp.partition] = high
+    return ends
+
+
+def _reached(consumer: Consumer, ends: dict[int, int]) -> bool:
+    topic_tps = consumer.assignment()
+    positions = {tp.partition: tp.offset for tp in consumer.position(topic_tps)}
+    return all(positions.get(p, -1) >= end for p, end in ends.items())
