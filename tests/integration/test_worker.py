@@ -7,8 +7,8 @@ import signal
 import struct
 import threading
 import time
-from collections.abc import Iterator
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 

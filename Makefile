@@ -1,0 +1,40 @@
+# rill — run `make help` for the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PYTHON := $(abspath $(PY))
+
+.DEFAULT_GOAL := help
+
+help: ## Show the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed ## Create the virtualenv with rill and its dev tools
+
+up: install ## Start local Kafka (KRaft) and Redis on 127.0.0.1 (no-op when running)
+	deploy/local/stack.sh up
+
+down: ## Stop local Kafka and Redis
+	deploy/local/stack.sh down
+
+demo: up ## Run the service end to end on the demo pipeline and show results and metrics
+	deploy/local/demo.sh
+
+lint: install ## ruff (lint + format check) and mypy --strict
+	$(PY) -m ruff check service tests bench
+	$(PY) -m ruff format --check service tests bench
+	$(PY) -m mypy service
+
+test: lint up ## Lint, then unit and integration tests on the real broker and Redis
+	set -a; source .rill/local.env; set +a; $(PY) -m pytest tests
+
+bench: up ## Benchmarks against a bare confluent-kafka + fastavro floor
+	set -a; source .rill/local.env; set +a; $(PY) bench/run.py
+
+.PHONY: help install up down demo lint test bench

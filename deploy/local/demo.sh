@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The demo: run a rill worker on the built-in demo pipeline against the local stack,
+# feed it demo order events (with a few corrupt ones), then show the sink, the DLQ and
+# the metrics. Expects `deploy/local/stack.sh up` to have run (make demo does that).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+set -a; source .rill/local.env; set +a
+export RILL_BOOTSTRAP_SERVERS="$KAFKA_BOOTSTRAP_SERVERS" RILL_REDIS_URL="$REDIS_URL"
+export RILL_METRICS_PORT="${RILL_METRICS_PORT:-9400}" RILL_SUMMARY_INTERVAL_S=5
+py="${PYTHON:-$root/.venv/bin/python}"
+rill() { "$py" -m service "$@"; }
+log="$root/.rill/demo-worker.log"
+count="${DEMO_COUNT:-3000}"
+rate="${DEMO_RATE:-500}"
+
+echo "== starting a rill worker (log: .rill/demo-worker.log, metrics: http://127.0.0.1:$RILL_METRICS_PORT/metrics)"
+rill run >"$log" 2>&1 &
+worker=$!
+trap 'kill -TERM $worker 2>/dev/null || true; wait $worker 2>/dev/null || true' EXIT
+
+echo "== producing $count demo orders at $rate/s, one corrupt record after every 250"
+rill produce-demo --count "$count" --rate "$rate" --corrupt-every 250 --seed "$RANDOM"
+
+echo "== waiting for the worker to catch up"
+for _ in $(seq 1 60); do
+  done_in=$(curl -s "127.0.0.1:$RILL_METRICS_PORT/metrics" | awk '/^rill_records_in_total/ {s+=$2} END {print s+0}')
+  [ "${done_in%.*}" -ge "$count" ] && break
+  sleep 1
+done
+
+echo "== last 10 results in orders-by-customer (filtered: not cancelled; keyed by customer)"
+rill tail orders-by-customer --timeout 2 | tail -n 10
+echo "== 2 DLQ records with their reasons"
+rill tail orders-dlq --max 2 --timeout 2
+echo "== metrics"
+curl -s "127.0.0.1:$RILL_METRICS_PORT/metrics" | grep -E '^rill_(records_[a-z]+_total|assigned_partitions|batch_seconds_count)'
+echo "== worker summary lines"
+grep '"summary"' "$log" | tail -n 2 || true
+kill -TERM $worker; wait $worker || true
+trap - EXIT
+echo "== worker stopped cleanly; run 'make down' to stop Kafka and Redis"
