@@ -15,8 +15,12 @@ count="${DEMO_COUNT:-3000}"
 rate="${DEMO_RATE:-500}"
 
 echo "== starting a rill worker (log: .rill/demo-worker.log, metrics: http://127.0.0.1:$RILL_METRICS_PORT/metrics)"
-rill run >"$log" 2>&1 &
+"$py" -m service run >"$log" 2>&1 &
 worker=$!
+sleep 2
+if ! kill -0 $worker 2>/dev/null; then
+  echo "the worker exited at start; its log:"; cat "$log"; exit 1
+fi
 trap 'kill -TERM $worker 2>/dev/null || true; wait $worker 2>/dev/null || true' EXIT
 
 echo "== producing $count demo orders at $rate/s, one corrupt record after every 250"

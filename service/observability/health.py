@@ -10,6 +10,8 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from service.errors import ConfigError
+
 
 class HealthState:
     """What the endpoints report; the worker updates it, the server reads it."""
@@ -85,7 +87,13 @@ class HealthServer:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self._server = ThreadingHTTPServer(self._address, Handler)
+        try:
+            self._server = ThreadingHTTPServer(self._address, Handler)
+        except OSError as exc:
+            raise ConfigError(
+                f"RILL_METRICS_PORT={self._address[1]}: cannot listen ({exc.strerror}); "
+                "choose a free port, or 0 to turn the endpoints off"
+            ) from exc
         threading.Thread(target=self._server.serve_forever, name="rill-http", daemon=True).start()
         return self
 
