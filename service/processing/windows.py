@@ -1,0 +1,268 @@
+"""Windows, as pure functions: assignment, late detection and batch pre-aggregation.
+
+Every window is half-open, `[start, end)`, and closes when its partition's watermark
+reaches `end`. A record is late when its event time is below the watermark, so a closed
+window never receives another record.
+
+- tumbling(size): `[ts - ts % size, +size)`
+- hopping(size, advance): every `[k*advance, k*advance + size)` holding ts
+- sliding(size): one window per distinct event time t of a key, `[t - size + 1, t + 1)`,
+  holding the key's records in that range. Stored as per-timestamp buckets.
+- session(gap): records of a key whose consecutive event times differ by less than `gap`;
+  the window is `[first, last + gap)`.
+
+Aggregates are lists of components, each merged by one associative operation (`add`,
+`min`, `max`, `first`, `last`); the Redis script merges them the same way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+import orjson
+
+from service.errors import RecordError
+
+WindowKind: TypeAlias = Literal["tumbling", "hopping", "sliding", "session"]
+Op: TypeAlias = Literal["add", "min", "max", "first", "last"]
+Component: TypeAlias = float | str
+AGG_FUNCTIONS = ("count", "sum", "min", "max", "mean", "first", "last")
+SEP = "\x1f"
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSpec:
+    """What windows a record falls into, and how late it may be."""
+
+    kind: WindowKind
+    size_ms: int = 0
+    advance_ms: int = 0
+    gap_ms: int = 0
+    grace_ms: int = 0
+
+    def assign(self, ts: int) -> list[tuple[int, int]]:
+        """The `[start, end)` windows (or sliding buckets / session seeds) of event time ts."""
+        if self.kind == "tumbling":
+            start = ts - ts % self.size_ms
+            return [(start, start + self.size_ms)]
+        if self.kind == "hopping":
+            start = ts - ts % self.advance_ms
+            spans = []
+            while start > ts - self.size_ms:
+                spans.append((start, start + self.size_ms))
+                start -= self.advance_ms
+            return spans[::-1]
+        if self.kind == "sliding":
+            return [(ts, ts + 1)]
+        return [(ts, ts + self.gap_ms)]
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregation:
+    """One aggregate: function over a field, under an output name."""
+
+    fn: str
+    field: str | None
+    name: str
+
+    @classmethod
+    def parse(cls, spec: str) -> Aggregation:
+        """`count`, `sum:amount`, `mean:amount` or `max:amount as top`."""
+        text, _, alias = spec.partition(" as ")
+        fn, _, fld = text.strip().partition(":")
+        fn = fn.strip()
+        if fn not in AGG_FUNCTIONS:
+            raise ValueError(f"unknown aggregation {fn!r} (one of {', '.join(AGG_FUNCTIONS)})")
+        if fn != "count" and not fld.strip():
+            raise ValueError(f"aggregation {fn!r} needs a field, e.g. {fn}:amount")
+        name = alias.strip() or (fn if fn == "count" else f"{fn}_{fld.strip()}")
+        return cls(fn, fld.strip() or None, name)
+
+    @property
+    def ops(self) -> tuple[Op, ...]:
+        """The components this aggregate keeps."""
+        return _OPS[self.fn]
+
+
+_OPS: dict[str, tuple[Op, ...]] = {
+    "count": ("add",),
+    "sum": ("add",),
+    "min": ("min",),
+    "max": ("max",),
+    "mean": ("add", "add"),
+    "first": ("first",),
+    "last": ("last",),
+}
+
+
+def ops_of(aggs: Sequence[Aggregation]) -> list[Op]:
+    """All components of a list of aggregates, in order."""
+    return [op for agg in aggs for op in agg.ops]
+
+
+def _number(value: Any, agg: Aggregation) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise RecordError("transform", f"{agg.fn}:{agg.field} needs a number, got {value!r}")
+    return float(value)
+
+
+def record_components(
+    aggs: Sequence[Aggregation], value: Any, ts: int, offset: int
+) -> list[Component]:
+    """One record's contribution to each component."""
+    out: list[Component] = []
+    for agg in aggs:
+        if agg.fn == "count":
+            out.append(1.0)
+            continue
+        try:
+            got = value[agg.field]
+        except (KeyError, TypeError):
+            raise RecordError("transform", f"aggregate field {agg.field!r} is missing") from None
+        if agg.fn in ("first", "last"):
+            out.append(f"{ts:016d}{offset:016d}" + orjson.dumps(got, default=str).decode())
+        elif agg.fn == "mean":
+            out.extend((_number(got, agg), 1.0))
+        else:
+            out.append(_number(got, agg))
+    return out
+
+
+def merge(ops: Sequence[Op], a: Sequence[Component], b: Sequence[Component]) -> list[Component]:
+    """Merge two component lists (the same rule as the Redis script)."""
+    out: list[Component] = []
+    for op, x, y in zip(ops, a, b, strict=True):
+        if op == "add":
+            out.append(float(x) + float(y))
+        elif op == "min":
+            out.append(min(float(x), float(y)))
+        elif op == "max":
+            out.append(max(float(x), float(y)))
+        elif op == "first":
+            out.append(min(str(x), str(y)))
+        else:
+            out.append(max(str(x), str(y)))
+    return out
+
+
+def encode_components(comps: Sequence[Component]) -> str:
+    """Components as one string for the script (floats round-trip exactly via repr)."""
+    return SEP.join(repr(c) if isinstance(c, float) else c for c in comps)
+
+
+def decode_components(ops: Sequence[Op], text: str) -> list[Component]:
+    """The inverse of `encode_components`, for what the script returns."""
+    parts = text.split(SEP)
+    return [
+        float(p) if op in ("add", "min", "max") else p for op, p in zip(ops, parts, strict=True)
+    ]
+
+
+def results(aggs: Sequence[Aggregation], comps: Sequence[Component]) -> dict[str, Any]:
+    """Final values of the aggregates from their components."""
+    out: dict[str, Any] = {}
+    i = 0
+    for agg in aggs:
+        if agg.fn == "mean":
+            total, count = float(comps[i]), float(comps[i + 1])
+            out[agg.name] = total / count if count else None
+            i += 2
+            continue
+        comp = comps[i]
+        i += 1
+        if agg.fn == "count":
+            out[agg.name] = int(float(comp))
+        elif agg.fn in ("first", "last"):
+            out[agg.name] = orjson.loads(str(comp)[32:])
+        else:
+            out[agg.name] = float(comp)
+    return out
+
+
+def event_time(value: Any, time_field: str | None, kafka_ts: int) -> int:
+    """Event time in ms: a field (int ms, float ms, datetime) or the Kafka timestamp."""
+    if time_field is None:
+        return kafka_ts
+    try:
+        got = value[time_field]
+    except (KeyError, TypeError):
+        raise RecordError("transform", f"event time field {time_field!r} is missing") from None
+    if isinstance(got, dt.datetime):
+        return int(got.timestamp() * 1000)
+    if isinstance(got, int | float) and not isinstance(got, bool):
+        return int(got)
+    raise RecordError("transform", f"event time field {time_field!r} is not a timestamp: {got!r}")
+
+
+@dataclass(slots=True)
+class PartitionClock:
+    """A partition's watermark state, as the worker caches it between batches."""
+
+    max_ts: int = -(2**62)
+    watermark: int = -(2**62)
+
+    def observe(self, ts: int, grace_ms: int) -> bool:
+        """Take one record's event time; False when it is late (below the watermark)."""
+        if ts < self.watermark:
+            return False
+        if ts > self.max_ts:
+            self.max_ts = ts
+            self.watermark = max(self.watermark, ts - grace_ms)
+        return True
+
+
+@dataclass(slots=True)
+class Delta:
+    """A batch's pre-aggregate for one window (or bucket / session seed) of one key."""
+
+    key: str
+    start: int
+    end: int
+    comps: list[Component]
+
+
+@dataclass(slots=True)
+class PartitionBatch:
+    """What one partition's part of a batch does to window state."""
+
+    first_offset: int = -1
+    last_offset: int = -1
+    deltas: dict[tuple[str, int, int], list[Component]] = field(default_factory=dict)
+
+    def add(
+        self, ops: Sequence[Op], key: str, span: tuple[int, int], comps: list[Component]
+    ) -> None:
+        """Fold one record's components into its window."""
+        slot = (key, span[0], span[1])
+        old = self.deltas.get(slot)
+        self.deltas[slot] = comps if old is None else merge(ops, old, comps)
+
+    def as_deltas(self, spec: WindowSpec, ops: Sequence[Op]) -> list[Delta]:
+        """The deltas to send; session seeds of a key are merged into mini-sessions."""
+        if spec.kind != "session":
+            return [Delta(k, s, e, c) for (k, s, e), c in self.deltas.items()]
+        return list(
+            merge_sessions((Delta(k, s, e, c) for (k, s, e), c in sorted(self.deltas.items())), ops)
+        )
+
+
+def merge_sessions(seeds: Iterable[Delta], ops: Sequence[Op]) -> Iterable[Delta]:
+    """Merge overlapping `[first, last + gap)` spans of each key (input sorted by key, start)."""
+    current: Delta | None = None
+    for seed in seeds:
+        if current is not None and current.key == seed.key and seed.start < current.end:
+            current = Delta(
+                current.key,
+                current.start,
+                max(current.end, seed.end),
+                merge(ops, current.comps, seed.comps),
+            )
+            continue
+        if current is not None:
+            yield current
+        current = Delta(seed.key, seed.start, seed.end, list(seed.comps))
+    if current is not None:
+        yield current

@@ -1,0 +1,291 @@
+"""The window engine: per-partition clocks and ownership around the Redis store.
+
+It turns a batch of keyed records into one apply call per partition (pre-aggregated in
+memory), and the script's replies into window results. Records at or below a
+partition's applied offset were already applied (a replay after a crash): they never
+touch state again, which makes state exactly-once in both guarantee modes.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import structlog
+
+from service.errors import RecordError, RillError
+from service.processing.windows import (
+    Aggregation,
+    PartitionBatch,
+    PartitionClock,
+    WindowSpec,
+    decode_components,
+    event_time,
+    ops_of,
+    record_components,
+    results,
+)
+from service.records import InRecord, OutRecord
+from service.state.redis_store import NO_TIME, TP, ApplyCall, RedisWindowStore
+
+log = structlog.get_logger("rill.windows")
+
+
+@dataclass(frozen=True, slots=True)
+class WindowPlan:
+    """The window step of a pipeline."""
+
+    spec: WindowSpec
+    aggregations: tuple[Aggregation, ...]
+    time_field: str | None
+    emit: str
+    idle_timeout_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Keyed:
+    """A transformed record on its way into a window."""
+
+    record: InRecord
+    key: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class WindowResult:
+    """One window's aggregate, final (`closed`) or an update."""
+
+    key: str
+    start: int
+    end: int
+    values: dict[str, Any]
+    final: bool
+
+    def as_record(self) -> dict[str, Any]:
+        """The output value."""
+        return {"key": self.key, "window_start": self.start, "window_end": self.end, **self.values}
+
+
+@dataclass(slots=True)
+class Owned:
+    """What this worker knows about a partition it owns."""
+
+    epoch: int
+    applied: int
+    clock: PartitionClock
+    acked: int = 0
+    last_record_wall_ms: int = 0
+    watermark_at_last_record: int = NO_TIME
+
+
+@dataclass(slots=True)
+class EngineResult:
+    """What one batch did to window state."""
+
+    results: list[WindowResult] = field(default_factory=list)
+    dlq: list[OutRecord] = field(default_factory=list)
+    late: int = 0
+    fenced: set[TP] = field(default_factory=set)
+    seqs: dict[TP, int] = field(default_factory=dict)
+    skipped: int = 0
+
+
+def encode_late(records: Sequence[OutRecord]) -> bytes:
+    """Late DLQ entries as one outbox blob."""
+
+    def b64(b: bytes | None) -> str | None:
+        return None if b is None else base64.b64encode(b).decode()
+
+    return orjson.dumps(
+        [
+            [r.topic, b64(r.key), b64(r.value), [[k, b64(v)] for k, v in r.headers or []]]
+            for r in records
+        ]
+    )
+
+
+def decode_late(blob: bytes) -> list[OutRecord]:
+    """The inverse of `encode_late`."""
+
+    def unb64(s: str | None) -> bytes | None:
+        return None if s is None else base64.b64decode(s)
+
+    return (
+        [
+            OutRecord(t, unb64(k), unb64(v), [(hk, unb64(hv)) for hk, hv in h])
+            for t, k, v, h in orjson.loads(blob)
+        ]
+        if blob
+        else []
+    )
+
+
+class WindowEngine:
+    """Window state for the partitions this worker owns.
+
+    Args:
+        plan: the window definition.
+        store: the Redis store.
+        dlq_entry: builds the DLQ (or late topic) record of a late or unusable record;
+            these travel in the outbox with the state change that dropped them.
+    """
+
+    def __init__(
+        self,
+        plan: WindowPlan,
+        store: RedisWindowStore,
+        dlq_entry: Callable[[InRecord, RecordError], OutRecord],
+    ) -> None:
+        self.plan = plan
+        self.store = store
+        self.dlq_entry = dlq_entry
+        self.ops = ops_of(plan.aggregations)
+        self.owned: dict[TP, Owned] = {}
+
+    def assign(self, tp: TP, now_wall_ms: int) -> tuple[list[WindowResult], list[OutRecord], int]:
+        """Claim `tp`; returns the outbox it left behind (results, late entries, last seq)."""
+        claim = self.store.claim(tp)
+        clock = PartitionClock(claim.max_ts, claim.watermark)
+        self.owned[tp] = Owned(
+            claim.epoch,
+            claim.applied,
+            clock,
+            last_record_wall_ms=now_wall_ms,
+            watermark_at_last_record=claim.watermark,
+        )
+        found: list[WindowResult] = []
+        late: list[OutRecord] = []
+        last = 0
+        for seq, outputs, blob in claim.outbox:
+            found.extend(self._results(outputs))
+            late.extend(decode_late(blob))
+            last = seq
+        log.info(
+            "partition claimed",
+            topic=tp[0],
+            partition=tp[1],
+            epoch=claim.epoch,
+            applied=claim.applied,
+            outbox=len(claim.outbox),
+        )
+        return found, late, last
+
+    def acknowledge(self, tp: TP, seq: int) -> None:
+        """Outputs up to `seq` of `tp` are delivered."""
+        owned = self.owned.get(tp)
+        if owned is not None and seq > owned.acked:
+            owned.acked = seq
+
+    def flush_acks(self, tps: Iterable[TP]) -> None:
+        """Drop delivered outbox entries now (on revoke), rather than with the next batch."""
+        for tp in tps:
+            owned = self.owned.get(tp)
+            if owned is not None and owned.acked:
+                self.store.ack(tp, owned.epoch, owned.acked)
+
+    def revoke(self, tps: Iterable[TP]) -> None:
+        """Forget partitions this worker no longer owns."""
+        for tp in tps:
+            self.owned.pop(tp, None)
+
+    def apply(self, keyed: Sequence[Keyed], now_wall_ms: int) -> EngineResult:
+        """Pre-aggregate the batch per partition and apply it in one round trip."""
+        plan, out = self.plan, EngineResult()
+        batches: dict[TP, PartitionBatch] = {}
+        dropped: dict[TP, list[OutRecord]] = {}
+        for item in keyed:
+            rec = item.record
+            tp = (rec.topic, rec.partition)
+            owned = self.owned.get(tp)
+            if owned is None:
+                raise RillError(f"record of {tp}, which this worker does not own")
+            if rec.offset <= owned.applied:
+                out.skipped += 1
+                continue
+            batch = batches.get(tp)
+            if batch is None:
+                batch = batches[tp] = PartitionBatch(first_offset=rec.offset)
+            batch.last_offset = rec.offset
+            try:
+                ts = event_time(item.value, plan.time_field, rec.timestamp_ms)
+                comps = record_components(plan.aggregations, item.value, ts, rec.offset)
+            except RecordError as exc:
+                dropped.setdefault(tp, []).append(self.dlq_entry(rec, exc))
+                continue
+            if not owned.clock.observe(ts, plan.spec.grace_ms):
+                reason = RecordError(
+                    "late",
+                    f"event time {ts} is behind the watermark "
+                    f"{owned.clock.watermark} (grace {plan.spec.grace_ms} ms)",
+                )
+                dropped.setdefault(tp, []).append(self.dlq_entry(rec, reason))
+                out.late += 1
+                continue
+            for span in plan.spec.assign(ts):
+                batch.add(self.ops, item.key, span, comps)
+            owned.last_record_wall_ms = now_wall_ms
+            owned.watermark_at_last_record = owned.clock.watermark
+        for entries in dropped.values():
+            out.dlq.extend(entries)
+        self._send(batches, out, {tp: encode_late(e) for tp, e in dropped.items()})
+        return out
+
+    def tick(self, now_wall_ms: int) -> EngineResult:
+        """Advance the watermark of partitions idle past the timeout, by wall clock."""
+        out = EngineResult()
+        timeout = self.plan.idle_timeout_ms
+        if timeout <= 0:
+            return out
+        idle: dict[TP, PartitionBatch] = {}
+        for tp, owned in self.owned.items():
+            idle_for = now_wall_ms - owned.last_record_wall_ms
+            if idle_for >= timeout and owned.watermark_at_last_record > NO_TIME:
+                owned.clock.watermark = max(
+                    owned.clock.watermark, owned.watermark_at_last_record + idle_for
+                )
+                idle[tp] = PartitionBatch()
+        self._send(idle, out, {})
+        return out
+
+    def _send(
+        self, batches: dict[TP, PartitionBatch], out: EngineResult, late_blobs: dict[TP, bytes]
+    ) -> None:
+        calls = {}
+        for tp, batch in batches.items():
+            owned = self.owned[tp]
+            calls[tp] = ApplyCall(
+                epoch=owned.epoch,
+                first_offset=batch.first_offset,
+                last_offset=batch.last_offset,
+                max_ts=owned.clock.max_ts,
+                watermark=owned.clock.watermark,
+                ack_seq=owned.acked or -1,
+                deltas=batch.as_deltas(self.plan.spec, self.ops),
+                late_blob=late_blobs.get(tp, b""),
+            )
+        for tp, applied in self.store.apply(calls).items():
+            if applied.status == "fenced":
+                log.warning(
+                    "partition fenced: another worker owns it now", topic=tp[0], partition=tp[1]
+                )
+                out.fenced.add(tp)
+                self.owned.pop(tp, None)
+                continue
+            if applied.status != "ok":
+                raise RillError(f"state of {tp} is ahead of this worker ({applied.status})")
+            owned = self.owned[tp]
+            owned.applied = max(owned.applied, applied.applied)
+            owned.clock.watermark = max(owned.clock.watermark, applied.watermark)
+            out.seqs[tp] = applied.seq
+            out.results.extend(self._results(applied.outputs))
+
+    def _results(self, flat: Sequence[Any]) -> list[WindowResult]:
+        found = []
+        for i in range(0, len(flat), 5):
+            tag, key, start, end, comps = flat[i : i + 5]
+            values = results(self.plan.aggregations, decode_components(self.ops, comps))
+            found.append(WindowResult(key, int(float(start)), int(float(end)), values, tag == "c"))
+        return found

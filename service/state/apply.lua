@@ -1,0 +1,182 @@
+-- Apply one batch of one input partition to its window state, atomically.
+-- KEYS: 1 meta (hash), 2 idx (zset: window id -> end), 3 state (hash: window id -> comps),
+--       4 outbox (hash: seq -> outputs / late entries)
+-- ARGV: 1 epoch, 2 first offset (-1: no records), 3 last offset, 4 max event time,
+--       5 watermark candidate, 6 kind, 7 size ms (sliding), 8 emit mode, 9 ops,
+--       10 ttl s, 11 outbox seq acknowledged, 12 late entries blob, 13 key prefix,
+--       14.. deltas: key, start, end, comps
+-- Window ids are "start|end|key" so the key may hold any character.
+local meta, idx, state, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local SEP = '\31'
+
+local epoch = redis.call('HGET', meta, 'epoch')
+if epoch ~= ARGV[1] then
+  return {'fenced', tostring(epoch)}
+end
+local applied = tonumber(redis.call('HGET', meta, 'applied') or '-1')
+local first = tonumber(ARGV[2])
+if first >= 0 and first <= applied then
+  return {'stale', tostring(applied)}
+end
+
+local kind, size, emit = ARGV[6], tonumber(ARGV[7]), ARGV[8]
+local ttl, prefix = tonumber(ARGV[10]), ARGV[13]
+local ops = {}
+for op in string.gmatch(ARGV[9], '[^,]+') do ops[#ops + 1] = op end
+
+local function split(text)
+  local out = {}
+  for part in string.gmatch(text .. SEP, '(.-)' .. SEP) do out[#out + 1] = part end
+  return out
+end
+
+local function fmt(n) return string.format('%.17g', n) end
+
+local function merge(a, b)
+  local out = {}
+  for i, op in ipairs(ops) do
+    local x, y = a[i], b[i]
+    if op == 'add' then out[i] = fmt(tonumber(x) + tonumber(y))
+    elseif op == 'min' then out[i] = (tonumber(x) <= tonumber(y)) and x or y
+    elseif op == 'max' then out[i] = (tonumber(x) >= tonumber(y)) and x or y
+    elseif op == 'first' then out[i] = (x <= y) and x or y
+    else out[i] = (x >= y) and x or y end
+  end
+  return out
+end
+
+local function parse_wid(wid)
+  local s, e, key = string.match(wid, '^(%-?%d+)|(%-?%d+)|(.*)$')
+  return tonumber(s), tonumber(e), key
+end
+
+local function wid_of(s, e, key) return string.format('%d|%d|', s, e) .. key end
+local function key_index(key) return prefix .. 'k:' .. key end
+
+-- 0. Acknowledged outbox entries are delivered: drop them.
+local ack = tonumber(ARGV[11])
+if ack >= 0 then
+  for _, field in ipairs(redis.call('HKEYS', outbox)) do
+    local seq = tonumber(string.match(field, '^(%d+)'))
+    if seq and seq <= ack then redis.call('HDEL', outbox, field) end
+  end
+end
+
+-- 1. Merge the deltas.
+local touched, touched_keys, order = {}, {}, {}
+local i = 14
+while i <= #ARGV do
+  local key, s, e = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local comps = split(ARGV[i + 3])
+  i = i + 4
+  local zk = key_index(key)
+  if kind == 'session' then
+    local changed = true
+    while changed do
+      changed = false
+      for _, wid in ipairs(redis.call('ZRANGEBYSCORE', zk, '-inf', '(' .. e)) do
+        local ws, we = parse_wid(wid)
+        if we > s then
+          comps = merge(comps, split(redis.call('HGET', state, wid)))
+          if ws < s then s = ws end
+          if we > e then e = we end
+          redis.call('HDEL', state, wid)
+          redis.call('ZREM', idx, wid)
+          redis.call('ZREM', zk, wid)
+          changed = true
+        end
+      end
+    end
+  end
+  local wid = wid_of(s, e, key)
+  local old = redis.call('HGET', state, wid)
+  if old then comps = merge(split(old), comps) end
+  redis.call('HSET', state, wid, table.concat(comps, SEP))
+  redis.call('ZADD', idx, e, wid)
+  if kind == 'session' or kind == 'sliding' then
+    redis.call('ZADD', zk, s, wid)
+    redis.call('EXPIRE', zk, ttl)
+  end
+  if kind == 'sliding' then redis.call('ZADD', idx, s + size, 'x|' .. wid) end
+  if not touched[wid] then touched[wid] = true; order[#order + 1] = wid end
+  touched_keys[key] = true
+end
+
+-- 2. Advance the watermark.
+local max_ts = tonumber(redis.call('HGET', meta, 'max_ts') or ARGV[4])
+if tonumber(ARGV[4]) > max_ts then max_ts = tonumber(ARGV[4]) end
+local wm = tonumber(redis.call('HGET', meta, 'wm') or ARGV[5])
+if tonumber(ARGV[5]) > wm then wm = tonumber(ARGV[5]) end
+
+local out = {}
+local function emit_window(tag, s, e, key, comps)
+  out[#out + 1] = tag; out[#out + 1] = key
+  out[#out + 1] = fmt(s); out[#out + 1] = fmt(e)
+  out[#out + 1] = table.concat(comps, SEP)
+end
+
+-- A sliding window [t - size + 1, t + 1) is every bucket of the key in that range.
+local function sliding_window(key, t)
+  local comps = nil
+  for _, wid in ipairs(redis.call('ZRANGEBYSCORE', key_index(key), t - size + 1, t)) do
+    local c = split(redis.call('HGET', state, wid))
+    comps = comps and merge(comps, c) or c
+  end
+  return comps
+end
+
+-- 3. Updates: every window the batch changed that is still there.
+if emit == 'update' then
+  for _, wid in ipairs(order) do
+    if redis.call('HEXISTS', state, wid) == 1 then
+      local s, e, key = parse_wid(wid)
+      if kind == 'sliding' then
+        for _, other in ipairs(redis.call('ZRANGEBYSCORE', key_index(key), s, s + size - 1)) do
+          -- Every such window ends at or after this record, so it was open at batch start.
+          local t = parse_wid(other)
+          emit_window('u', t - size + 1, t + 1, key, sliding_window(key, t))
+        end
+      else
+        emit_window('u', s, e, key, split(redis.call('HGET', state, wid)))
+      end
+    end
+  end
+end
+
+-- 4. Close every window whose end the watermark reached; emit it in final mode.
+-- Sliding buckets also sit in idx as "x|<id>" at the time no open window needs them.
+local closed = redis.call('ZRANGEBYSCORE', idx, '-inf', wm)
+local evict = {}
+for _, wid in ipairs(closed) do
+  if string.sub(wid, 1, 2) == 'x|' then
+    evict[#evict + 1] = string.sub(wid, 3)
+  else
+    local s, e, key = parse_wid(wid)
+    if kind == 'sliding' then
+      if emit == 'final' then emit_window('c', s - size + 1, e, key, sliding_window(key, s)) end
+    else
+      if emit == 'final' then emit_window('c', s, e, key, split(redis.call('HGET', state, wid))) end
+      redis.call('HDEL', state, wid)
+      if kind == 'session' then redis.call('ZREM', key_index(key), wid) end
+    end
+  end
+  redis.call('ZREM', idx, wid)
+end
+for _, wid in ipairs(evict) do
+  local _, _, key = parse_wid(wid)
+  redis.call('HDEL', state, wid)
+  redis.call('ZREM', key_index(key), wid)
+end
+
+-- 5. Record the applied offset, the clock and the outbox, atomically with the state.
+local seq = redis.call('HINCRBY', meta, 'seq', 1)
+if #out > 0 then redis.call('HSET', outbox, seq .. ':o', cjson.encode(out)) end
+if ARGV[12] ~= '' then redis.call('HSET', outbox, seq .. ':l', ARGV[12]) end
+local fields = {'max_ts', fmt(max_ts), 'wm', fmt(wm)}
+if tonumber(ARGV[3]) >= 0 then
+  fields[#fields + 1] = 'applied'; fields[#fields + 1] = ARGV[3]
+  applied = tonumber(ARGV[3])
+end
+redis.call('HSET', meta, unpack(fields))
+for _, k in ipairs(KEYS) do redis.call('EXPIRE', k, ttl) end
+return {'ok', tostring(seq), fmt(wm), tostring(applied), out}
