@@ -10,6 +10,7 @@ from service.errors import ConfigError
 from service.pipeline import Pipeline
 from service.processing.batch import Plan
 from service.processing.steps import declarative_pipeline
+from service.processing.windows import Aggregation, WindowPlan, WindowSpec
 from service.serde import build_serde
 
 
@@ -63,4 +64,27 @@ def build_plan(settings: Settings) -> Plan:
         max_record_bytes=s.max_record_bytes,
         transform_retries=s.transform_retries,
         version=__version__,
+        window=build_window(s),
+        late_topic=s.late_topic,
+    )
+
+
+def build_window(settings: Settings) -> WindowPlan | None:
+    """The window step of the declarative settings, or None for a stateless pipeline."""
+    s = settings
+    if s.window_type == "none":
+        return None
+    spec = WindowSpec(
+        s.window_type,
+        size_ms=s.window_size_ms,
+        advance_ms=s.window_advance_ms,
+        gap_ms=s.window_gap_ms,
+        grace_ms=s.window_grace_ms,
+    )
+    return WindowPlan(
+        spec,
+        tuple(Aggregation.parse(a) for a in s.aggregates),
+        s.window_time_field or None,
+        s.window_emit,
+        s.window_idle_timeout_ms,
     )

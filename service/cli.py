@@ -65,7 +65,10 @@ def _cmd_produce_demo(settings: Settings, args: argparse.Namespace) -> int:
     interval = 1.0 / args.rate if args.rate > 0 else 0.0
     started = time.monotonic()
     sent = 0
-    for i, order in enumerate(demo_orders(args.count, seed=args.seed, customers=args.customers)):
+    orders = demo_orders(
+        args.count, seed=args.seed, customers=args.customers, start_ms=time.time_ns() // 1_000_000
+    )
+    for i, order in enumerate(orders):
         producer.send([OutRecord(topic, order["customer_id"].encode(), serde.encode(order))])
         if args.corrupt_every and i % args.corrupt_every == args.corrupt_every - 1:
             producer.send([OutRecord(topic, b"corrupt", b"\x00\x00\x00\x00\x01garbage")])

@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from service.errors import ConfigError
+from service.processing.windows import Aggregation
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 ENV_PREFIX = "RILL_"
@@ -60,21 +61,33 @@ class Settings(BaseSettings):
     input_schema: str | None = "order.avsc"
     input_wire: Wire = "confluent"
     input_schema_id: int | None = Field(default=1, ge=0)
-    output_format: Format = "avro"
-    output_schema: str | None = "order_out.avsc"
-    output_wire: Wire = "confluent"
-    output_schema_id: int | None = Field(default=2, ge=0)
+    output_format: Format = "json"
+    output_schema: str | None = None
+    output_wire: Wire = "plain"
+    output_schema_id: int | None = Field(default=None, ge=0)
 
     # The declarative pipeline: filter -> key_by -> project -> rename.
     filter_field: str | None = "status"
     filter_op: FilterOp = "ne"
     filter_value: Any = "cancelled"
     key_by: str | None = "customer_id"
-    project: list[str] | None = Field(
-        default_factory=lambda: ["order_id", "customer_id", "amount", "currency", "created_at"]
-    )
-    rename: dict[str, str] = Field(default_factory=lambda: {"amount": "total"})
+    project: list[str] | None = None
+    rename: dict[str, str] = Field(default_factory=dict)
     app: str | None = None
+
+    # Windowed aggregation (window_type none: a stateless pipeline).
+    window_type: Literal["none", "tumbling", "hopping", "sliding", "session"] = "tumbling"
+    window_size_ms: int = Field(default=10_000, ge=0)
+    window_advance_ms: int = Field(default=0, ge=0)
+    window_gap_ms: int = Field(default=0, ge=0)
+    window_grace_ms: int = Field(default=2_000, ge=0)
+    window_time_field: str | None = "created_at"
+    window_emit: Literal["final", "update"] = "final"
+    window_idle_timeout_ms: int = Field(default=5_000, ge=0)
+    aggregates: list[str] = Field(
+        default_factory=lambda: ["count", "sum:amount as total", "max:amount", "mean:amount"]
+    )
+    late_topic: str | None = None
 
     # Batching and limits.
     batch_size: int = Field(default=1000, gt=0, le=100_000)
@@ -88,6 +101,9 @@ class Settings(BaseSettings):
 
     # Redis (window state).
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:16379/0")
+    redis_cluster: bool = False
+    redis_prefix: str = "rill"
+    state_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
 
     # Operations.
     metrics_port: int = Field(default=9400, ge=0, le=65535)
@@ -95,9 +111,9 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     summary_interval_s: float = Field(default=10.0, gt=0)
 
-    @field_validator("project", mode="before")
+    @field_validator("project", "aggregates", mode="before")
     @classmethod
-    def _split_project(cls, value: Any) -> Any:
+    def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.lstrip().startswith("["):
             return [part.strip() for part in value.split(",") if part.strip()] or None
         return value
@@ -130,11 +146,34 @@ class Settings(BaseSettings):
             raise ValueError(
                 "dlq_topic must differ from input_topic and output_topic: set RILL_DLQ_TOPIC"
             )
+        self._check_window()
         if self.input_topic == self.output_topic:
             raise ValueError(
                 "output_topic equals input_topic, which would loop: set RILL_OUTPUT_TOPIC"
             )
         return self
+
+    def _check_window(self) -> None:
+        kind = self.window_type
+        if kind == "none":
+            return
+        if kind in ("tumbling", "hopping", "sliding") and self.window_size_ms <= 0:
+            raise ValueError(f"window_type {kind} needs RILL_WINDOW_SIZE_MS > 0")
+        if kind == "hopping" and not 0 < self.window_advance_ms <= self.window_size_ms:
+            raise ValueError(
+                "window_type hopping needs 0 < RILL_WINDOW_ADVANCE_MS <= RILL_WINDOW_SIZE_MS"
+            )
+        if kind == "session" and self.window_gap_ms <= 0:
+            raise ValueError("window_type session needs RILL_WINDOW_GAP_MS > 0")
+        if not self.aggregates:
+            raise ValueError("a window needs RILL_AGGREGATES, e.g. count,sum:amount")
+        for spec in self.aggregates:
+            try:
+                Aggregation.parse(spec)
+            except ValueError as exc:
+                raise ValueError(f"RILL_AGGREGATES: {exc}") from exc
+        if self.late_topic in (self.input_topic, self.output_topic):
+            raise ValueError("late_topic must differ from input and output: set RILL_LATE_TOPIC")
 
     @classmethod
     def settings_customise_sources(

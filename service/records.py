@@ -49,6 +49,7 @@ class BatchResult:
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     dlq_reasons: dict[tuple[str, str], int] = field(default_factory=dict)
     consumed: int = 0
+    keyed: list[Any] = field(default_factory=list)
 
     def extra(self) -> dict[str, Any]:
         """Summary fields for a log line."""

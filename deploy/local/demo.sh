@@ -33,12 +33,14 @@ for _ in $(seq 1 60); do
   sleep 1
 done
 
-echo "== last 10 results in orders-by-customer (filtered: not cancelled; keyed by customer)"
+echo "== waiting for the idle timeout to close the last windows"
+sleep 7
+echo "== last 10 results in orders-by-customer: per-customer totals of 10 s tumbling windows (cancelled orders filtered out)"
 rill tail orders-by-customer --timeout 2 | tail -n 10
 echo "== 2 DLQ records with their reasons"
 rill tail orders-dlq --max 2 --timeout 2
 echo "== metrics"
-curl -s "127.0.0.1:$RILL_METRICS_PORT/metrics" | grep -E '^rill_(records_[a-z]+_total|assigned_partitions|batch_seconds_count)'
+curl -s "127.0.0.1:$RILL_METRICS_PORT/metrics" | grep -E '^rill_(records_[a-z]+_total|windows_closed_total|assigned_partitions|batch_seconds_count)'
 echo "== worker summary lines"
 grep '"summary"' "$log" | tail -n 2 || true
 kill -TERM $worker; wait $worker || true

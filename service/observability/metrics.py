@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from service.records import BatchResult
@@ -49,9 +51,39 @@ class Metrics:
         self.assigned_partitions = Gauge(
             "rill_assigned_partitions", "Partitions assigned", registry=r
         )
+        self.records_late = Counter(
+            "rill_records_late", "Records behind the watermark", ["topic"], registry=r
+        )
+        self.records_replayed = Counter(
+            "rill_records_replayed",
+            "Records at or below the applied offset, not re-applied",
+            ["topic"],
+            registry=r,
+        )
+        self.windows_closed = Counter(
+            "rill_windows_closed", "Windows closed and emitted", ["topic"], registry=r
+        )
+        self.window_updates = Counter(
+            "rill_window_updates", "Window updates emitted", ["topic"], registry=r
+        )
+        self.redis_seconds = Histogram(
+            "rill_redis_seconds", "Window apply round trip", buckets=_LATENCY_BUCKETS, registry=r
+        )
         self.last_poll = Gauge(
             "rill_last_poll_timestamp_seconds", "When the poll loop last turned", registry=r
         )
+
+    def count_windows(self, topic: str, applied: Any) -> None:
+        """Add what a window step did (an `EngineResult`)."""
+        if applied.late:
+            self.records_late.labels(topic).inc(applied.late)
+        if applied.skipped:
+            self.records_replayed.labels(topic).inc(applied.skipped)
+        closed = sum(1 for r in applied.results if r.final)
+        if closed:
+            self.windows_closed.labels(topic).inc(closed)
+        if len(applied.results) - closed:
+            self.window_updates.labels(topic).inc(len(applied.results) - closed)
 
     def count_batch(self, topic: str, result: BatchResult, delivered: int) -> None:
         """Add one batch's counts."""

@@ -9,9 +9,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from service.errors import RecordError
 from service.pipeline import Step
 from service.processing.dlq import dlq_record
+from service.processing.windows import Keyed, WindowPlan, WindowResult
 from service.records import BatchResult, InRecord, OutRecord
 from service.serde import Serde
 
@@ -28,6 +31,8 @@ class Plan:
     max_record_bytes: int
     transform_retries: int
     version: str
+    window: WindowPlan | None = None
+    late_topic: str | None = None
 
 
 def encode_key(key: Any) -> bytes | None:
@@ -137,6 +142,20 @@ def process_batch(records: Sequence[InRecord], plan: Plan, now_ms: int) -> Batch
         if not items:
             result.filtered += 1
             continue
+        if plan.window is not None:
+            window_key = _window_key(items, record)
+            if window_key is None:
+                to_dlq(
+                    record,
+                    RecordError(
+                        "transform",
+                        "a windowed aggregation needs a key: set key_by, or produce keyed records",
+                    ),
+                    attempts,
+                )
+                continue
+            result.keyed.extend(Keyed(record, window_key, v) for _, v in items)
+            continue
         try:
             encoded = [
                 OutRecord(plan.output_topic, encode_key(k), plan.encoder.encode(v), None)
@@ -161,3 +180,52 @@ def process_batch(records: Sequence[InRecord], plan: Plan, now_ms: int) -> Batch
             continue
         outputs.extend(encoded)
     return result
+
+
+def _window_key(items: list[tuple[Any, Any]], record: InRecord) -> str | None:
+    key = items[0][0]
+    if key is None:
+        return None
+    if isinstance(key, bytes):
+        return key.decode("utf-8", "replace")
+    return str(key)
+
+
+def encode_results(
+    results: Sequence[WindowResult], plan: Plan, now_ms: int
+) -> tuple[list[OutRecord], list[OutRecord]]:
+    """Window results as sink records; a result the output serde refuses goes to the DLQ.
+
+    Returns:
+        (sink records, DLQ records).
+    """
+    outputs, dlq = [], []
+    for res in results:
+        value = res.as_record()
+        key = res.key.encode()
+        try:
+            outputs.append(OutRecord(plan.output_topic, key, plan.encoder.encode(value)))
+        except RecordError as exc:
+            source = InRecord(plan.output_topic, -1, -1, key, orjson.dumps(value), None, now_ms)
+            dlq.append(
+                dlq_record(
+                    source,
+                    plan.dlq_topic,
+                    exc.stage,
+                    type(exc).__name__,
+                    str(exc),
+                    1,
+                    now_ms,
+                    plan.version,
+                )
+            )
+    return outputs, dlq
+
+
+def dlq_entry(plan: Plan, record: InRecord, error: RecordError, now_ms: int) -> OutRecord:
+    """The DLQ record of one input record (late ones go to the late topic when set)."""
+    topic = plan.late_topic if error.stage == "late" and plan.late_topic else plan.dlq_topic
+    cause = error.__cause__ if error.__cause__ is not None else error
+    return dlq_record(
+        record, topic, error.stage, type(cause).__name__, str(error), 1, now_ms, plan.version
+    )

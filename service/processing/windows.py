@@ -25,6 +25,7 @@ from typing import Any, Literal, TypeAlias
 import orjson
 
 from service.errors import RecordError
+from service.records import InRecord
 
 WindowKind: TypeAlias = Literal["tumbling", "hopping", "sliding", "session"]
 Op: TypeAlias = Literal["add", "min", "max", "first", "last"]
@@ -266,3 +267,38 @@ def merge_sessions(seeds: Iterable[Delta], ops: Sequence[Op]) -> Iterable[Delta]
         current = Delta(seed.key, seed.start, seed.end, list(seed.comps))
     if current is not None:
         yield current
+
+
+@dataclass(frozen=True, slots=True)
+class WindowPlan:
+    """The window step of a pipeline."""
+
+    spec: WindowSpec
+    aggregations: tuple[Aggregation, ...]
+    time_field: str | None
+    emit: str
+    idle_timeout_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Keyed:
+    """A transformed record on its way into a window."""
+
+    record: InRecord
+    key: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class WindowResult:
+    """One window's aggregate, final (`closed`) or an update."""
+
+    key: str
+    start: int
+    end: int
+    values: dict[str, Any]
+    final: bool
+
+    def as_record(self) -> dict[str, Any]:
+        """The output value."""
+        return {"key": self.key, "window_start": self.start, "window_end": self.end, **self.values}

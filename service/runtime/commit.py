@@ -50,7 +50,7 @@ def _refused_to_dlq(
 def deliver_and_commit(
     result: BatchResult,
     producer: BatchProducer,
-    consumer: GroupConsumer,
+    consumer: GroupConsumer | None,
     *,
     dlq_topic: str,
     source_topic: str,
@@ -90,7 +90,8 @@ def deliver_and_commit(
         if again:
             raise DeliveryError(f"DLQ refused records too: {again[0][1]}")
     # 5. Everything is delivered: store the offsets; auto-commit, revoke and close commit them.
-    consumer.store_offsets(result.next_offsets)
+    if consumer is not None:
+        consumer.store_offsets(result.next_offsets)
     return len(result.outputs) - moved, moved
 
 

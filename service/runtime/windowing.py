@@ -18,10 +18,11 @@ import structlog
 
 from service.errors import RecordError, RillError
 from service.processing.windows import (
-    Aggregation,
+    Keyed,
     PartitionBatch,
     PartitionClock,
-    WindowSpec,
+    WindowPlan,
+    WindowResult,
     decode_components,
     event_time,
     ops_of,
@@ -32,41 +33,6 @@ from service.records import InRecord, OutRecord
 from service.state.redis_store import NO_TIME, TP, ApplyCall, RedisWindowStore
 
 log = structlog.get_logger("rill.windows")
-
-
-@dataclass(frozen=True, slots=True)
-class WindowPlan:
-    """The window step of a pipeline."""
-
-    spec: WindowSpec
-    aggregations: tuple[Aggregation, ...]
-    time_field: str | None
-    emit: str
-    idle_timeout_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class Keyed:
-    """A transformed record on its way into a window."""
-
-    record: InRecord
-    key: str
-    value: Any
-
-
-@dataclass(frozen=True, slots=True)
-class WindowResult:
-    """One window's aggregate, final (`closed`) or an update."""
-
-    key: str
-    start: int
-    end: int
-    values: dict[str, Any]
-    final: bool
-
-    def as_record(self) -> dict[str, Any]:
-        """The output value."""
-        return {"key": self.key, "window_start": self.start, "window_end": self.end, **self.values}
 
 
 @dataclass(slots=True)

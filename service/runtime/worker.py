@@ -1,4 +1,7 @@
-"""The worker loop: poll, process (pure), deliver and commit. It orchestrates only."""
+"""The worker loop: poll, process (pure), apply window state, deliver and commit.
+
+It orchestrates only: the computing is in `processing`, the I/O in `kafka` and `state`.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +19,12 @@ from service.kafka.consumer import GroupConsumer
 from service.kafka.producer import BatchProducer
 from service.observability.health import HealthServer, HealthState
 from service.observability.metrics import Metrics
-from service.processing.batch import Plan, process_batch
+from service.processing.batch import Plan, dlq_entry, encode_results, process_batch
 from service.processing.dlq import reason_of
+from service.records import BatchResult
 from service.runtime.commit import deliver_and_commit, now_ms
+from service.runtime.windowing import EngineResult, WindowEngine
+from service.state.redis_store import TP, RedisWindowStore
 
 log = structlog.get_logger("rill.worker")
 DEFAULT_PARTITIONS = 4
@@ -39,32 +45,64 @@ class Worker:
         self.metrics = metrics or Metrics()
         self.health = HealthState(liveness_threshold_s=60.0)
         self._stop = threading.Event()
-        self._assigned: set[tuple[str, int]] = set()
+        self._assigned: set[TP] = set()
+        self._engine: WindowEngine | None = None
+        self._producer: BatchProducer | None = None
 
     def request_stop(self) -> None:
         """Finish the current batch, commit, leave the group (safe from a signal handler)."""
         self._stop.set()
 
-    def _on_assign(self, pairs: list[tuple[str, int]]) -> None:
+    def _on_assign(self, pairs: list[TP]) -> None:
         self._assigned.update(pairs)
         self.metrics.rebalances.labels("assign").inc()
         self.metrics.assigned_partitions.set(len(self._assigned))
+        if self._engine is not None:
+            for tp in pairs:
+                self._reconcile(tp)
 
-    def _on_revoke(self, pairs: list[tuple[str, int]]) -> None:
+    def _reconcile(self, tp: TP) -> None:
+        """Claim a partition's state and re-emit what its last owner left undelivered."""
+        assert self._engine is not None
+        assert self._producer is not None
+        now = now_ms()
+        results, late, seq = self._engine.assign(tp, now)
+        if not (results or late):
+            return
+        outputs, dlq = encode_results(results, self.plan, now)
+        self._producer.send(outputs)
+        self._producer.send([*dlq, *late])
+        if self._producer.flush(self.settings.delivery_timeout_s):
+            log.warning("outbox re-emit refused records", topic=tp[0], partition=tp[1])
+        self._engine.acknowledge(tp, seq)
+        self._engine.flush_acks([tp])
+        log.info(
+            "outbox re-emitted", topic=tp[0], partition=tp[1], results=len(results), late=len(late)
+        )
+
+    def _on_revoke(self, pairs: list[TP]) -> None:
         self._assigned.difference_update(pairs)
         self.metrics.rebalances.labels("revoke").inc()
         self.metrics.assigned_partitions.set(len(self._assigned))
+        if self._engine is not None:
+            self._engine.flush_acks(pairs)
+            self._engine.revoke(pairs)
 
     def _ready(self) -> tuple[bool, str]:
         if not self._assigned:
             return False, "no partitions assigned"
+        if self._engine is not None and not self._engine.store.ping():
+            return False, "Redis does not answer"
         return True, f"{len(self._assigned)} partitions assigned"
 
     def _create_topics(self) -> None:
         s = self.settings
         common = s.librdkafka_common()
         partitions = partition_count(common, s.input_topic) or DEFAULT_PARTITIONS
-        ensure_topics(common, [s.input_topic, s.output_topic, s.dlq_topic], partitions)
+        topics = [s.input_topic, s.output_topic, s.dlq_topic]
+        if s.late_topic:
+            topics.append(s.late_topic)
+        ensure_topics(common, topics, partitions)
 
     def run(self) -> None:
         """Run until `request_stop()`; then finish the batch, commit and close."""
@@ -75,8 +113,10 @@ class Worker:
                 server = HealthServer(s.metrics_port, self.metrics.registry, self.health).start()
                 stack.callback(server.close)
                 self.health.ready_check = self._ready
-            producer = BatchProducer(producer_config(s)).start()
-            stack.callback(producer.close)
+            if self.plan.window is not None:
+                self._engine = self._start_engine(stack)
+            self._producer = BatchProducer(producer_config(s)).start()
+            stack.callback(self._producer.close)
             consumer = GroupConsumer(
                 consumer_config(s), [s.input_topic], self._on_assign, self._on_revoke
             ).start()
@@ -89,14 +129,98 @@ class Worker:
                 dlq=s.dlq_topic,
                 group=s.group_id,
                 steps=[step.name for step in self.plan.steps],
+                window=s.window_type if self.plan.window else None,
             )
-            self._loop(consumer, producer)
+            self._loop(consumer, self._producer)
         log.info("worker stopped")
+
+    def _start_engine(self, stack: ExitStack) -> WindowEngine:
+        s, window = self.settings, self.plan.window
+        assert window is not None
+        engine = WindowEngine(
+            window,
+            RedisWindowStore(
+                s.redis_url.get_secret_value(),
+                cluster=s.redis_cluster,
+                prefix=s.redis_prefix,
+                group=s.group_id,
+                kind=window.spec.kind,
+                size_ms=window.spec.size_ms,
+                emit=window.emit,
+                ops=[],
+                ttl_s=s.state_ttl_s,
+            ),
+            lambda record, error: dlq_entry(self.plan, record, error, now_ms()),
+        )
+        engine.store.configure_ops(engine.ops)
+        engine.store.start()
+        stack.callback(engine.store.close)
+        return engine
+
+    def _window_step(self, result: BatchResult) -> EngineResult | None:
+        """Steps 4-5 of the record flow: pre-aggregate and apply the batch to Redis."""
+        if self._engine is None:
+            return None
+        started = time.perf_counter()
+        now = now_ms()
+        applied = self._engine.apply(result.keyed, now)
+        self.metrics.redis_seconds.observe(time.perf_counter() - started)
+        outputs, dlq = encode_results(applied.results, self.plan, now)
+        result.outputs.extend(outputs)
+        result.dlq.extend(dlq)
+        result.dlq.extend(applied.dlq)
+        for record in applied.dlq:
+            stage = reason_of(record.headers).get("rill.error.stage", "late")
+            reason = (stage, reason_of(record.headers).get("rill.error.class", "RecordError"))
+            result.dlq_reasons[reason] = result.dlq_reasons.get(reason, 0) + 1
+        for tp in applied.fenced:
+            result.next_offsets.pop(tp, None)
+        self.metrics.count_windows(self.settings.input_topic, applied)
+        return applied
+
+    def _tick(self, producer: BatchProducer) -> None:
+        """Close windows of idle partitions by wall clock, and deliver what closed."""
+        if self._engine is None:
+            return
+        applied = self._engine.tick(now_ms())
+        if not applied.results:
+            for tp, seq in applied.seqs.items():
+                self._engine.acknowledge(tp, seq)
+            return
+        result = BatchResult()
+        outputs, dlq = encode_results(applied.results, self.plan, now_ms())
+        result.outputs.extend(outputs)
+        result.dlq.extend(dlq)
+        self._deliver(result, producer, None)
+        for tp, seq in applied.seqs.items():
+            self._engine.acknowledge(tp, seq)
+        self.metrics.count_windows(self.settings.input_topic, applied)
+
+    def _deliver(
+        self, result: BatchResult, producer: BatchProducer, consumer: GroupConsumer | None
+    ) -> tuple[int, int]:
+        s = self.settings
+        started = time.perf_counter()
+        delivered, moved = deliver_and_commit(
+            result,
+            producer,
+            consumer,
+            dlq_topic=s.dlq_topic,
+            source_topic=s.input_topic,
+            version=__version__,
+            timeout_s=s.delivery_timeout_s,
+        )
+        self.metrics.delivery_seconds.observe(time.perf_counter() - started)
+        self.metrics.count_batch(s.input_topic, result, delivered)
+        if moved:
+            self.metrics.records_dlq.labels(s.input_topic, "produce", "refused").inc(moved)
+        return delivered, moved
 
     def _loop(self, consumer: GroupConsumer, producer: BatchProducer) -> None:
         s, m = self.settings, self.metrics
         totals = {"in": 0, "out": 0, "dlq": 0, "filtered": 0}
         next_summary = time.monotonic() + s.summary_interval_s
+        next_tick = time.monotonic() + 1.0
         while not self._stop.is_set():
             self.health.beat()
             m.last_poll.set_to_current_time()
@@ -104,20 +228,11 @@ class Worker:
             if records:
                 started = time.perf_counter()
                 result = process_batch(records, self.plan, now_ms())
-                flush_started = time.perf_counter()
-                delivered, moved = deliver_and_commit(
-                    result,
-                    producer,
-                    consumer,
-                    dlq_topic=s.dlq_topic,
-                    source_topic=s.input_topic,
-                    version=__version__,
-                    timeout_s=s.delivery_timeout_s,
-                )
-                m.delivery_seconds.observe(time.perf_counter() - flush_started)
-                m.count_batch(s.input_topic, result, delivered)
-                if moved:
-                    m.records_dlq.labels(s.input_topic, "produce", "refused").inc(moved)
+                applied = self._window_step(result)
+                delivered, moved = self._deliver(result, producer, consumer)
+                if applied is not None and self._engine is not None:
+                    for tp, seq in applied.seqs.items():
+                        self._engine.acknowledge(tp, seq)
                 m.batch_seconds.observe(time.perf_counter() - started)
                 totals["in"] += result.consumed
                 totals["out"] += delivered
@@ -126,6 +241,9 @@ class Worker:
                 for entry in result.dlq:
                     log.warning("record to DLQ", **reason_of(entry.headers))
                 log.debug("batch", **result.extra())
+            if time.monotonic() >= next_tick:
+                self._tick(producer)
+                next_tick = time.monotonic() + 1.0
             if time.monotonic() >= next_summary:
                 log.info(
                     "summary",

@@ -40,25 +40,37 @@ records_st = st.lists(
 
 def _engine(endpoints: Endpoints, spec: WindowSpec, emit: str) -> WindowEngine:
     store = RedisWindowStore(
-        endpoints.redis_url, cluster=False, prefix=f"prop-{uuid.uuid4().hex[:8]}",
-        group="g", kind=spec.kind, size_ms=spec.size_ms, emit=emit,
-        ops=[], ttl_s=600,
+        endpoints.redis_url,
+        cluster=False,
+        prefix=f"prop-{uuid.uuid4().hex[:8]}",
+        group="g",
+        kind=spec.kind,
+        size_ms=spec.size_ms,
+        emit=emit,
+        ops=[],
+        ttl_s=600,
     )
     plan = WindowPlan(spec, tuple(Aggregation.parse(a) for a in AGGREGATES), "ts", emit, 0)
     engine = WindowEngine(plan, store, lambda rec, err: OutRecord("dlq", rec.key, rec.value))
-    store._args = (spec.kind, str(spec.size_ms), emit,  # noqa: SLF001 - ops known only here
-                   ",".join(engine.ops), "600")
+    store.configure_ops(engine.ops)
     return engine
 
 
-def _drive(engine: WindowEngine, stream: list[Rec], cuts: list[int]) -> tuple[
-        list[WindowResult], int]:
+def _drive(
+    engine: WindowEngine, stream: list[Rec], cuts: list[int]
+) -> tuple[list[WindowResult], int]:
     store = engine.store.start()
     try:
         for p in (0, 1):
             engine.assign(("t", p), 0)
-        keyed = [Keyed(InRecord("t", r.partition, r.offset, None, None, None, 0), r.key,
-                       {"ts": r.ts, "amount": r.amount}) for r in stream]
+        keyed = [
+            Keyed(
+                InRecord("t", r.partition, r.offset, None, None, None, 0),
+                r.key,
+                {"ts": r.ts, "amount": r.amount},
+            )
+            for r in stream
+        ]
         found: list[WindowResult] = []
         late = 0
         start = 0
@@ -89,12 +101,17 @@ def _stream(raw: list[tuple[int, str, int, int]]) -> list[Rec]:
 
 @pytest.mark.parametrize("emit", ["final", "update"])
 @pytest.mark.parametrize("kind", list(SPECS))
-@settings(max_examples=100, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(raw=records_st, cuts=st.lists(st.integers(0, 60), max_size=6))
-def test_windows_equal_reference_model(endpoints: Endpoints, kind: str, emit: str,
-                                       raw: list[tuple[int, str, int, int]],
-                                       cuts: list[int]) -> None:
+def test_windows_equal_reference_model(
+    endpoints: Endpoints,
+    kind: str,
+    emit: str,
+    raw: list[tuple[int, str, int, int]],
+    cuts: list[int],
+) -> None:
     """Every window's aggregate equals the model, for all window types and emit modes."""
     spec = SPECS[kind]
     stream = _stream(raw)

@@ -33,8 +33,17 @@ pytestmark = pytest.mark.integration
 
 IN_SERDE = avro_serde("order.avsc", 1)
 OUT_SERDE = avro_serde("order_out.avsc", 2)
-# No filter, so every good record has exactly one output.
-NO_FILTER = {"filter_field": ""}
+# The stateless projection pipeline, no filter: every good record has exactly one output.
+NO_FILTER = {
+    "filter_field": "",
+    "window_type": "none",
+    "project": "order_id,customer_id,amount,currency,created_at",
+    "rename": '{"amount": "total"}',
+    "output_format": "avro",
+    "output_schema": "order_out.avsc",
+    "output_wire": "confluent",
+    "output_schema_id": "2",
+}
 
 
 def expected_output(order: dict[str, Any]) -> dict[str, Any]:

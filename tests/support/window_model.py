@@ -38,12 +38,20 @@ def _aggregate(recs: Sequence[Rec]) -> dict[str, Any]:
     }
 
 
-AGGREGATES = ["count", "sum:amount", "min:amount", "max:amount", "mean:amount",
-              "first:amount", "last:amount"]
+AGGREGATES = [
+    "count",
+    "sum:amount",
+    "min:amount",
+    "max:amount",
+    "mean:amount",
+    "first:amount",
+    "last:amount",
+]
 
 
-def _windows_of_key(kind: str, size: int, advance: int, gap: int, recs: list[Rec]
-                    ) -> dict[tuple[int, int], list[Rec]]:
+def _windows_of_key(
+    kind: str, size: int, advance: int, gap: int, recs: list[Rec]
+) -> dict[tuple[int, int], list[Rec]]:
     out: dict[tuple[int, int], list[Rec]] = defaultdict(list)
     if kind == "tumbling":
         for r in recs:
@@ -80,8 +88,9 @@ class ModelResult:
     late: set[tuple[int, int]]
 
 
-def run_model(records: Sequence[Rec], kind: str, size: int = 0, advance: int = 0,
-              gap: int = 0, grace: int = 0) -> ModelResult:
+def run_model(
+    records: Sequence[Rec], kind: str, size: int = 0, advance: int = 0, gap: int = 0, grace: int = 0
+) -> ModelResult:
     """Windows (all, and those closed by the end) and late records of a stream.
 
     Records are taken per partition in offset order; the watermark of a partition is
@@ -116,6 +125,7 @@ def same_values(a: dict[str, Any], b: dict[str, Any]) -> bool:
         return False
     return all(
         math.isclose(a[k], b[k], rel_tol=1e-9, abs_tol=1e-6)
-        if isinstance(a[k], float) or isinstance(b[k], float) else a[k] == b[k]
+        if isinstance(a[k], float) or isinstance(b[k], float)
+        else a[k] == b[k]
         for k in a
     )

@@ -36,9 +36,20 @@ def _reasons(result: Any) -> list[dict[str, str]]:
     return [dlq.reason_of(r.headers) for r in result.dlq]
 
 
-def test_default_plan_transforms_demo_orders() -> None:
-    """The built-in pipeline filters cancelled orders, keys by customer and renames amount."""
-    plan = build_plan(load_settings())
+STATELESS: dict[str, Any] = {
+    "window_type": "none",
+    "project": ["order_id", "customer_id", "amount", "currency", "created_at"],
+    "rename": {"amount": "total"},
+    "output_format": "avro",
+    "output_schema": "order_out.avsc",
+    "output_wire": "confluent",
+    "output_schema_id": 2,
+}
+
+
+def test_stateless_plan_transforms_demo_orders() -> None:
+    """A projection pipeline filters cancelled orders, keys by customer and renames amount."""
+    plan = build_plan(load_settings(**STATELESS))
     orders = list(demo_orders(200))
     records = [_rec(plan.decoder.encode(o), i) for i, o in enumerate(orders)]
     result = process_batch(records, plan, 0)

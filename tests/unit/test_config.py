@@ -17,7 +17,8 @@ def test_defaults_are_the_demo_pipeline() -> None:
     settings = load_settings()
     assert settings.input_topic == "orders"
     steps = [s.name for s in build_plan(settings).steps]
-    assert steps == ["filter:status", "key_by:customer_id", "map:project", "map:rename"]
+    assert steps == ["filter:status", "key_by:customer_id"]
+    assert settings.window_type == "tumbling"
 
 
 @pytest.mark.parametrize(
@@ -26,8 +27,13 @@ def test_defaults_are_the_demo_pipeline() -> None:
         ({"batch_size": 0}, "RILL_BATCH_SIZE"),
         ({"input_format": "xml"}, "RILL_INPUT_FORMAT"),
         ({"input_schema": "missing.avsc"}, "RILL_INPUT_SCHEMA"),
-        ({"output_schema": None}, "RILL_OUTPUT_SCHEMA"),
+        ({"output_format": "avro"}, "RILL_OUTPUT_SCHEMA"),
+        ({"window_type": "hopping", "window_advance_ms": 0}, "RILL_WINDOW_ADVANCE_MS"),
+        ({"window_type": "session"}, "RILL_WINDOW_GAP_MS"),
+        ({"aggregates": "median:amount"}, "RILL_AGGREGATES"),
+        ({"aggregates": "sum"}, "RILL_AGGREGATES"),
         ({"input_schema_id": None}, "RILL_INPUT_SCHEMA_ID"),
+        ({"output_wire": "confluent"}, "RILL_OUTPUT_SCHEMA_ID"),
         ({"dlq_topic": "orders"}, "RILL_DLQ_TOPIC"),
         ({"output_topic": "orders"}, "RILL_OUTPUT_TOPIC"),
         ({"filter_op": "like"}, "RILL_FILTER_OP"),
