@@ -7,17 +7,20 @@ order events. Anything wrong fails at start with a `ConfigError` naming the sett
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+from pydantic_settings.exceptions import SettingsError
 
 from service.errors import ConfigError
 from service.processing.windows import Aggregation
@@ -71,7 +74,7 @@ class Settings(BaseSettings):
     filter_op: FilterOp = "ne"
     filter_value: Any = "cancelled"
     key_by: str | None = "customer_id"
-    project: list[str] | None = None
+    project: Annotated[list[str] | None, NoDecode] = None
     rename: dict[str, str] = Field(default_factory=dict)
     app: str | None = None
 
@@ -84,7 +87,7 @@ class Settings(BaseSettings):
     window_time_field: str | None = "created_at"
     window_emit: Literal["final", "update"] = "final"
     window_idle_timeout_ms: int = Field(default=5_000, ge=0)
-    aggregates: list[str] = Field(
+    aggregates: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["count", "sum:amount as total", "max:amount", "mean:amount"]
     )
     late_topic: str | None = None
@@ -114,7 +117,9 @@ class Settings(BaseSettings):
     @field_validator("project", "aggregates", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.lstrip().startswith("["):
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
             return [part.strip() for part in value.split(",") if part.strip()] or None
         return value
 
@@ -240,6 +245,11 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     data.update(overrides)
     try:
         return Settings(**data)
+    except SettingsError as exc:
+        raise ConfigError(
+            f"invalid configuration: {exc} (JSON expected for maps and lists, "
+            'e.g. RILL_RENAME=\'{"a": "b"}\')'
+        ) from exc
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
