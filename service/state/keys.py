@@ -42,5 +42,5 @@ def partition_keys(prefix: str, group: str, topic: str, partition: int) -> Parti
     always ends where it should.
     """
     tag = _TAG_UNSAFE.sub("_", f"{group}:{topic}:{partition}")
-    base = f"{prefix}:{{{tag}}}:"
+    base = f"{_TAG_UNSAFE.sub('_', prefix)}:{{{tag}}}:"
     return PartitionKeys(f"{base}meta", f"{base}idx", f"{base}state", f"{base}outbox", base)

@@ -211,7 +211,7 @@ class RedisWindowStore:
             ]
             for d in call.deltas:
                 args.extend((d.key, d.start, d.end, encode_components(d.comps)))
-            pipe.evalsha(self._apply_sha, 4, *keys.all(), *args)
+            pipe.execute_command("EVALSHA", self._apply_sha, 4, *keys.all(), *args)
         return list(pipe.execute())
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -70,3 +71,89 @@ def endpoints() -> Iterator[Endpoints]:
 def unique() -> str:
     """A short unique suffix for topic, group and Redis key names of one test."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real 3-node Redis Cluster of local redis-server processes (cluster mode)."""
+    if os.environ.get("REDIS_CLUSTER_URL"):
+        yield os.environ["REDIS_CLUSTER_URL"]
+        return
+    base = int(os.environ.get("RILL_TEST_CLUSTER_PORT", "17101"))
+    ports = [base, base + 1, base + 2]
+    root = tmp_path_factory.mktemp("redis-cluster")
+    for port in ports:
+        subprocess.run(
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(root / f"nodes-{port}.conf"),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "yes",
+                "--dir",
+                str(root),
+                "--logfile",
+                str(root / f"{port}.log"),
+                "--pidfile",
+                str(root / f"{port}.pid"),
+            ],
+            check=True,
+        )
+    try:
+        for port in ports:
+            _wait_redis(port)
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *[f"127.0.0.1:{p}" for p in ports],
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            info = subprocess.run(
+                ["redis-cli", "-p", str(base), "cluster", "info"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout
+            if "cluster_state:ok" in info:
+                break
+            time.sleep(0.2)
+        else:
+            raise RuntimeError("the local Redis Cluster did not reach cluster_state:ok")
+        yield f"redis://127.0.0.1:{base}/0"
+    finally:
+        for port in ports:
+            subprocess.run(
+                ["redis-cli", "-p", str(port), "shutdown", "nosave"],
+                capture_output=True,
+                check=False,
+            )
+
+
+def _wait_redis(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        done = subprocess.run(
+            ["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True, check=False
+        )
+        if "PONG" in done.stdout:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"redis-server on port {port} did not answer")

@@ -43,8 +43,9 @@ WINDOW = {
     "output_format": "json",
     "output_wire": "plain",
     "batch_size": 500,
-    "kafka_extra": json.dumps({"consumer.session.timeout.ms": "6000",
-                               "consumer.heartbeat.interval.ms": "500"}),
+    "kafka_extra": json.dumps(
+        {"consumer.session.timeout.ms": "6000", "consumer.heartbeat.interval.ms": "500"}
+    ),
 }
 
 
@@ -54,8 +55,13 @@ def _events(n: int, seed: int) -> list[dict[str, Any]]:
     events = []
     for i in range(n):
         jitter = rng.choice([0, 0, 0, -rng.randint(1, 90), -rng.randint(150, 400)])
-        events.append({"customer_id": f"c-{rng.randrange(40):02d}", "ts": 10 * i + jitter,
-                       "amount": rng.randint(1, 1000) / 4})
+        events.append(
+            {
+                "customer_id": f"c-{rng.randrange(40):02d}",
+                "ts": 10 * i + jitter,
+                "amount": rng.randint(1, 1000) / 4,
+            }
+        )
     return events
 
 
@@ -67,14 +73,26 @@ def _model_input(endpoints: Endpoints, topic: str) -> list[Rec]:
     return recs
 
 
-def test_sigkill_mid_run_counts_no_window_twice(endpoints: Endpoints, unique: str,
-                                                tmp_path: Path) -> None:
+@pytest.mark.parametrize("redis_mode", ["single", "cluster"])
+def test_sigkill_mid_run_counts_no_window_twice(
+    endpoints: Endpoints,
+    unique: str,
+    tmp_path: Path,
+    redis_mode: str,
+    request: pytest.FixtureRequest,
+) -> None:
     """100,000 records, two workers, one SIGKILLed and restarted: windows equal the model."""
     total = 100_000
-    env = worker_env(endpoints.bootstrap, endpoints.redis_url, unique, redis_prefix=unique,
-                     **WINDOW)
-    create_topics(endpoints.bootstrap, [env["RILL_INPUT_TOPIC"], env["RILL_OUTPUT_TOPIC"],
-                                        env["RILL_DLQ_TOPIC"]])
+    extra: dict[str, Any] = {}
+    redis_url = endpoints.redis_url
+    if redis_mode == "cluster":
+        redis_url = request.getfixturevalue("redis_cluster_url")
+        extra["redis_cluster"] = "true"
+    env = worker_env(endpoints.bootstrap, redis_url, unique, redis_prefix=unique, **WINDOW, **extra)
+    create_topics(
+        endpoints.bootstrap,
+        [env["RILL_INPUT_TOPIC"], env["RILL_OUTPUT_TOPIC"], env["RILL_DLQ_TOPIC"]],
+    )
     events = _events(total, seed=4)
 
     def paced() -> Iterator[tuple[bytes | None, bytes | None]]:
@@ -84,8 +102,9 @@ def test_sigkill_mid_run_counts_no_window_twice(endpoints: Endpoints, unique: st
                 time.sleep(max(0.0, started + i / 10_000 - time.monotonic()))
             yield e["customer_id"].encode(), json.dumps(e).encode()
 
-    feeder = threading.Thread(target=produce,
-                              args=(endpoints.bootstrap, env["RILL_INPUT_TOPIC"], paced()))
+    feeder = threading.Thread(
+        target=produce, args=(endpoints.bootstrap, env["RILL_INPUT_TOPIC"], paced())
+    )
     a = start_worker(env, tmp_path / "a.log")
     b = start_worker(env, tmp_path / "b.log")
     feeder.start()
@@ -95,10 +114,16 @@ def test_sigkill_mid_run_counts_no_window_twice(endpoints: Endpoints, unique: st
         assert feeder.is_alive(), "killed while input was still arriving"
         a = start_worker(env, tmp_path / "a2.log")
         feeder.join()
-        model = run_model(_model_input(endpoints, env["RILL_INPUT_TOPIC"]), "tumbling",
-                          size=1000, grace=100)
-        sink = read_all(endpoints.bootstrap, env["RILL_OUTPUT_TOPIC"], len(model.closed),
-                        timeout_s=180, settle_s=5)
+        model = run_model(
+            _model_input(endpoints, env["RILL_INPUT_TOPIC"]), "tumbling", size=1000, grace=100
+        )
+        sink = read_all(
+            endpoints.bootstrap,
+            env["RILL_OUTPUT_TOPIC"],
+            len(model.closed),
+            timeout_s=180,
+            settle_s=5,
+        )
     finally:
         stop_worker(a)
         stop_worker(b)
@@ -114,9 +139,13 @@ def test_sigkill_mid_run_counts_no_window_twice(endpoints: Endpoints, unique: st
     assert set(emitted) == model.closed, "no window missing, none extra"
     wrong = [w for w in model.closed if not same_values(emitted[w], model.windows[w])]
     assert wrong == [], f"{len(wrong)} windows differ from the model, e.g. {wrong[:3]}"
-    late = {header(r, dlq.SOURCE_OFFSET) + "@" + (header(r, dlq.SOURCE_PARTITION) or "")
-            for r in read_once(endpoints.bootstrap, env["RILL_DLQ_TOPIC"])
-            if header(r, dlq.ERROR_STAGE) == "late"}
+    late = {
+        header(r, dlq.SOURCE_OFFSET) + "@" + (header(r, dlq.SOURCE_PARTITION) or "")
+        for r in read_once(endpoints.bootstrap, env["RILL_DLQ_TOPIC"])
+        if header(r, dlq.ERROR_STAGE) == "late"
+    }
     assert len(late) == len(model.late)
-    print(f"\nsigkill: {len(model.closed)} windows, {len(model.late)} late records, "
-          f"{duplicates} duplicate emissions (at-least-once outputs), all values exact")
+    print(
+        f"\nsigkill ({redis_mode} Redis): {len(model.closed)} windows, {len(model.late)} late records, "
+        f"{duplicates} duplicate emissions (at-least-once outputs), all values exact"
+    )

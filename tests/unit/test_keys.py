@@ -1,0 +1,34 @@
+"""Key layout: one Redis Cluster hash slot per input partition, whatever the names."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+from redis.crc import key_slot
+
+from service.state.keys import partition_keys
+
+names = st.text(min_size=1, max_size=20)
+
+
+@given(
+    prefix=names,
+    group=names,
+    topic=names,
+    partition=st.integers(0, 10_000),
+    record_keys=st.lists(st.text(max_size=30), max_size=5),
+)
+def test_every_key_of_a_partition_hashes_to_one_slot(
+    prefix: str, group: str, topic: str, partition: int, record_keys: list[str]
+) -> None:
+    """Fixed keys and per-record-key keys of one partition share a slot (braces included)."""
+    keys = partition_keys(prefix, group, topic, partition)
+    every = [*keys.all(), *(keys.of_key(k) for k in record_keys)]
+    slots = {key_slot(k.encode()) for k in every}
+    assert len(slots) == 1
+
+
+def test_partitions_spread_over_slots() -> None:
+    """Different partitions get different tags, so a cluster spreads them."""
+    slots = {key_slot(partition_keys("rill", "g", "orders", p).meta.encode()) for p in range(64)}
+    assert len(slots) > 32
