@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass

@@ -146,6 +146,7 @@ def test_sigkill_mid_run_counts_no_window_twice(
     }
     assert len(late) == len(model.late)
     print(
-        f"\nsigkill ({redis_mode} Redis): {len(model.closed)} windows, {len(model.late)} late records, "
+        f"\nsigkill ({redis_mode} Redis): {len(model.closed)} windows, "
+        f"{len(model.late)} late records, "
         f"{duplicates} duplicate emissions (at-least-once outputs), all values exact"
     )
