@@ -119,17 +119,32 @@ def floor(bootstrap: str, topic: str, n: int, batch: int) -> float:
     return (n - first) / elapsed
 
 
-def rill(bootstrap: str, topic: str, n: int, batch: int) -> float:
-    """Records/s of the rill worker on the demo pipeline."""
+STATELESS = {
+    "window_type": "none",
+    "project": ["order_id", "customer_id", "amount", "currency", "created_at"],
+    "rename": {"amount": "total"},
+    "output_format": "avro",
+    "output_schema": "order_out.avsc",
+    "output_wire": "confluent",
+    "output_schema_id": 2,
+}
+
+
+def rill(bootstrap: str, topic: str, n: int, batch: int, **overrides: Any) -> tuple[float, int]:
+    """Records/s of the rill worker, and its Redis round trips."""
+    name = uuid.uuid4().hex[:8]
     settings = load_settings(
         bootstrap_servers=bootstrap,
         input_topic=topic,
-        output_topic=f"{topic}-rill-out",
-        dlq_topic=f"{topic}-rill-dlq",
-        group_id=f"rill-{uuid.uuid4()}",
+        output_topic=f"{topic}-{name}-out",
+        dlq_topic=f"{topic}-{name}-dlq",
+        group_id=f"rill-{name}",
         metrics_port=0,
         batch_size=batch,
         log_level="warning",
+        redis_prefix=f"bench-{name}",
+        redis_url=os.environ.get("REDIS_URL", "redis://127.0.0.1:16379/0"),
+        **overrides,
     )
     worker = Worker(settings, build_plan(settings))
     thread = threading.Thread(target=worker.run)
@@ -148,7 +163,8 @@ def rill(bootstrap: str, topic: str, n: int, batch: int) -> float:
     elapsed = time.perf_counter() - t0
     worker.request_stop()
     thread.join()
-    return (n - first) / elapsed
+    engine = worker._engine
+    return (n - first) / elapsed, engine.store.round_trips if engine else 0
 
 
 def pure(values: list[bytes]) -> tuple[float, float]:
@@ -175,7 +191,7 @@ def pure(values: list[bytes]) -> tuple[float, float]:
             },
         )
     bare = (time.perf_counter() - t) / len(values) * 1e6
-    plan = build_plan(load_settings())
+    plan = build_plan(load_settings(**STATELESS))
     records = [InRecord("t", 0, i, b"k", v, None, 0) for i, v in enumerate(values)]
     t = time.perf_counter()
     for start in range(0, len(records), 1000):
@@ -195,13 +211,17 @@ def main() -> None:
     values = prepare(bootstrap, topic, args.records)
     bare_us, ours_us = pure(values)
     floor_rps = floor(bootstrap, topic, args.records, args.batch)
-    rill_rps = rill(bootstrap, topic, args.records, args.batch)
+    rill_rps, _ = rill(bootstrap, topic, args.records, args.batch, **STATELESS)
+    win_rps, trips = rill(bootstrap, topic, args.records, args.batch)
     report = {
         "records": args.records,
         "batch": args.batch,
         "floor_records_per_s": round(floor_rps),
-        "rill_records_per_s": round(rill_rps),
-        "rill_to_floor": round(rill_rps / floor_rps, 3),
+        "rill_stateless_records_per_s": round(rill_rps),
+        "rill_stateless_to_floor": round(rill_rps / floor_rps, 3),
+        "rill_windowed_records_per_s": round(win_rps),
+        "rill_windowed_to_floor": round(win_rps / floor_rps, 3),
+        "windowed_redis_round_trips_per_1000_records": round(trips / args.records * 1000, 2),
         "pure_bare_us_per_record": round(bare_us, 2),
         "pure_rill_us_per_record": round(ours_us, 2),
         "pure_overhead_ratio": round(ours_us / bare_us, 3),
