@@ -51,6 +51,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
 def build_plan(settings: Settings) -> Plan:
     """Everything the pure batch function needs."""
     s = settings
+    pipeline = build_pipeline(s)
     return Plan(
         decoder=build_serde(
             s.input_format, s.input_schema, s.input_wire, s.input_schema_id, "input"
@@ -58,13 +59,13 @@ def build_plan(settings: Settings) -> Plan:
         encoder=build_serde(
             s.output_format, s.output_schema, s.output_wire, s.output_schema_id, "output"
         ),
-        steps=tuple(build_pipeline(s).steps),
+        steps=tuple(pipeline.steps),
         output_topic=s.output_topic,
         dlq_topic=s.dlq_topic,
         max_record_bytes=s.max_record_bytes,
         transform_retries=s.transform_retries,
         version=__version__,
-        window=build_window(s),
+        window=pipeline.window_plan if s.app else build_window(s),
         late_topic=s.late_topic,
     )
 

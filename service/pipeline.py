@@ -15,9 +15,18 @@ object (`processing.steps.declarative_pipeline`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
+
+from service.errors import ConfigError
+from service.processing.windows import (
+    Aggregation,
+    Reducer,
+    WindowKind,
+    WindowPlan,
+    WindowSpec,
+)
 
 StepKind: TypeAlias = Literal["map", "filter", "key_by", "flat_map"]
 StepFn: TypeAlias = Callable[[Any], Any]
@@ -44,6 +53,7 @@ class Pipeline:
     def __init__(self, name: str = "pipeline") -> None:
         self.name = name
         self.steps: list[Step] = []
+        self.window_plan: WindowPlan | None = None
 
     def _add(self, kind: StepKind, fn: StepFn, name: str | None) -> Pipeline:
         label = name or getattr(fn, "__name__", kind)
@@ -65,6 +75,65 @@ class Pipeline:
     def flat_map(self, fn: Callable[[Any], Iterable[Any]], name: str | None = None) -> Pipeline:
         """Replace each record by zero or more records."""
         return self._add("flat_map", fn, name)
+
+    def window(
+        self,
+        kind: WindowKind,
+        *,
+        size_ms: int = 0,
+        advance_ms: int = 0,
+        gap_ms: int = 0,
+        grace_ms: int = 0,
+        time_field: str | None = None,
+        emit: str = "final",
+        idle_timeout_ms: int = 5_000,
+        aggregates: Sequence[str] = ("count",),
+    ) -> Pipeline:
+        """Aggregate keyed records in windows (the last step; state lives in Redis).
+
+        Args:
+            kind: tumbling, hopping, sliding or session.
+            size_ms / advance_ms / gap_ms / grace_ms: the window definition.
+            time_field: event-time field; None uses the Kafka timestamp.
+            emit: final (once, on close) or update (each batch that changes it).
+            idle_timeout_ms: after this long without records a partition's watermark
+                follows the wall clock (0: never).
+            aggregates: e.g. ["count", "sum:amount as total"].
+        """
+        spec = WindowSpec(
+            kind, size_ms=size_ms, advance_ms=advance_ms, gap_ms=gap_ms, grace_ms=grace_ms
+        )
+        aggs = tuple(Aggregation.parse(a) for a in aggregates)
+        self.window_plan = WindowPlan(spec, aggs, time_field, emit, idle_timeout_ms)
+        return self
+
+    def reduce(
+        self, name: str, initializer: Callable[[], Any], reducer: Callable[[Any, Any], Any]
+    ) -> Pipeline:
+        """Add a user aggregate to the window: `reducer(acc, record) -> acc`.
+
+        The accumulator starts as `initializer()` per window and is stored in Redis
+        (JSON), so it survives restarts and moves with its partition. Return a new
+        accumulator rather than mutating the old one. Tumbling and hopping windows only:
+        sessions and sliding windows merge partial aggregates, which a fold cannot.
+        """
+        plan = self.window_plan
+        if plan is None:
+            raise ConfigError(f"Pipeline {self.name!r}: call window() before reduce()")
+        if plan.spec.kind not in ("tumbling", "hopping"):
+            raise ConfigError(
+                f"Pipeline {self.name!r}: reduce() needs tumbling or hopping windows, "
+                f"not {plan.spec.kind}"
+            )
+        custom = Aggregation("custom", None, name, Reducer(initializer, reducer))
+        self.window_plan = WindowPlan(
+            plan.spec,
+            (*plan.aggregations, custom),
+            plan.time_field,
+            plan.emit,
+            plan.idle_timeout_ms,
+        )
+        return self
 
     def __repr__(self) -> str:
         return f"Pipeline({self.name!r}, steps={[s.name for s in self.steps]})"

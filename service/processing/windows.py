@@ -18,7 +18,7 @@ Aggregates are lists of components, each merged by one associative operation (`a
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
@@ -28,7 +28,7 @@ from service.errors import RecordError
 from service.records import InRecord
 
 WindowKind: TypeAlias = Literal["tumbling", "hopping", "sliding", "session"]
-Op: TypeAlias = Literal["add", "min", "max", "first", "last"]
+Op: TypeAlias = Literal["add", "min", "max", "first", "last", "set"]
 Component: TypeAlias = float | str
 AGG_FUNCTIONS = ("count", "sum", "min", "max", "mean", "first", "last")
 SEP = "\x1f"
@@ -62,12 +62,24 @@ class WindowSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Reducer:
+    """A user aggregate: `reducer(acc, record) -> acc`, starting from `initializer()`.
+
+    The accumulator must be JSON-serializable: it is stored in Redis between batches.
+    """
+
+    initializer: Callable[[], Any]
+    reducer: Callable[[Any, Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Aggregation:
     """One aggregate: function over a field, under an output name."""
 
     fn: str
     field: str | None
     name: str
+    custom: Reducer | None = None
 
     @classmethod
     def parse(cls, spec: str) -> Aggregation:
@@ -96,6 +108,7 @@ _OPS: dict[str, tuple[Op, ...]] = {
     "mean": ("add", "add"),
     "first": ("first",),
     "last": ("last",),
+    "custom": ("set",),
 }
 
 
@@ -118,6 +131,9 @@ def record_components(
     for agg in aggs:
         if agg.fn == "count":
             out.append(1.0)
+            continue
+        if agg.fn == "custom":
+            out.append("")  # the window engine folds it from the stored accumulator
             continue
         try:
             got = value[agg.field]
@@ -144,6 +160,8 @@ def merge(ops: Sequence[Op], a: Sequence[Component], b: Sequence[Component]) -> 
             out.append(max(float(x), float(y)))
         elif op == "first":
             out.append(min(str(x), str(y)))
+        elif op == "set":
+            out.append(y)
         else:
             out.append(max(str(x), str(y)))
     return out
@@ -176,6 +194,8 @@ def results(aggs: Sequence[Aggregation], comps: Sequence[Component]) -> dict[str
         i += 1
         if agg.fn == "count":
             out[agg.name] = int(float(comp))
+        elif agg.fn == "custom":
+            out[agg.name] = orjson.loads(str(comp))
         elif agg.fn in ("first", "last"):
             out[agg.name] = orjson.loads(str(comp)[32:])
         else:

@@ -18,6 +18,8 @@ import structlog
 
 from service.errors import RecordError, RillError
 from service.processing.windows import (
+    Aggregation,
+    Component,
     Keyed,
     PartitionBatch,
     PartitionClock,
@@ -110,10 +112,21 @@ class WindowEngine:
         self.dlq_entry = dlq_entry
         self.ops = ops_of(plan.aggregations)
         self.owned: dict[TP, Owned] = {}
+        # User reducers fold in Python: their accumulators of open windows are cached
+        # here (this worker is the fenced owner) and written to Redis with each batch.
+        self._custom: list[tuple[Aggregation, int]] = []
+        index = 0
+        for agg in plan.aggregations:
+            if agg.custom is not None:
+                self._custom.append((agg, index))
+            index += len(agg.ops)
+        self._accs: dict[TP, dict[tuple[str, int, int, int], Any]] = {}
 
     def assign(self, tp: TP, now_wall_ms: int) -> tuple[list[WindowResult], list[OutRecord], int]:
         """Claim `tp`; returns the outbox it left behind (results, late entries, last seq)."""
         claim = self.store.claim(tp)
+        if self._custom:
+            self._load_accumulators(tp)
         clock = PartitionClock(claim.max_ts, claim.watermark)
         self.owned[tp] = Owned(
             claim.epoch,
@@ -156,6 +169,45 @@ class WindowEngine:
         """Forget partitions this worker no longer owns."""
         for tp in tps:
             self.owned.pop(tp, None)
+            self._accs.pop(tp, None)
+
+    def _load_accumulators(self, tp: TP) -> None:
+        accs: dict[tuple[str, int, int, int], Any] = {}
+        for wid, text in self.store.load_state(tp).items():
+            start, end, key = wid.split("|", 2)
+            comps = decode_components(self.ops, text)
+            for _, index in self._custom:
+                accs[(key, int(start), int(end), index)] = orjson.loads(str(comps[index]))
+        self._accs[tp] = accs
+
+    def _fold(
+        self, tp: TP, key: str, spans: Sequence[tuple[int, int]], value: Any, comps: list[Component]
+    ) -> list[tuple[tuple[int, int], list[Component]]]:
+        """Fold one record into the user accumulators of each of its windows."""
+        cache = self._accs.setdefault(tp, {})
+        new: dict[tuple[str, int, int, int], Any] = {}
+        out = []
+        for span in spans:
+            span_comps = list(comps)
+            for agg, index in self._custom:
+                assert agg.custom is not None
+                slot = (key, span[0], span[1], index)
+                acc = cache[slot] if slot in cache else agg.custom.initializer()
+                try:
+                    acc = agg.custom.reducer(acc, value)
+                    span_comps[index] = orjson.dumps(acc).decode()
+                except Exception as exc:
+                    raise RecordError("transform", f"reducer {agg.name}: {exc}") from exc
+                new[slot] = acc
+            out.append((span, span_comps))
+        cache.update(new)
+        return out
+
+    def _forget_closed(self, tp: TP, watermark: int) -> None:
+        cache = self._accs.get(tp)
+        if cache:
+            for slot in [s for s in cache if s[2] <= watermark]:
+                del cache[slot]
 
     def apply(self, keyed: Sequence[Keyed], now_wall_ms: int) -> EngineResult:
         """Pre-aggregate the batch per partition and apply it in one round trip."""
@@ -190,8 +242,18 @@ class WindowEngine:
                 dropped.setdefault(tp, []).append(self.dlq_entry(rec, reason))
                 out.late += 1
                 continue
-            for span in plan.spec.assign(ts):
-                batch.add(self.ops, item.key, span, comps)
+            spans = plan.spec.assign(ts)
+            if self._custom:
+                try:
+                    folded = self._fold(tp, item.key, spans, item.value, comps)
+                except RecordError as exc:
+                    dropped.setdefault(tp, []).append(self.dlq_entry(rec, exc))
+                    continue
+                for span, span_comps in folded:
+                    batch.add(self.ops, item.key, span, span_comps)
+            else:
+                for span in spans:
+                    batch.add(self.ops, item.key, span, comps)
             owned.last_record_wall_ms = now_wall_ms
             owned.watermark_at_last_record = owned.clock.watermark
         for entries in dropped.values():
@@ -247,6 +309,8 @@ class WindowEngine:
             owned.clock.watermark = max(owned.clock.watermark, applied.watermark)
             out.seqs[tp] = applied.seq
             out.results.extend(self._results(applied.outputs))
+            if self._custom:
+                self._forget_closed(tp, owned.clock.watermark)
 
     def _results(self, flat: Sequence[Any]) -> list[WindowResult]:
         found = []

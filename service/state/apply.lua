@@ -40,6 +40,7 @@ local function merge(a, b)
     elseif op == 'min' then out[i] = (tonumber(x) <= tonumber(y)) and x or y
     elseif op == 'max' then out[i] = (tonumber(x) >= tonumber(y)) and x or y
     elseif op == 'first' then out[i] = (x <= y) and x or y
+    elseif op == 'set' then out[i] = y
     else out[i] = (x >= y) and x or y end
   end
   return out

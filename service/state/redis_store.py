@@ -162,6 +162,15 @@ class RedisWindowStore:
             outbox=[(seq, o, late) for seq, (o, late) in sorted(entries.items())],
         )
 
+    def load_state(self, tp: TP) -> dict[str, str]:
+        """Every open window of `tp`: window id -> components (for user reducers)."""
+        try:
+            raw = self._client.hgetall(self.keys(tp).state)
+        except redis.RedisError as exc:
+            raise StateError(f"state of {tp} unreadable: {exc}") from exc
+        self.round_trips += 1
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
     def ack(self, tp: TP, epoch: int, seq: int) -> None:
         """Drop `tp`'s outbox entries up to `seq` (delivered)."""
         keys = self.keys(tp)

@@ -150,3 +150,53 @@ def test_dlq_factory_is_used_for_records_without_event_time(endpoints: Endpoints
     out = engine.apply([Keyed(InRecord("t", 0, 0, None, None, None, 0), "k", {"amount": 1})], 0)
     assert len(out.dlq) == 1
     assert entries == ["transform:event time field 'ts' is missing"]
+
+
+def test_custom_reducer_state_moves_to_a_new_owner_and_fences_the_old(
+    endpoints: Endpoints,
+) -> None:
+    """A user reducer's accumulator lives in Redis: a new owner continues it; the old is fenced."""
+    from service.pipeline import Pipeline  # noqa: PLC0415 - the Python API under test
+
+    pipeline = (
+        Pipeline("amounts")
+        .window("tumbling", size_ms=100, grace_ms=0, time_field="ts", idle_timeout_ms=0)
+        .reduce("amounts", list, lambda acc, rec: [*acc, rec["amount"]])
+    )
+    plan = pipeline.window_plan
+    assert plan is not None
+    prefix = f"reduce-{uuid.uuid4().hex[:8]}"
+
+    def engine() -> WindowEngine:
+        store = RedisWindowStore(
+            endpoints.redis_url,
+            cluster=False,
+            prefix=prefix,
+            group="g",
+            kind="tumbling",
+            size_ms=100,
+            emit="final",
+            ops=[],
+            ttl_s=600,
+        )
+        eng = WindowEngine(plan, store, lambda rec, err: OutRecord("dlq", rec.key, rec.value))
+        store.configure_ops(eng.ops)
+        store.start()
+        return eng
+
+    def keyed(offset: int, ts: int, amount: float) -> Keyed:
+        return Keyed(
+            InRecord("t", 0, offset, None, None, None, 0), "k", {"ts": ts, "amount": amount}
+        )
+
+    first = engine()
+    first.assign(("t", 0), 0)
+    assert first.apply([keyed(0, 10, 1.0), keyed(1, 20, 2.0)], 0).results == []
+    second = engine()
+    second.assign(("t", 0), 0)  # a rebalance: the second worker now owns the partition
+    stale = first.apply([keyed(2, 30, 100.0)], 0)
+    assert stale.fenced == {("t", 0)}, "the old owner can no longer write"
+    out = second.apply([keyed(2, 30, 3.0), keyed(3, 250, 4.0)], 0)
+    assert [(r.start, r.end, r.values) for r in out.results] == [
+        (0, 100, {"count": 3, "amounts": [1.0, 2.0, 3.0]})
+    ]
