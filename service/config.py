@@ -108,6 +108,16 @@ class Settings(BaseSettings):
     redis_prefix: str = "rill"
     state_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
 
+    # Retries, circuit breakers and memory bounds.
+    retry_base_s: float = Field(default=0.2, gt=0)
+    retry_max_s: float = Field(default=10.0, gt=0)
+    breaker_threshold: int = Field(default=3, ge=1)
+    breaker_reset_s: float = Field(default=5.0, gt=0)
+    max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+    health_stall_s: float = Field(default=60.0, gt=0)
+    consumer_queue_kbytes: int = Field(default=16_384, ge=1024)
+    producer_queue_kbytes: int = Field(default=65_536, ge=1024)
+
     # Operations.
     metrics_port: int = Field(default=9400, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -152,6 +162,11 @@ class Settings(BaseSettings):
                 "dlq_topic must differ from input_topic and output_topic: set RILL_DLQ_TOPIC"
             )
         self._check_window()
+        if self.health_stall_s * 1000 >= self.max_poll_interval_ms:
+            raise ValueError(
+                "health_stall_s must be below max_poll_interval_ms, so liveness fails before "
+                "the group evicts the worker: lower RILL_HEALTH_STALL_S"
+            )
         if self.input_topic == self.output_topic:
             raise ValueError(
                 "output_topic equals input_topic, which would loop: set RILL_OUTPUT_TOPIC"

@@ -20,6 +20,10 @@ class InRecord:
     headers: Headers | None
     timestamp_ms: int
 
+    def topic_partition(self) -> tuple[str, int]:
+        """(topic, partition)."""
+        return self.topic, self.partition
+
 
 @dataclass(slots=True, frozen=True)
 class OutRecord:
@@ -50,6 +54,7 @@ class BatchResult:
     dlq_reasons: dict[tuple[str, str], int] = field(default_factory=dict)
     consumed: int = 0
     keyed: list[Any] = field(default_factory=list)
+    sent: bool = False
 
     def extra(self) -> dict[str, Any]:
         """Summary fields for a log line."""

@@ -20,6 +20,9 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
             "enable.partition.eof": False,
+            "max.poll.interval.ms": settings.max_poll_interval_ms,
+            # Bounds the records fetched ahead of processing, whatever the input rate.
+            "queued.max.messages.kbytes": settings.consumer_queue_kbytes,
         }
     )
     conf.update(_prefixed(settings.kafka_extra, "consumer."))
@@ -37,6 +40,7 @@ def producer_config(settings: Settings) -> dict[str, Any]:
             "batch.size": settings.producer_batch_bytes,
             "compression.type": settings.producer_compression,
             "message.timeout.ms": int(settings.delivery_timeout_s * 1000),
+            "queue.buffering.max.kbytes": settings.producer_queue_kbytes,
         }
     )
     conf.update(_prefixed(settings.kafka_extra, "producer."))

@@ -108,6 +108,14 @@ class GroupConsumer:
             if exc.args[0].code() != KafkaError._NO_OFFSET:
                 log.warning("commit failed", error=str(exc))
 
+    def rewind(self, records: list[InRecord]) -> None:
+        """Seek each partition back to the first of `records`, to fetch them again."""
+        first: dict[tuple[str, int], int] = {}
+        for r in records:
+            first.setdefault((r.topic, r.partition), r.offset)
+        for (topic, partition), offset in first.items():
+            self.client.seek(TopicPartition(topic, partition, offset))
+
     def pause(self, pairs: list[tuple[str, int]]) -> None:
         """Stop fetching these partitions while staying in the group."""
         self.client.pause([TopicPartition(t, p) for t, p in pairs])

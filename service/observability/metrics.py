@@ -69,6 +69,16 @@ class Metrics:
         self.redis_seconds = Histogram(
             "rill_redis_seconds", "Window apply round trip", buckets=_LATENCY_BUCKETS, registry=r
         )
+        self.circuit_state = Gauge(
+            "rill_circuit_state",
+            "Circuit breaker: 0 closed, 1 open, 2 half open",
+            ["dependency"],
+            registry=r,
+        )
+        self.paused = Gauge(
+            "rill_paused", "1 while partitions are paused by back-pressure", registry=r
+        )
+        self.retries = Counter("rill_retries", "Retried operations", ["dependency"], registry=r)
         self.last_poll = Gauge(
             "rill_last_poll_timestamp_seconds", "When the poll loop last turned", registry=r
         )

@@ -25,6 +25,7 @@ from service.processing.dlq import (
 from service.records import BatchResult, Headers, OutRecord
 
 log = structlog.get_logger("rill.commit")
+_TRANSIENT = {KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN}
 TRUNCATED = "rill.value.truncated"
 
 
@@ -66,17 +67,24 @@ def deliver_and_commit(
         DeliveryError: something could not be delivered even to the DLQ; the batch's
             offsets are not stored, so the batch is processed again after restart.
     """
-    # 1. Queue every sink output and DLQ entry; librdkafka batches them per partition.
-    producer.send(result.outputs)
-    producer.send(result.dlq)
-    # 2. Wait for every delivery report.
+    # 1. Queue every sink output and DLQ entry once; librdkafka batches them per
+    #    partition. A retried call (after a DeliveryError) only waits again.
+    if not result.sent:
+        producer.send(result.outputs)
+        producer.send(result.dlq)
+        result.sent = True
+    # 2. Wait for every delivery report (DeliveryError while deliveries are outstanding).
     refused = producer.flush(timeout_s)
-    # 3. What Kafka refused (too large, invalid) goes to the DLQ, never silently away.
+    # 3. Transient refusals (broker away, timed out) are queued again: retry later.
+    transient = [(r, e) for r, e in refused if e.retriable() or e.code() in _TRANSIENT]
+    if transient:
+        producer.send(r for r, _ in transient)
+        raise DeliveryError(f"{len(transient)} deliveries failed for now: {transient[0][1]}")
+    # 4. What Kafka refused for good (too large, invalid) goes to the DLQ, never away.
     moved = 0
     if refused:
-        fatal = [err for _, err in refused if err.fatal() or err.retriable()]
-        if fatal:
-            raise DeliveryError(f"delivery failed: {fatal[0]}")
+        if any(err.fatal() for _, err in refused):
+            raise DeliveryError(f"fatal producer error: {refused[0][1]}")
         retry = [_refused_to_dlq(r, e, dlq_topic, source_topic, version) for r, e in refused]
         moved = sum(1 for r, _ in refused if r.topic != dlq_topic)
         log.warning(
@@ -85,9 +93,9 @@ def deliver_and_commit(
             reason=refused[0][1].str(),
         )
         producer.send(retry)
-        # 4. A second refusal means the DLQ itself is unusable: stop, store nothing.
         again = producer.flush(timeout_s)
         if again:
+            # The DLQ itself is unusable: stop here, store nothing.
             raise DeliveryError(f"DLQ refused records too: {again[0][1]}")
     # 5. Everything is delivered: store the offsets; auto-commit, revoke and close commit them.
     if consumer is not None:

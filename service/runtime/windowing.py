@@ -181,10 +181,16 @@ class WindowEngine:
         self._accs[tp] = accs
 
     def _fold(
-        self, tp: TP, key: str, spans: Sequence[tuple[int, int]], value: Any, comps: list[Component]
+        self,
+        tp: TP,
+        key: str,
+        spans: Sequence[tuple[int, int]],
+        value: Any,
+        comps: list[Component],
+        pending: dict[tuple[str, int, int, int], Any],
     ) -> list[tuple[tuple[int, int], list[Component]]]:
-        """Fold one record into the user accumulators of each of its windows."""
-        cache = self._accs.setdefault(tp, {})
+        """Fold one record into the user accumulators of its windows (into `pending`)."""
+        cache = self._accs.get(tp, {})
         new: dict[tuple[str, int, int, int], Any] = {}
         out = []
         for span in spans:
@@ -192,7 +198,12 @@ class WindowEngine:
             for agg, index in self._custom:
                 assert agg.custom is not None
                 slot = (key, span[0], span[1], index)
-                acc = cache[slot] if slot in cache else agg.custom.initializer()
+                if slot in pending:
+                    acc = pending[slot]
+                elif slot in cache:
+                    acc = cache[slot]
+                else:
+                    acc = agg.custom.initializer()
                 try:
                     acc = agg.custom.reducer(acc, value)
                     span_comps[index] = orjson.dumps(acc).decode()
@@ -200,7 +211,7 @@ class WindowEngine:
                     raise RecordError("transform", f"reducer {agg.name}: {exc}") from exc
                 new[slot] = acc
             out.append((span, span_comps))
-        cache.update(new)
+        pending.update(new)
         return out
 
     def _forget_closed(self, tp: TP, watermark: int) -> None:
@@ -211,9 +222,13 @@ class WindowEngine:
 
     def apply(self, keyed: Sequence[Keyed], now_wall_ms: int) -> EngineResult:
         """Pre-aggregate the batch per partition and apply it in one round trip."""
-        plan, out = self.plan, EngineResult()
+        out = EngineResult()
         batches: dict[TP, PartitionBatch] = {}
         dropped: dict[TP, list[OutRecord]] = {}
+        # Clocks and accumulators change only once Redis took the batch, so a failed
+        # round trip can be retried with the very same inputs.
+        clocks: dict[TP, PartitionClock] = {}
+        pending: dict[TP, dict[tuple[str, int, int, int], Any]] = {}
         for item in keyed:
             rec = item.record
             tp = (rec.topic, rec.partition)
@@ -227,38 +242,21 @@ class WindowEngine:
             if batch is None:
                 batch = batches[tp] = PartitionBatch(first_offset=rec.offset)
             batch.last_offset = rec.offset
-            try:
-                ts = event_time(item.value, plan.time_field, rec.timestamp_ms)
-                comps = record_components(plan.aggregations, item.value, ts, rec.offset)
-            except RecordError as exc:
-                dropped.setdefault(tp, []).append(self.dlq_entry(rec, exc))
-                continue
-            if not owned.clock.observe(ts, plan.spec.grace_ms):
-                reason = RecordError(
-                    "late",
-                    f"event time {ts} is behind the watermark "
-                    f"{owned.clock.watermark} (grace {plan.spec.grace_ms} ms)",
-                )
-                dropped.setdefault(tp, []).append(self.dlq_entry(rec, reason))
-                out.late += 1
-                continue
-            spans = plan.spec.assign(ts)
-            if self._custom:
-                try:
-                    folded = self._fold(tp, item.key, spans, item.value, comps)
-                except RecordError as exc:
-                    dropped.setdefault(tp, []).append(self.dlq_entry(rec, exc))
-                    continue
-                for span, span_comps in folded:
-                    batch.add(self.ops, item.key, span, span_comps)
-            else:
-                for span in spans:
-                    batch.add(self.ops, item.key, span, comps)
-            owned.last_record_wall_ms = now_wall_ms
-            owned.watermark_at_last_record = owned.clock.watermark
+            clock = clocks.get(tp)
+            if clock is None:
+                clock = clocks[tp] = PartitionClock(owned.clock.max_ts, owned.clock.watermark)
+            error = self._take(item, batch, clock, pending.setdefault(tp, {}))
+            if error is not None:
+                dropped.setdefault(tp, []).append(self.dlq_entry(rec, error))
+                out.late += error.stage == "late"
         for entries in dropped.values():
             out.dlq.extend(entries)
-        self._send(batches, out, {tp: encode_late(e) for tp, e in dropped.items()})
+        late_blobs = {tp: encode_late(e) for tp, e in dropped.items()}
+        self._send(batches, out, late_blobs, clocks, now_wall_ms)
+        for tp, accs in pending.items():
+            if tp in out.seqs:
+                self._accs.setdefault(tp, {}).update(accs)
+                self._forget_closed(tp, self.owned[tp].clock.watermark)
         return out
 
     def tick(self, now_wall_ms: int) -> EngineResult:
@@ -275,21 +273,58 @@ class WindowEngine:
                     owned.clock.watermark, owned.watermark_at_last_record + idle_for
                 )
                 idle[tp] = PartitionBatch()
-        self._send(idle, out, {})
+        self._send(idle, out, {}, {}, now_wall_ms)
         return out
 
+    def _take(
+        self,
+        item: Keyed,
+        batch: PartitionBatch,
+        clock: PartitionClock,
+        pending: dict[tuple[str, int, int, int], Any],
+    ) -> RecordError | None:
+        """Window one record into the batch; returns why it cannot be, if so."""
+        plan, rec = self.plan, item.record
+        try:
+            ts = event_time(item.value, plan.time_field, rec.timestamp_ms)
+            comps = record_components(plan.aggregations, item.value, ts, rec.offset)
+            if not clock.observe(ts, plan.spec.grace_ms):
+                return RecordError(
+                    "late",
+                    f"event time {ts} is behind the watermark {clock.watermark} "
+                    f"(grace {plan.spec.grace_ms} ms)",
+                )
+            spans = plan.spec.assign(ts)
+            if self._custom:
+                folded = self._fold(
+                    item.record.topic_partition(), item.key, spans, item.value, comps, pending
+                )
+            else:
+                folded = [(span, comps) for span in spans]
+        except RecordError as exc:
+            return exc
+        for span, span_comps in folded:
+            batch.add(self.ops, item.key, span, span_comps)
+        return None
+
     def _send(
-        self, batches: dict[TP, PartitionBatch], out: EngineResult, late_blobs: dict[TP, bytes]
+        self,
+        batches: dict[TP, PartitionBatch],
+        out: EngineResult,
+        late_blobs: dict[TP, bytes],
+        clocks: dict[TP, PartitionClock],
+        now_wall_ms: int,
     ) -> None:
         calls = {}
         for tp, batch in batches.items():
             owned = self.owned[tp]
+            clock = clocks.get(tp, owned.clock)
             calls[tp] = ApplyCall(
                 epoch=owned.epoch,
                 first_offset=batch.first_offset,
                 last_offset=batch.last_offset,
-                max_ts=owned.clock.max_ts,
-                watermark=owned.clock.watermark,
+                max_ts=clock.max_ts,
+                watermark=clock.watermark,
                 ack_seq=owned.acked or -1,
                 deltas=batch.as_deltas(self.plan.spec, self.ops),
                 late_blob=late_blobs.get(tp, b""),
@@ -302,15 +337,25 @@ class WindowEngine:
                 out.fenced.add(tp)
                 self.owned.pop(tp, None)
                 continue
+            if applied.status == "stale":
+                # The script ran but its reply was lost (a retried round trip): the state
+                # has the batch, and the outbox its outputs. Claim again and take them.
+                results, late, seq = self.assign(tp, now_wall_ms)
+                out.results.extend(results)
+                out.dlq.extend(late)
+                out.seqs[tp] = seq
+                continue
             if applied.status != "ok":
-                raise RillError(f"state of {tp} is ahead of this worker ({applied.status})")
+                raise RillError(f"apply of {tp} answered {applied.status}")
             owned = self.owned[tp]
+            if tp in clocks:
+                owned.clock = clocks[tp]
+                owned.last_record_wall_ms = now_wall_ms
+                owned.watermark_at_last_record = owned.clock.watermark
             owned.applied = max(owned.applied, applied.applied)
             owned.clock.watermark = max(owned.clock.watermark, applied.watermark)
             out.seqs[tp] = applied.seq
             out.results.extend(self._results(applied.outputs))
-            if self._custom:
-                self._forget_closed(tp, owned.clock.watermark)
 
     def _results(self, flat: Sequence[Any]) -> list[WindowResult]:
         found = []

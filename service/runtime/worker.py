@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
+from functools import partial
+from typing import TypeVar
 
 import structlog
 
 from service import __version__
 from service.config import Settings
+from service.errors import DeliveryError, RillError
 from service.kafka.admin import ensure_topics, partition_count
 from service.kafka.clients import consumer_config, producer_config
 from service.kafka.consumer import GroupConsumer
@@ -23,10 +27,12 @@ from service.processing.batch import Plan, dlq_entry, encode_results, process_ba
 from service.processing.dlq import reason_of
 from service.records import BatchResult
 from service.runtime.commit import deliver_and_commit, now_ms
+from service.runtime.retry import STATE_VALUE, Backoff, BreakerState, CircuitBreaker
 from service.runtime.windowing import EngineResult, WindowEngine
-from service.state.redis_store import TP, RedisWindowStore
+from service.state.redis_store import TP, RedisWindowStore, StateError
 
 log = structlog.get_logger("rill.worker")
+T = TypeVar("T")
 DEFAULT_PARTITIONS = 4
 
 
@@ -43,11 +49,25 @@ class Worker:
         self.settings = settings
         self.plan = plan
         self.metrics = metrics or Metrics()
-        self.health = HealthState(liveness_threshold_s=60.0)
+        self.health = HealthState(liveness_threshold_s=settings.health_stall_s)
         self._stop = threading.Event()
         self._assigned: set[TP] = set()
+        self._unclaimed: set[TP] = set()
         self._engine: WindowEngine | None = None
         self._producer: BatchProducer | None = None
+        self._consumer: GroupConsumer | None = None
+        self._paused = False
+        self._breakers = {
+            name: CircuitBreaker(
+                name,
+                settings.breaker_threshold,
+                settings.breaker_reset_s,
+                on_change=self._breaker_changed,
+            )
+            for name in ("redis", "kafka")
+        }
+        for name in self._breakers:
+            self.metrics.circuit_state.labels(name).set(0)
 
     def request_stop(self) -> None:
         """Finish the current batch, commit, leave the group (safe from a signal handler)."""
@@ -58,8 +78,28 @@ class Worker:
         self.metrics.rebalances.labels("assign").inc()
         self.metrics.assigned_partitions.set(len(self._assigned))
         if self._engine is not None:
-            for tp in pairs:
-                self._reconcile(tp)
+            self._unclaimed.update(pairs)
+            try:
+                self._claim_pending()
+            except (StateError, DeliveryError) as exc:
+                # Redis or Kafka is away: keep these partitions paused until it is back.
+                log.warning(
+                    "partitions not reconciled yet",
+                    error=str(exc),
+                    partitions=sorted(self._unclaimed),
+                )
+                if self._consumer is not None:
+                    self._consumer.pause(sorted(self._unclaimed))
+        if self._paused and self._consumer is not None:
+            self._consumer.pause(pairs)
+
+    def _claim_pending(self) -> None:
+        """Reconcile assigned partitions whose state is not claimed yet."""
+        for tp in sorted(self._unclaimed):
+            self._reconcile(tp)
+            self._unclaimed.discard(tp)
+            if not self._paused and self._consumer is not None:
+                self._consumer.resume([tp])
 
     def _reconcile(self, tp: TP) -> None:
         """Claim a partition's state and re-emit what its last owner left undelivered."""
@@ -84,13 +124,20 @@ class Worker:
         self._assigned.difference_update(pairs)
         self.metrics.rebalances.labels("revoke").inc()
         self.metrics.assigned_partitions.set(len(self._assigned))
+        self._unclaimed.difference_update(pairs)
         if self._engine is not None:
-            self._engine.flush_acks(pairs)
+            try:
+                self._engine.flush_acks(pairs)
+            except StateError as exc:
+                # Harmless: the next owner re-emits the outbox (duplicates, nothing lost).
+                log.warning("outbox not acknowledged on revoke", error=str(exc))
             self._engine.revoke(pairs)
 
     def _ready(self) -> tuple[bool, str]:
         if not self._assigned:
             return False, "no partitions assigned"
+        if self._unclaimed:
+            return False, f"{len(self._unclaimed)} partitions not reconciled"
         if self._engine is not None and not self._engine.store.ping():
             return False, "Redis does not answer"
         return True, f"{len(self._assigned)} partitions assigned"
@@ -119,7 +166,9 @@ class Worker:
             stack.callback(self._producer.close)
             consumer = GroupConsumer(
                 consumer_config(s), [s.input_topic], self._on_assign, self._on_revoke
-            ).start()
+            )
+            self._consumer = consumer
+            consumer.start()
             stack.callback(consumer.close)
             log.info(
                 "worker started",
@@ -163,7 +212,10 @@ class Worker:
             return None
         started = time.perf_counter()
         now = now_ms()
-        applied = self._engine.apply(result.keyed, now)
+        owned = self._engine.owned
+        # Partitions revoked while the batch waited are its new owner's to redo.
+        keyed = [k for k in result.keyed if k.record.topic_partition() in owned]
+        applied = self._engine.apply(keyed, now)
         self.metrics.redis_seconds.observe(time.perf_counter() - started)
         outputs, dlq = encode_results(applied.results, self.plan, now)
         result.outputs.extend(outputs)
@@ -216,6 +268,71 @@ class Worker:
             self.metrics.records_dlq.labels(s.input_topic, "produce", "refused").inc(moved)
         return delivered, moved
 
+    def _breaker_changed(self, name: str, state: BreakerState) -> None:
+        self.metrics.circuit_state.labels(name).set(STATE_VALUE[state])
+        log.warning("circuit breaker", dependency=name, state=state)
+
+    def _guarded(self, name: str, step: Callable[[], T], consumer: GroupConsumer) -> T:
+        """Run `step`, retrying transient failures with backoff behind a circuit breaker.
+
+        While it fails, the partitions are paused and the consumer keeps polling, so the
+        worker stays in the group and buffers nothing new; they resume on success.
+        """
+        s = self.settings
+        breaker, backoff = self._breakers[name], Backoff(s.retry_base_s, s.retry_max_s)
+        while True:
+            if breaker.allow():
+                try:
+                    value = step()
+                except (StateError, DeliveryError) as exc:
+                    breaker.failure()
+                    self.metrics.retries.labels(name).inc()
+                    log.warning(
+                        "transient failure, retrying",
+                        dependency=name,
+                        error=str(exc),
+                        breaker=breaker.state,
+                    )
+                else:
+                    breaker.success()
+                    self._set_paused(consumer, False)
+                    return value
+            if self._stop.is_set():
+                raise RillError(
+                    f"stopped while {name} was unavailable; the batch is redone "
+                    "after restart (its offsets were not committed)"
+                )
+            self._set_paused(consumer, True)
+            self._idle(consumer, backoff.next_delay())
+
+    def _set_paused(self, consumer: GroupConsumer, paused: bool) -> None:
+        if paused == self._paused:
+            return
+        self._paused = paused
+        self.metrics.paused.set(1 if paused else 0)
+        claimed = sorted(self._assigned - self._unclaimed)
+        if paused:
+            consumer.pause(claimed)
+            log.warning("partitions paused", partitions=len(claimed))
+        else:
+            consumer.resume(claimed)
+            log.info("partitions resumed", partitions=len(claimed))
+
+    def _idle(self, consumer: GroupConsumer, seconds: float) -> None:
+        """Wait while polling (paused partitions yield nothing; the group sees us alive)."""
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set():
+            self.health.beat()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            stray = consumer.consume(self.settings.batch_size, min(left, 0.2))
+            if stray:
+                # A partition assigned during the pause fetched before it was paused:
+                # rewind it so these records are processed after the resume.
+                consumer.rewind(stray)
+                consumer.pause(sorted({r.topic_partition() for r in stray}))
+
     def _loop(self, consumer: GroupConsumer, producer: BatchProducer) -> None:
         s, m = self.settings, self.metrics
         totals = {"in": 0, "out": 0, "dlq": 0, "filtered": 0}
@@ -224,12 +341,16 @@ class Worker:
         while not self._stop.is_set():
             self.health.beat()
             m.last_poll.set_to_current_time()
+            if self._unclaimed:
+                self._guarded("redis", self._claim_pending, consumer)
             records = consumer.consume(s.batch_size, s.poll_timeout_s)
             if records:
                 started = time.perf_counter()
                 result = process_batch(records, self.plan, now_ms())
-                applied = self._window_step(result)
-                delivered, moved = self._deliver(result, producer, consumer)
+                applied = self._guarded("redis", partial(self._window_step, result), consumer)
+                delivered, moved = self._guarded(
+                    "kafka", partial(self._deliver, result, producer, consumer), consumer
+                )
                 if applied is not None and self._engine is not None:
                     for tp, seq in applied.seqs.items():
                         self._engine.acknowledge(tp, seq)
@@ -242,7 +363,7 @@ class Worker:
                     log.warning("record to DLQ", **reason_of(entry.headers))
                 log.debug("batch", **result.extra())
             if time.monotonic() >= next_tick:
-                self._tick(producer)
+                self._guarded("redis", partial(self._tick, producer), consumer)
                 next_tick = time.monotonic() + 1.0
             if time.monotonic() >= next_summary:
                 log.info(
