@@ -19,11 +19,13 @@ from service.demo import demo_orders
 from service.errors import ConfigError, RillError
 from service.kafka.admin import ensure_topics, partition_count
 from service.kafka.clients import producer_config
+from service.kafka.groups import group_status
 from service.kafka.producer import BatchProducer
 from service.kafka.reader import read_topic
 from service.observability.logging import configure_logging
+from service.ops import ReplayFilter, replay_record, summarize
 from service.processing.dlq import reason_of
-from service.records import OutRecord
+from service.records import InRecord, OutRecord
 from service.serde import Serde, build_serde
 
 log = structlog.get_logger("rill.cli")
@@ -123,6 +125,80 @@ def _cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    status = group_status(
+        settings.librdkafka_common(),
+        args.group or settings.group_id,
+        args.topic or settings.input_topic,
+    )
+    if args.json:
+        print(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    print(f"group {status.group}: {status.state}, {len(status.members)} members")
+    for m in status.members:
+        parts = ", ".join(f"{t}[{p}]" for t, p in m.partitions) or "-"
+        print(f"  {m.client_id} {m.host} {m.member_id[:24]}: {parts}")
+    print(f"{'topic':<24} {'part':>4} {'committed':>10} {'end':>10} {'lag':>8} {'lag_s':>8}")
+    for r in status.partitions:
+        print(
+            f"{r.topic:<24} {r.partition:>4} {r.committed:>10} {r.end:>10} {r.lag:>8} "
+            f"{r.lag_seconds:>8.1f}"
+        )
+    total = sum(r.lag for r in status.partitions)
+    print(f"total lag: {total} records")
+    return 0
+
+
+def _dlq_records(settings: Settings, args: argparse.Namespace) -> list[InRecord]:
+    return list(
+        read_topic(
+            settings.librdkafka_common(),
+            args.topic or settings.dlq_topic,
+            idle_timeout_s=args.timeout,
+            max_records=args.max,
+        )
+    )
+
+
+def _cmd_dlq_inspect(settings: Settings, args: argparse.Namespace) -> int:
+    records = _dlq_records(settings, args)
+    groups = summarize(records, samples=args.samples)
+    if args.json:
+        print(orjson.dumps(groups, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    print(f"{len(records)} DLQ records in {args.topic or settings.dlq_topic}")
+    for g in groups:
+        print(
+            f"  {g['count']:>7}  {g['stage']:<10} {g['error_class']:<24} "
+            f"from {', '.join(g['source_topics'])}"
+        )
+        for example in g["examples"]:
+            print(f"           e.g. {example[:160]}")
+    return 0
+
+
+def _cmd_dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
+    chosen = ReplayFilter(
+        stage=args.stage,
+        error_class=args.error_class,
+        source_partition=args.source_partition,
+        min_offset=args.min_offset,
+        max_offset=args.max_offset,
+        message_contains=args.contains,
+    )
+    target = args.to or settings.input_topic
+    replay = [replay_record(r, target) for r in _dlq_records(settings, args) if chosen.matches(r)]
+    if args.dry_run:
+        print(f"would replay {len(replay)} records to {target}")
+        return 0
+    producer = BatchProducer(producer_config(settings)).start()
+    producer.send(replay)
+    refused = producer.flush(60)
+    producer.close()
+    print(f"replayed {len(replay) - len(refused)} records to {target}")
+    return 1 if refused else 0
+
+
 def _cmd_check_config(settings: Settings, _args: argparse.Namespace) -> int:
     plan = build_plan(settings)
     print(f"configuration is valid; pipeline steps: {[s.name for s in plan.steps]}")
@@ -156,6 +232,29 @@ def parser() -> argparse.ArgumentParser:
     tail.add_argument("--follow", action="store_true")
     tail.add_argument("--from-end", action="store_true")
     sub.add_parser("check-config", help="validate the configuration and exit")
+    status = sub.add_parser("status", help="group members, offsets and lag per partition")
+    status.add_argument("--group", help="default: RILL_GROUP_ID")
+    status.add_argument("--topic", help="default: RILL_INPUT_TOPIC")
+    status.add_argument("--json", action="store_true")
+    dlq = sub.add_parser("dlq", help="inspect or replay the DLQ").add_subparsers(
+        dest="dlq_command", required=True
+    )
+    inspect = dlq.add_parser("inspect", help="DLQ records grouped by reason")
+    replay = dlq.add_parser("replay", help="re-produce DLQ records to the input topic")
+    for cmd in (inspect, replay):
+        cmd.add_argument("--topic", help="the DLQ topic (default: RILL_DLQ_TOPIC)")
+        cmd.add_argument("--max", type=int, default=None)
+        cmd.add_argument("--timeout", type=float, default=3.0)
+    inspect.add_argument("--samples", type=int, default=2)
+    inspect.add_argument("--json", action="store_true")
+    replay.add_argument("--stage", help="decode, transform, encode, late, produce")
+    replay.add_argument("--error-class")
+    replay.add_argument("--source-partition", type=int)
+    replay.add_argument("--min-offset", type=int)
+    replay.add_argument("--max-offset", type=int)
+    replay.add_argument("--contains", help="a text the error message contains")
+    replay.add_argument("--to", help="target topic (default: RILL_INPUT_TOPIC)")
+    replay.add_argument("--dry-run", action="store_true")
     return p
 
 
@@ -164,6 +263,9 @@ COMMANDS = {
     "produce-demo": _cmd_produce_demo,
     "tail": _cmd_tail,
     "check-config": _cmd_check_config,
+    "status": _cmd_status,
+    "dlq inspect": _cmd_dlq_inspect,
+    "dlq replay": _cmd_dlq_replay,
 }
 
 
@@ -173,7 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
         configure_logging(settings.log_level, settings.log_format)
-        return COMMANDS[args.command](settings, args)
+        name = f"dlq {args.dlq_command}" if args.command == "dlq" else args.command
+        return COMMANDS[name](settings, args)
     except ConfigError as exc:
         print(f"rill: {exc}", file=sys.stderr)
         return 2

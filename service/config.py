@@ -105,6 +105,7 @@ class Settings(BaseSettings):
     # Redis (window state).
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:16379/0")
     redis_cluster: bool = False
+    redis_timeout_s: float = Field(default=5.0, gt=0)
     redis_prefix: str = "rill"
     state_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
 
@@ -123,6 +124,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
     summary_interval_s: float = Field(default=10.0, gt=0)
+    stats_interval_ms: int = Field(default=5_000, ge=0)
 
     @field_validator("project", "aggregates", mode="before")
     @classmethod

@@ -21,6 +21,7 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
             "isolation.level": "read_committed",
             "enable.partition.eof": False,
             "max.poll.interval.ms": settings.max_poll_interval_ms,
+            "statistics.interval.ms": settings.stats_interval_ms,
             # Bounds the records fetched ahead of processing, whatever the input rate.
             "queued.max.messages.kbytes": settings.consumer_queue_kbytes,
         }

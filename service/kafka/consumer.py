@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -32,16 +33,21 @@ class GroupConsumer:
         topics: list[str],
         on_assign: PartitionsCallback | None = None,
         on_revoke: PartitionsCallback | None = None,
+        on_stats: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self._conf = conf
         self._topics = topics
         self._on_assign = on_assign
         self._on_revoke = on_revoke
+        self._on_stats = on_stats
         self._consumer: Consumer | None = None
 
     def start(self) -> GroupConsumer:
         """Create the client and subscribe."""
-        self._consumer = Consumer(self._conf)
+        conf = dict(self._conf)
+        if self._on_stats is not None:
+            conf["stats_cb"] = self._stats
+        self._consumer = Consumer(conf)
         self._consumer.subscribe(
             self._topics,
             on_assign=self._assigned,
@@ -56,6 +62,10 @@ class GroupConsumer:
         if self._consumer is None:
             raise RillError("consumer used before start()")
         return self._consumer
+
+    def _stats(self, text: str) -> None:
+        if self._on_stats is not None:
+            self._on_stats(json.loads(text))
 
     def _assigned(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         pairs = [(tp.topic, tp.partition) for tp in partitions]

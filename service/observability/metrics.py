@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -69,6 +70,30 @@ class Metrics:
         self.redis_seconds = Histogram(
             "rill_redis_seconds", "Window apply round trip", buckets=_LATENCY_BUCKETS, registry=r
         )
+        self.consumer_lag = Gauge(
+            "rill_consumer_lag",
+            "Records behind the end of the partition",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.consumer_lag_seconds = Gauge(
+            "rill_consumer_lag_seconds",
+            "Age of the last processed record while lagging",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.open_windows = Gauge(
+            "rill_open_windows", "Windows open in Redis", ["topic", "partition"], registry=r
+        )
+        self.end_to_end_seconds = Histogram(
+            "rill_end_to_end_seconds",
+            "Record timestamp to output delivered",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=r,
+        )
+        self.commit_seconds = Histogram(
+            "rill_commit_seconds", "Offset store and commit", buckets=_LATENCY_BUCKETS, registry=r
+        )
         self.circuit_state = Gauge(
             "rill_circuit_state",
             "Circuit breaker: 0 closed, 1 open, 2 half open",
@@ -94,6 +119,33 @@ class Metrics:
             self.windows_closed.labels(topic).inc(closed)
         if len(applied.results) - closed:
             self.window_updates.labels(topic).inc(len(applied.results) - closed)
+        for (t, p), n in applied.open_windows.items():
+            self.open_windows.labels(t, str(p)).set(n)
+
+    def partition_stats(
+        self, stats: dict[str, Any], now_s: float, last_ts_ms: dict[tuple[str, int], int]
+    ) -> None:
+        """Per-partition lag from librdkafka statistics (records, and seconds).
+
+        Lag in seconds is the age of the last record processed while records are
+        waiting behind it, 0 when caught up.
+        """
+        for topic, tstats in stats.get("topics", {}).items():
+            for pid, pstats in tstats.get("partitions", {}).items():
+                lag = pstats.get("consumer_lag", -1)
+                if pid == "-1" or lag is None or lag < 0:
+                    continue
+                self.consumer_lag.labels(topic, pid).set(lag)
+                ts = last_ts_ms.get((topic, int(pid)))
+                age = max(0.0, now_s - ts / 1000) if lag > 0 and ts else 0.0
+                self.consumer_lag_seconds.labels(topic, pid).set(age)
+
+    def drop_partitions(self, pairs: list[tuple[str, int]]) -> None:
+        """Remove per-partition series of partitions this worker no longer owns."""
+        for topic, partition in pairs:
+            for gauge in (self.consumer_lag, self.consumer_lag_seconds, self.open_windows):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(topic, str(partition))
 
     def count_batch(self, topic: str, result: BatchResult, delivered: int) -> None:
         """Add one batch's counts."""

@@ -57,11 +57,12 @@ def deliver_and_commit(
     source_topic: str,
     version: str,
     timeout_s: float,
-) -> tuple[int, int]:
+) -> tuple[int, int, float]:
     """Deliver one batch's outputs, then mark its offsets done.
 
     Returns:
-        (records delivered to the sink, records moved to the DLQ by Kafka refusals).
+        (records delivered to the sink, records moved to the DLQ by Kafka refusals,
+        seconds spent storing offsets).
 
     Raises:
         DeliveryError: something could not be delivered even to the DLQ; the batch's
@@ -98,9 +99,10 @@ def deliver_and_commit(
             # The DLQ itself is unusable: stop here, store nothing.
             raise DeliveryError(f"DLQ refused records too: {again[0][1]}")
     # 5. Everything is delivered: store the offsets; auto-commit, revoke and close commit them.
+    started = time.perf_counter()
     if consumer is not None:
         consumer.store_offsets(result.next_offsets)
-    return len(result.outputs) - moved, moved
+    return len(result.outputs) - moved, moved, time.perf_counter() - started
 
 
 def now_ms() -> int:

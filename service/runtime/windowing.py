@@ -59,6 +59,7 @@ class EngineResult:
     fenced: set[TP] = field(default_factory=set)
     seqs: dict[TP, int] = field(default_factory=dict)
     skipped: int = 0
+    open_windows: dict[TP, int] = field(default_factory=dict)
 
 
 def encode_late(records: Sequence[OutRecord]) -> bytes:
@@ -355,6 +356,7 @@ class WindowEngine:
             owned.applied = max(owned.applied, applied.applied)
             owned.clock.watermark = max(owned.clock.watermark, applied.watermark)
             out.seqs[tp] = applied.seq
+            out.open_windows[tp] = applied.open_windows
             out.results.extend(self._results(applied.outputs))
 
     def _results(self, flat: Sequence[Any]) -> list[WindowResult]:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 
@@ -25,7 +25,7 @@ from service.observability.health import HealthServer, HealthState
 from service.observability.metrics import Metrics
 from service.processing.batch import Plan, dlq_entry, encode_results, process_batch
 from service.processing.dlq import reason_of
-from service.records import BatchResult
+from service.records import BatchResult, InRecord
 from service.runtime.commit import deliver_and_commit, now_ms
 from service.runtime.retry import STATE_VALUE, Backoff, BreakerState, CircuitBreaker
 from service.runtime.windowing import EngineResult, WindowEngine
@@ -57,6 +57,7 @@ class Worker:
         self._producer: BatchProducer | None = None
         self._consumer: GroupConsumer | None = None
         self._paused = False
+        self._last_ts: dict[TP, int] = {}
         self._breakers = {
             name: CircuitBreaker(
                 name,
@@ -125,6 +126,9 @@ class Worker:
         self.metrics.rebalances.labels("revoke").inc()
         self.metrics.assigned_partitions.set(len(self._assigned))
         self._unclaimed.difference_update(pairs)
+        self.metrics.drop_partitions(pairs)
+        for tp in pairs:
+            self._last_ts.pop(tp, None)
         if self._engine is not None:
             try:
                 self._engine.flush_acks(pairs)
@@ -132,6 +136,9 @@ class Worker:
                 # Harmless: the next owner re-emits the outbox (duplicates, nothing lost).
                 log.warning("outbox not acknowledged on revoke", error=str(exc))
             self._engine.revoke(pairs)
+
+    def _on_stats(self, stats: dict[str, Any]) -> None:
+        self.metrics.partition_stats(stats, time.time(), self._last_ts)
 
     def _ready(self) -> tuple[bool, str]:
         if not self._assigned:
@@ -165,7 +172,11 @@ class Worker:
             self._producer = BatchProducer(producer_config(s)).start()
             stack.callback(self._producer.close)
             consumer = GroupConsumer(
-                consumer_config(s), [s.input_topic], self._on_assign, self._on_revoke
+                consumer_config(s),
+                [s.input_topic],
+                self._on_assign,
+                self._on_revoke,
+                self._on_stats,
             )
             self._consumer = consumer
             consumer.start()
@@ -198,6 +209,7 @@ class Worker:
                 emit=window.emit,
                 ops=[],
                 ttl_s=s.state_ttl_s,
+                timeout_s=s.redis_timeout_s,
             ),
             lambda record, error: dlq_entry(self.plan, record, error, now_ms()),
         )
@@ -253,7 +265,7 @@ class Worker:
     ) -> tuple[int, int]:
         s = self.settings
         started = time.perf_counter()
-        delivered, moved = deliver_and_commit(
+        delivered, moved, commit_s = deliver_and_commit(
             result,
             producer,
             consumer,
@@ -262,11 +274,20 @@ class Worker:
             version=__version__,
             timeout_s=s.delivery_timeout_s,
         )
+        self.metrics.commit_seconds.observe(commit_s)
         self.metrics.delivery_seconds.observe(time.perf_counter() - started)
         self.metrics.count_batch(s.input_topic, result, delivered)
         if moved:
             self.metrics.records_dlq.labels(s.input_topic, "produce", "refused").inc(moved)
         return delivered, moved
+
+    def _observe_latency(self, records: list[InRecord]) -> None:
+        """End-to-end latency of each record, and the last timestamp per partition."""
+        now = time.time() * 1000
+        observe = self.metrics.end_to_end_seconds.observe
+        for r in records:
+            observe(max(0.0, now - r.timestamp_ms) / 1000)
+            self._last_ts[(r.topic, r.partition)] = r.timestamp_ms
 
     def _breaker_changed(self, name: str, state: BreakerState) -> None:
         self.metrics.circuit_state.labels(name).set(STATE_VALUE[state])
@@ -355,6 +376,7 @@ class Worker:
                     for tp, seq in applied.seqs.items():
                         self._engine.acknowledge(tp, seq)
                 m.batch_seconds.observe(time.perf_counter() - started)
+                self._observe_latency(records)
                 totals["in"] += result.consumed
                 totals["out"] += delivered
                 totals["dlq"] += len(result.dlq) + moved

@@ -180,4 +180,4 @@ if tonumber(ARGV[3]) >= 0 then
 end
 redis.call('HSET', meta, unpack(fields))
 for _, k in ipairs(KEYS) do redis.call('EXPIRE', k, ttl) end
-return {'ok', tostring(seq), fmt(wm), tostring(applied), out}
+return {'ok', tostring(seq), fmt(wm), tostring(applied), out, redis.call('ZCARD', idx)}

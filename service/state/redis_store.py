@@ -57,6 +57,7 @@ class Applied:
     watermark: int = NO_TIME
     applied: int = -1
     outputs: list[Any] = field(default_factory=list)
+    open_windows: int = 0
 
 
 def _script(name: str) -> str:
@@ -86,8 +87,10 @@ class RedisWindowStore:
         emit: str,
         ops: Sequence[str],
         ttl_s: int,
+        timeout_s: float = 5.0,
     ) -> None:
         self._url = url
+        self._timeout_s = timeout_s
         self._cluster = cluster
         self._prefix = prefix
         self._group = group
@@ -104,10 +107,11 @@ class RedisWindowStore:
     def start(self) -> RedisWindowStore:
         """Connect, check the server answers and register the scripts."""
         try:
+            opts = {"socket_timeout": self._timeout_s, "socket_connect_timeout": self._timeout_s}
             if self._cluster:
-                self._client = RedisCluster.from_url(self._url)
+                self._client = RedisCluster.from_url(self._url, **opts)
             else:
-                self._client = redis.Redis.from_url(self._url)
+                self._client = redis.Redis.from_url(self._url, **opts)
             self._client.ping()
         except ValueError as exc:
             raise ConfigError(f"RILL_REDIS_URL: {exc}") from exc
@@ -234,4 +238,5 @@ def _applied(reply: list[Any]) -> Applied:
         watermark=int(float(reply[2])),
         applied=int(reply[3]),
         outputs=[x.decode() for x in reply[4]],
+        open_windows=int(reply[5]),
     )
