@@ -135,6 +135,17 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()] or None
         return value
 
+    @field_validator("filter_value", mode="before")
+    @classmethod
+    def _json_value(cls, value: Any) -> Any:
+        # From the environment every value is text: `true`, `5`, `["a","b"]` mean JSON.
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError:
+                return value
+        return value
+
     @field_validator("input_schema", "output_schema")
     @classmethod
     def _schema_exists(cls, value: str | None) -> str | None:

@@ -124,21 +124,29 @@ class Metrics:
 
     def partition_stats(
         self, stats: dict[str, Any], now_s: float, last_ts_ms: dict[tuple[str, int], int]
-    ) -> None:
+    ) -> dict[tuple[str, int], int]:
         """Per-partition lag from librdkafka statistics (records, and seconds).
 
         Lag in seconds is the age of the last record processed while records are
         waiting behind it, 0 when caught up.
+
+        Returns:
+            The known lag per (topic, partition).
         """
+        lags: dict[tuple[str, int], int] = {}
         for topic, tstats in stats.get("topics", {}).items():
             for pid, pstats in tstats.get("partitions", {}).items():
                 lag = pstats.get("consumer_lag", -1)
+                if lag == -1 and pstats.get("lo_offset", -1) == pstats.get("hi_offset", -2):
+                    lag = 0  # an empty partition: nothing committed, nothing to consume
                 if pid == "-1" or lag is None or lag < 0:
                     continue
                 self.consumer_lag.labels(topic, pid).set(lag)
+                lags[(topic, int(pid))] = lag
                 ts = last_ts_ms.get((topic, int(pid)))
                 age = max(0.0, now_s - ts / 1000) if lag > 0 and ts else 0.0
                 self.consumer_lag_seconds.labels(topic, pid).set(age)
+        return lags
 
     def drop_partitions(self, pairs: list[tuple[str, int]]) -> None:
         """Remove per-partition series of partitions this worker no longer owns."""

@@ -260,22 +260,33 @@ class WindowEngine:
                 self._forget_closed(tp, self.owned[tp].clock.watermark)
         return out
 
-    def tick(self, now_wall_ms: int) -> EngineResult:
-        """Advance the watermark of partitions idle past the timeout, by wall clock."""
+    def tick(self, now_wall_ms: int, busy: Iterable[TP] = ()) -> EngineResult:
+        """Advance the watermark of idle partitions by wall clock.
+
+        A partition is idle when no record of it arrived for the idle timeout and none
+        is waiting for it (`busy`: partitions with consumer lag).
+        """
         out = EngineResult()
         timeout = self.plan.idle_timeout_ms
         if timeout <= 0:
             return out
+        waiting = set(busy)
         idle: dict[TP, PartitionBatch] = {}
+        clocks: dict[TP, PartitionClock] = {}
         for tp, owned in self.owned.items():
             idle_for = now_wall_ms - owned.last_record_wall_ms
-            if idle_for >= timeout and owned.watermark_at_last_record > NO_TIME:
-                owned.clock.watermark = max(
-                    owned.clock.watermark, owned.watermark_at_last_record + idle_for
-                )
-                idle[tp] = PartitionBatch()
-        self._send(idle, out, {}, {}, now_wall_ms)
+            if tp in waiting or idle_for < timeout or owned.watermark_at_last_record <= NO_TIME:
+                continue
+            wm = max(owned.clock.watermark, owned.watermark_at_last_record + idle_for)
+            clocks[tp] = PartitionClock(owned.clock.max_ts, wm)
+            idle[tp] = PartitionBatch()
+        self._send(idle, out, {}, clocks, now_wall_ms, records=False)
         return out
+
+    def restart_idle_clocks(self, now_wall_ms: int) -> None:
+        """Time spent paused by back-pressure is not idleness: count idle time from now."""
+        for owned in self.owned.values():
+            owned.last_record_wall_ms = now_wall_ms
 
     def _take(
         self,
@@ -315,6 +326,7 @@ class WindowEngine:
         late_blobs: dict[TP, bytes],
         clocks: dict[TP, PartitionClock],
         now_wall_ms: int,
+        records: bool = True,
     ) -> None:
         calls = {}
         for tp, batch in batches.items():
@@ -351,8 +363,9 @@ class WindowEngine:
             owned = self.owned[tp]
             if tp in clocks:
                 owned.clock = clocks[tp]
-                owned.last_record_wall_ms = now_wall_ms
-                owned.watermark_at_last_record = owned.clock.watermark
+                if records:
+                    owned.last_record_wall_ms = now_wall_ms
+                    owned.watermark_at_last_record = owned.clock.watermark
             owned.applied = max(owned.applied, applied.applied)
             owned.clock.watermark = max(owned.clock.watermark, applied.watermark)
             out.seqs[tp] = applied.seq

@@ -58,6 +58,7 @@ class Worker:
         self._consumer: GroupConsumer | None = None
         self._paused = False
         self._last_ts: dict[TP, int] = {}
+        self._lagging: set[TP] = set()
         self._breakers = {
             name: CircuitBreaker(
                 name,
@@ -138,7 +139,8 @@ class Worker:
             self._engine.revoke(pairs)
 
     def _on_stats(self, stats: dict[str, Any]) -> None:
-        self.metrics.partition_stats(stats, time.time(), self._last_ts)
+        lags = self.metrics.partition_stats(stats, time.time(), self._last_ts)
+        self._lagging = {tp for tp, lag in lags.items() if lag > 0}
 
     def _ready(self) -> tuple[bool, str]:
         if not self._assigned:
@@ -246,7 +248,7 @@ class Worker:
         """Close windows of idle partitions by wall clock, and deliver what closed."""
         if self._engine is None:
             return
-        applied = self._engine.tick(now_ms())
+        applied = self._engine.tick(now_ms(), self._lagging)
         if not applied.results:
             for tp, seq in applied.seqs.items():
                 self._engine.acknowledge(tp, seq)
@@ -337,6 +339,8 @@ class Worker:
             log.warning("partitions paused", partitions=len(claimed))
         else:
             consumer.resume(claimed)
+            if self._engine is not None:
+                self._engine.restart_idle_clocks(now_ms())
             log.info("partitions resumed", partitions=len(claimed))
 
     def _idle(self, consumer: GroupConsumer, seconds: float) -> None:

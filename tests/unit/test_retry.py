@@ -18,8 +18,13 @@ def test_breaker_opens_after_threshold_and_half_opens_after_reset() -> None:
     """closed -> open after N failures -> half_open after reset_s -> closed on success."""
     now = [0.0]
     changes: list[str] = []
-    br = CircuitBreaker("redis", threshold=2, reset_s=5, clock=lambda: now[0],
-                        on_change=lambda name, state: changes.append(state))
+    br = CircuitBreaker(
+        "redis",
+        threshold=2,
+        reset_s=5,
+        clock=lambda: now[0],
+        on_change=lambda name, state: changes.append(state),
+    )
     br.failure()
     assert br.allow()
     br.failure()

@@ -1,0 +1,30 @@
+"""Python pipelines the integration tests load with RILL_APP."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from service import Pipeline
+
+
+def _strict_amount(order: dict[str, Any]) -> dict[str, Any]:
+    """A pipeline bug: amounts sent as text are not numbers, so this raises."""
+    return {"id": order["id"], "cents": round(order["amount"] * 100)}
+
+
+def _lenient_amount(order: dict[str, Any]) -> dict[str, Any]:
+    """The fix: text amounts are parsed."""
+    return {"id": order["id"], "cents": round(float(order["amount"]) * 100)}
+
+
+def _block_on_marker(order: dict[str, Any]) -> dict[str, Any]:
+    """Stalls the poll loop when a record asks for it (to test liveness)."""
+    if order.get("block"):
+        time.sleep(float(order["block"]))
+    return order
+
+
+strict = Pipeline("strict").key_by(lambda o: o["id"]).map(_strict_amount)
+lenient = Pipeline("lenient").key_by(lambda o: o["id"]).map(_lenient_amount)
+blocking = Pipeline("blocking").map(_block_on_marker)
