@@ -50,7 +50,13 @@ class Settings(BaseSettings):
     bootstrap_servers: str = "127.0.0.1:19092"
     group_id: str = "rill"
     kafka_extra: dict[str, str] = Field(default_factory=dict)
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: str | None = None
+    kafka_ssl_certificate_location: str | None = None
+    kafka_ssl_key_location: str | None = None
     kafka_ssl_key_password: SecretStr | None = None
     processing_guarantee: Guarantee = "at_least_once"
 
@@ -104,6 +110,8 @@ class Settings(BaseSettings):
 
     # Redis (window state).
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:16379/0")
+    redis_password: SecretStr | None = None
+    redis_ssl_ca_certs: str | None = None
     redis_cluster: bool = False
     redis_timeout_s: float = Field(default=5.0, gt=0)
     redis_prefix: str = "rill"
@@ -175,6 +183,7 @@ class Settings(BaseSettings):
                 "dlq_topic must differ from input_topic and output_topic: set RILL_DLQ_TOPIC"
             )
         self._check_window()
+        self._check_security()
         if self.health_stall_s * 1000 >= self.max_poll_interval_ms:
             raise ValueError(
                 "health_stall_s must be below max_poll_interval_ms, so liveness fails before "
@@ -185,6 +194,35 @@ class Settings(BaseSettings):
                 "output_topic equals input_topic, which would loop: set RILL_OUTPUT_TOPIC"
             )
         return self
+
+    def _check_security(self) -> None:
+        protocol = self.kafka_security_protocol
+        if protocol.startswith("SASL"):
+            missing = [
+                f"RILL_KAFKA_SASL_{name.upper()}"
+                for name, value in (
+                    ("mechanism", self.kafka_sasl_mechanism),
+                    ("username", self.kafka_sasl_username),
+                    ("password", self.kafka_sasl_password),
+                )
+                if value is None
+            ]
+            if missing:
+                raise ValueError(f"kafka_security_protocol {protocol} needs {', '.join(missing)}")
+        for name in (
+            "kafka_ssl_ca_location",
+            "kafka_ssl_certificate_location",
+            "kafka_ssl_key_location",
+            "redis_ssl_ca_certs",
+        ):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{name}: {path} is not a file: set RILL_{name.upper()}")
+        url = self.redis_url.get_secret_value()
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                "redis_url must start with redis://, rediss:// (TLS) or unix://: set RILL_REDIS_URL"
+            )
 
     def _check_window(self) -> None:
         kind = self.window_type
@@ -222,7 +260,18 @@ class Settings(BaseSettings):
 
     def librdkafka_common(self) -> dict[str, Any]:
         """Connection settings shared by consumer, producer and admin client."""
-        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        optional = {
+            "sasl.mechanisms": self.kafka_sasl_mechanism,
+            "sasl.username": self.kafka_sasl_username,
+            "ssl.ca.location": self.kafka_ssl_ca_location,
+            "ssl.certificate.location": self.kafka_ssl_certificate_location,
+            "ssl.key.location": self.kafka_ssl_key_location,
+        }
+        conf.update({k: v for k, v in optional.items() if v is not None})
         conf.update({k: v for k, v in self.kafka_extra.items() if not k.startswith(CLIENT_SCOPES)})
         if self.kafka_sasl_password is not None:
             conf["sasl.password"] = self.kafka_sasl_password.get_secret_value()

@@ -212,6 +212,8 @@ class Worker:
                 ops=[],
                 ttl_s=s.state_ttl_s,
                 timeout_s=s.redis_timeout_s,
+                password=s.redis_password.get_secret_value() if s.redis_password else None,
+                ssl_ca_certs=s.redis_ssl_ca_certs,
             ),
             lambda record, error: dlq_entry(self.plan, record, error, now_ms()),
         )
@@ -363,6 +365,7 @@ class Worker:
         totals = {"in": 0, "out": 0, "dlq": 0, "filtered": 0}
         next_summary = time.monotonic() + s.summary_interval_s
         next_tick = time.monotonic() + 1.0
+        batch_no = 0
         while not self._stop.is_set():
             self.health.beat()
             m.last_poll.set_to_current_time()
@@ -370,6 +373,8 @@ class Worker:
                 self._guarded("redis", self._claim_pending, consumer)
             records = consumer.consume(s.batch_size, s.poll_timeout_s)
             if records:
+                batch_no += 1
+                structlog.contextvars.bind_contextvars(batch=batch_no)
                 started = time.perf_counter()
                 result = process_batch(records, self.plan, now_ms())
                 applied = self._guarded("redis", partial(self._window_step, result), consumer)
@@ -388,6 +393,7 @@ class Worker:
                 for entry in result.dlq:
                     log.warning("record to DLQ", **reason_of(entry.headers))
                 log.debug("batch", **result.extra())
+                structlog.contextvars.unbind_contextvars("batch")
             if time.monotonic() >= next_tick:
                 self._guarded("redis", partial(self._tick, producer), consumer)
                 next_tick = time.monotonic() + 1.0

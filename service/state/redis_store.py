@@ -88,7 +88,11 @@ class RedisWindowStore:
         ops: Sequence[str],
         ttl_s: int,
         timeout_s: float = 5.0,
+        password: str | None = None,
+        ssl_ca_certs: str | None = None,
     ) -> None:
+        self._password = password
+        self._ssl_ca_certs = ssl_ca_certs
         self._url = url
         self._timeout_s = timeout_s
         self._cluster = cluster
@@ -107,7 +111,14 @@ class RedisWindowStore:
     def start(self) -> RedisWindowStore:
         """Connect, check the server answers and register the scripts."""
         try:
-            opts = {"socket_timeout": self._timeout_s, "socket_connect_timeout": self._timeout_s}
+            opts: dict[str, Any] = {
+                "socket_timeout": self._timeout_s,
+                "socket_connect_timeout": self._timeout_s,
+            }
+            if self._password is not None:
+                opts["password"] = self._password
+            if self._ssl_ca_certs is not None:
+                opts["ssl_ca_certs"] = self._ssl_ca_certs
             if self._cluster:
                 self._client = RedisCluster.from_url(self._url, **opts)
             else:
@@ -115,6 +126,10 @@ class RedisWindowStore:
             self._client.ping()
         except ValueError as exc:
             raise ConfigError(f"RILL_REDIS_URL: {exc}") from exc
+        except redis.AuthenticationError as exc:
+            raise ConfigError(
+                "Redis refused the credentials: check RILL_REDIS_PASSWORD / RILL_REDIS_URL"
+            ) from exc
         except redis.RedisError as exc:
             raise StateError(f"Redis does not answer: {exc}") from exc
         self._claim = self._client.register_script(_script("claim.lua"))

@@ -94,3 +94,38 @@ def test_rill_app_loads_a_python_pipeline() -> None:
 
 
 ORDER = 1
+
+
+def test_sasl_ssl_settings_reach_librdkafka(tmp_path: Path) -> None:
+    """SASL/SSL settings become librdkafka properties; the password only as a secret."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    settings = load_settings(
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username="rill",
+        kafka_sasl_password="pw",
+        kafka_ssl_ca_location=str(ca),
+    )
+    conf = settings.librdkafka_common()
+    assert conf["security.protocol"] == "SASL_SSL"
+    assert conf["sasl.mechanisms"] == "SCRAM-SHA-512"
+    assert conf["sasl.username"] == "rill"
+    assert conf["sasl.password"] == "pw"
+    assert conf["ssl.ca.location"] == str(ca)
+    assert "pw" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "names"),
+    [
+        ({"kafka_security_protocol": "SASL_SSL"}, "RILL_KAFKA_SASL_MECHANISM"),
+        ({"kafka_ssl_ca_location": "/no/such/ca.pem"}, "RILL_KAFKA_SSL_CA_LOCATION"),
+        ({"redis_url": "http://redis:6379"}, "RILL_REDIS_URL"),
+        ({"health_stall_s": 400}, "RILL_HEALTH_STALL_S"),
+    ],
+)
+def test_bad_security_and_operations_settings(overrides: dict[str, object], names: str) -> None:
+    """Security and operations settings fail at start naming the variable to fix."""
+    with pytest.raises(ConfigError, match=names):
+        load_settings(**overrides)
