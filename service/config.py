@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -133,6 +140,11 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     summary_interval_s: float = Field(default=10.0, gt=0)
     stats_interval_ms: int = Field(default=5_000, ge=0)
+    tracing_enabled: bool = False
+    otel_traces_exporter: Literal["otlp", "console"] = Field(
+        default="otlp",
+        validation_alias=AliasChoices("OTEL_TRACES_EXPORTER", "otel_traces_exporter"),
+    )
 
     @field_validator("project", "aggregates", mode="before")
     @classmethod

@@ -23,6 +23,7 @@ from service.kafka.consumer import GroupConsumer
 from service.kafka.producer import BatchProducer
 from service.observability.health import HealthServer, HealthState
 from service.observability.metrics import Metrics
+from service.observability.tracing import BatchTracer
 from service.processing.batch import Plan, dlq_entry, encode_results, process_batch
 from service.processing.dlq import reason_of
 from service.records import BatchResult, InRecord
@@ -50,6 +51,7 @@ class Worker:
         self.plan = plan
         self.metrics = metrics or Metrics()
         self.health = HealthState(liveness_threshold_s=settings.health_stall_s)
+        self.tracer = BatchTracer(settings.tracing_enabled, settings.otel_traces_exporter)
         self._stop = threading.Event()
         self._assigned: set[TP] = set()
         self._unclaimed: set[TP] = set()
@@ -183,6 +185,7 @@ class Worker:
             self._consumer = consumer
             consumer.start()
             stack.callback(consumer.close)
+            stack.callback(self.tracer.close)
             log.info(
                 "worker started",
                 version=__version__,
@@ -376,11 +379,13 @@ class Worker:
                 batch_no += 1
                 structlog.contextvars.bind_contextvars(batch=batch_no)
                 started = time.perf_counter()
-                result = process_batch(records, self.plan, now_ms())
-                applied = self._guarded("redis", partial(self._window_step, result), consumer)
-                delivered, moved = self._guarded(
-                    "kafka", partial(self._deliver, result, producer, consumer), consumer
-                )
+                with self.tracer.batch(records):
+                    result = process_batch(records, self.plan, now_ms())
+                    applied = self._guarded("redis", partial(self._window_step, result), consumer)
+                    result.outputs = self.tracer.propagate(result.outputs)
+                    delivered, moved = self._guarded(
+                        "kafka", partial(self._deliver, result, producer, consumer), consumer
+                    )
                 if applied is not None and self._engine is not None:
                     for tp, seq in applied.seqs.items():
                         self._engine.acknowledge(tp, seq)
