@@ -11,7 +11,7 @@ from service.pipeline import Pipeline
 from service.processing.batch import Plan
 from service.processing.steps import declarative_pipeline
 from service.processing.windows import Aggregation, WindowPlan, WindowSpec
-from service.serde import build_serde
+from service.serdes import build_serdes
 
 
 def load_app(spec: str) -> Pipeline:
@@ -52,13 +52,10 @@ def build_plan(settings: Settings) -> Plan:
     """Everything the pure batch function needs."""
     s = settings
     pipeline = build_pipeline(s)
+    decoder, encoder, resolver = build_serdes(s)
     return Plan(
-        decoder=build_serde(
-            s.input_format, s.input_schema, s.input_wire, s.input_schema_id, "input"
-        ),
-        encoder=build_serde(
-            s.output_format, s.output_schema, s.output_wire, s.output_schema_id, "output"
-        ),
+        decoder=pipeline.decoder or decoder,
+        encoder=pipeline.encoder or encoder,
         steps=tuple(pipeline.steps),
         output_topic=s.output_topic,
         dlq_topic=s.dlq_topic,
@@ -67,6 +64,7 @@ def build_plan(settings: Settings) -> Plan:
         version=__version__,
         window=pipeline.window_plan if s.app else build_window(s),
         late_topic=s.late_topic,
+        resolver=resolver,
     )
 
 

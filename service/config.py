@@ -37,8 +37,8 @@ ENV_PREFIX = "RILL_"
 # kafka_extra keys with these prefixes go only to that client (see kafka.clients).
 CLIENT_SCOPES = ("consumer.", "producer.")
 
-Format = Literal["avro", "json"]
-Wire = Literal["plain", "confluent"]
+Format = Literal["avro", "json", "protobuf"]
+Wire = Literal["plain", "confluent", "registry"]
 FilterOp = Literal["eq", "ne", "gt", "ge", "lt", "le", "in", "not_in", "exists"]
 Guarantee = Literal["at_least_once", "exactly_once"]
 
@@ -81,6 +81,18 @@ class Settings(BaseSettings):
     output_schema: str | None = None
     output_wire: Wire = "plain"
     output_schema_id: int | None = Field(default=None, ge=0)
+    input_proto_message: str | None = None
+    output_proto_message: str | None = None
+
+    # Schema Registry (Confluent API) for the `registry` wire format.
+    schema_registry_url: str | None = None
+    schema_registry_username: str | None = None
+    schema_registry_password: SecretStr | None = None
+    schema_registry_ca_location: str | None = None
+    schema_registry_timeout_s: float = Field(default=5.0, gt=0)
+    schema_registry_retries: int = Field(default=3, ge=1, le=20)
+    output_subject_strategy: Literal["topic", "record", "topic_record"] = "topic"
+    output_auto_register: bool = False
 
     # The declarative pipeline: filter -> key_by -> project -> rename.
     filter_field: str | None = "status"
@@ -176,12 +188,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         for side in ("input", "output"):
-            fmt = getattr(self, f"{side}_format")
-            if fmt == "avro" and getattr(self, f"{side}_schema") is None:
-                raise ValueError(
-                    f"{side}_format is avro but {side}_schema is not set: set "
-                    f"RILL_{side.upper()}_SCHEMA to an .avsc file"
-                )
+            self._check_side(side)
             if (
                 getattr(self, f"{side}_wire") == "confluent"
                 and getattr(self, f"{side}_schema_id") is None
@@ -207,6 +214,46 @@ class Settings(BaseSettings):
             )
         return self
 
+    def _check_side(self, side: str) -> None:
+        fmt, wire = getattr(self, f"{side}_format"), getattr(self, f"{side}_wire")
+        schema = getattr(self, f"{side}_schema")
+        name = side.upper()
+        if wire == "registry" and not self.schema_registry_url:
+            raise ValueError(f"{side}_wire is registry: set RILL_SCHEMA_REGISTRY_URL")
+        reader_optional = side == "input" and wire == "registry"
+        if fmt == "avro" and schema is None and not reader_optional:
+            raise ValueError(
+                f"{side}_format is avro but {side}_schema is not set: set "
+                f"RILL_{name}_SCHEMA to an .avsc file"
+            )
+        if fmt == "protobuf" and (schema is None or not getattr(self, f"{side}_proto_message")):
+            raise ValueError(
+                f"{side}_format is protobuf: set RILL_{name}_SCHEMA (.proto or descriptor "
+                f"set) and RILL_{name}_PROTO_MESSAGE (the full message name)"
+            )
+        if side == "output" and wire == "registry" and fmt == "json" and schema is None:
+            raise ValueError(
+                "output_wire registry with json needs RILL_OUTPUT_SCHEMA (a JSON Schema file)"
+            )
+
+    def registry_config(self) -> dict[str, Any]:
+        """SchemaRegistryClient settings; rill retries lookups itself."""
+        conf: dict[str, Any] = {
+            "url": self.schema_registry_url,
+            "timeout": self.schema_registry_timeout_s,
+            "max.retries": 0,
+        }
+        if self.schema_registry_username is not None:
+            password = (
+                self.schema_registry_password.get_secret_value()
+                if self.schema_registry_password
+                else ""
+            )
+            conf["basic.auth.user.info"] = f"{self.schema_registry_username}:{password}"
+        if self.schema_registry_ca_location is not None:
+            conf["ssl.ca.location"] = self.schema_registry_ca_location
+        return conf
+
     def _check_security(self) -> None:
         protocol = self.kafka_security_protocol
         if protocol.startswith("SASL"):
@@ -226,6 +273,7 @@ class Settings(BaseSettings):
             "kafka_ssl_certificate_location",
             "kafka_ssl_key_location",
             "redis_ssl_ca_certs",
+            "schema_registry_ca_location",
         ):
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():

@@ -54,6 +54,8 @@ class Pipeline:
         self.name = name
         self.steps: list[Step] = []
         self.window_plan: WindowPlan | None = None
+        self.decoder: Any = None
+        self.encoder: Any = None
 
     def _add(self, kind: StepKind, fn: StepFn, name: str | None) -> Pipeline:
         label = name or getattr(fn, "__name__", kind)
@@ -75,6 +77,17 @@ class Pipeline:
     def flat_map(self, fn: Callable[[Any], Iterable[Any]], name: str | None = None) -> Pipeline:
         """Replace each record by zero or more records."""
         return self._add("flat_map", fn, name)
+
+    def serdes(self, decoder: Any = None, encoder: Any = None) -> Pipeline:
+        """Use these serdes instead of the configured ones, e.g. generated Protobuf classes:
+
+        from service.serde import ProtobufSerde
+        from service.serde.wire import PlainWire
+        Pipeline().serdes(decoder=ProtobufSerde(orders_pb2.Order, PlainWire()))
+        """
+        self.decoder = decoder or self.decoder
+        self.encoder = encoder or self.encoder
+        return self
 
     def window(
         self,

@@ -33,6 +33,9 @@ class Plan:
     version: str
     window: WindowPlan | None = None
     late_topic: str | None = None
+    # The schema registry edge (fills the decoder's schema cache before each batch);
+    # held here so the worker finds it, never called by the pure functions.
+    resolver: Any = None
 
 
 def encode_key(key: Any) -> bytes | None:

@@ -380,6 +380,8 @@ class Worker:
                 structlog.contextvars.bind_contextvars(batch=batch_no)
                 started = time.perf_counter()
                 with self.tracer.batch(records):
+                    if self.plan.resolver is not None:
+                        self.plan.resolver.prefetch(records)
                     result = process_batch(records, self.plan, now_ms())
                     applied = self._guarded("redis", partial(self._window_step, result), consumer)
                     result.outputs = self.tracer.propagate(result.outputs)
