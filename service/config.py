@@ -181,7 +181,7 @@ class Settings(BaseSettings):
     @field_validator("input_schema", "output_schema")
     @classmethod
     def _schema_exists(cls, value: str | None) -> str | None:
-        if value is None:
+        if not value:
             return None
         return str(resolve_schema_path(value))
 

@@ -5,6 +5,8 @@
 #   stack.sh up      start both (a no-op for whatever already answers)
 #   stack.sh down    stop both
 #   stack.sh status  print what answers
+#   stack.sh registry [PORT]       start a Confluent-compatible schema registry (Apicurio)
+#   stack.sh registry-down [PORT]  stop it
 #
 # Ports: RILL_LOCAL_KAFKA_PORT (19092), RILL_LOCAL_CONTROLLER_PORT (19093),
 # RILL_LOCAL_REDIS_PORT (16379). State lives in .rill/ (git-ignored); the addresses are
@@ -107,6 +109,45 @@ redis_up() {
   log "redis did not answer"; exit 1
 }
 
+apicurio_version=3.0.9
+registry_jar() {
+  local dir="$cache/apicurio"
+  local jar="$dir/apicurio-registry-app-$apicurio_version-runner.jar"
+  if [ ! -f "$jar" ]; then
+    log "resolving Apicurio Registry $apicurio_version from Maven Central (once, ~160 MB)"
+    mkdir -p "$dir"
+    mvn -q -B dependency:copy \
+      -Dartifact="io.apicurio:apicurio-registry-app:$apicurio_version:tar.gz:all" \
+      -DoutputDirectory="$dir"
+    tar -xzf "$dir/apicurio-registry-app-$apicurio_version-all.tar.gz" -C "$dir"
+    rm -f "$dir/apicurio-registry-app-$apicurio_version-all.tar.gz"
+  fi
+  echo "$jar"
+}
+
+registry_answers() { curl -sf "http://127.0.0.1:$1/apis/ccompat/v7/subjects" >/dev/null 2>&1; }
+
+registry_up() {
+  local port="${1:-${RILL_LOCAL_REGISTRY_PORT:-18081}}"
+  if registry_answers "$port"; then log "registry already answers on 127.0.0.1:$port"; return; fi
+  local jar; jar=$(registry_jar)
+  mkdir -p "$state/registry"
+  log "starting the schema registry on 127.0.0.1:$port"
+  nohup java -Xms64m -Xmx384m -XX:+UseSerialGC -Dquarkus.http.port="$port" \
+    -Dquarkus.http.host=127.0.0.1 -jar "$jar" >"$state/registry/$port.log" 2>&1 &
+  echo $! >"$state/registry/$port.pid"
+  for _ in $(seq 1 120); do
+    if registry_answers "$port"; then
+      log "registry answers"
+      echo "SCHEMA_REGISTRY_URL=http://127.0.0.1:$port/apis/ccompat/v7"
+      return
+    fi
+    sleep 0.5
+  done
+  log "the registry did not answer within 60 s; its log:"; tail -n 20 "$state/registry/$port.log" >&2
+  exit 1
+}
+
 write_env() {
   cat >"$state/local.env" <<ENV
 KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$kafka_port
@@ -128,12 +169,15 @@ stop_pidfile() {
 
 case "${1:-up}" in
   up) redis_up; kafka_up; write_env; cat "$state/local.env" ;;
+  registry) registry_up "${2:-}" ;;
+  registry-down) stop_pidfile "$state/registry/${2:-${RILL_LOCAL_REGISTRY_PORT:-18081}}.pid" ;;
   down)
+    for f in "$state"/registry/*.pid; do [ -e "$f" ] && stop_pidfile "$f"; done
     stop_pidfile "$state/kafka/pid"
     redis-cli -h 127.0.0.1 -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true
     rm -f "$state/local.env"; log "stopped" ;;
   status)
     kafka_answers && echo "kafka: up 127.0.0.1:$kafka_port" || echo "kafka: down"
     redis_answers && echo "redis: up 127.0.0.1:$redis_port" || echo "redis: down" ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|registry [PORT]|registry-down [PORT]" >&2; exit 2 ;;
 esac

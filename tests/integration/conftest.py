@@ -157,3 +157,30 @@ def _wait_redis(port: int) -> None:
             return
         time.sleep(0.1)
     raise RuntimeError(f"redis-server on port {port} did not answer")
+
+
+@pytest.fixture(scope="session")
+def registry_url() -> str:
+    """A real Confluent-compatible schema registry (Apicurio, ccompat API)."""
+    if os.environ.get("SCHEMA_REGISTRY_URL"):
+        return os.environ["SCHEMA_REGISTRY_URL"]
+    return start_registry(int(os.environ.get("RILL_LOCAL_REGISTRY_PORT", "18081")))
+
+
+def start_registry(port: int) -> str:
+    """Start (or find) the local registry on `port`; returns its Confluent API URL."""
+    subprocess.run(
+        [str(ROOT / "deploy/local/stack.sh"), "registry", str(port)],
+        check=True,
+        capture_output=True,
+    )
+    return f"http://127.0.0.1:{port}/apis/ccompat/v7"
+
+
+def stop_registry(port: int) -> None:
+    """Stop the local registry on `port`."""
+    subprocess.run(
+        [str(ROOT / "deploy/local/stack.sh"), "registry-down", str(port)],
+        check=True,
+        capture_output=True,
+    )
