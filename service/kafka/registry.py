@@ -44,7 +44,8 @@ class RegistryResolver:
 
     def start(self) -> RegistryResolver:
         """Create the client (it connects on first use)."""
-        self._client = SchemaRegistryClient(self._conf)
+        # new_client gives the in-memory mock for mock:// URLs (unit tests only).
+        self._client = SchemaRegistryClient.new_client(self._conf)
         return self
 
     @property
