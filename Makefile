@@ -35,6 +35,6 @@ test: lint up ## Lint, then unit and integration tests on the real broker and Re
 	set -a; source .rill/local.env; set +a; $(PY) -m pytest tests
 
 bench: up ## Benchmarks against a bare confluent-kafka + fastavro floor
-	set -a; source .rill/local.env; set +a; $(PY) bench/run.py
+	set -a; source .rill/local.env; set +a; $(PY) bench/run.py && $(PY) bench/decode.py
 
 .PHONY: help install up down demo lint test bench

@@ -8,6 +8,7 @@ shape. With no reader schema, records keep their writer shape.
 from __future__ import annotations
 
 import json
+import struct
 from io import BytesIO
 from typing import Any
 
@@ -18,6 +19,7 @@ from service.errors import DecodeError, EncodeError
 from service.serde.registry import SchemaCache
 
 HEADER_SIZE = 5
+_ID = struct.Struct(">I")
 
 
 def prepare_avro(reader: dict[str, Any] | None) -> Any:
@@ -47,11 +49,20 @@ class RegistryAvroSerde:
         self, cache: SchemaCache, output: tuple[dict[str, Any], int] | None = None
     ) -> None:
         self.cache = cache
+        self._known = cache.known
         self._output = (fastavro.parse_schema(output[0]), output[1]) if output else None
 
     def decode(self, data: bytes | None) -> Any:
         """Bytes to a record in the reader shape."""
-        schema_id, (writer, reader) = self.cache.header(data)
+        # The hot path: one C-level unpack and one dict lookup; anything unusual takes
+        # the checked path, which raises the precise reason.
+        try:
+            schema_id = _ID.unpack_from(data, 1)[0]  # type: ignore[arg-type]
+            writer, reader = self._known[schema_id]
+            if data[0]:  # type: ignore[index]
+                raise KeyError(schema_id)
+        except (TypeError, KeyError, struct.error):
+            schema_id, (writer, reader) = self.cache.header(data)
         assert data is not None
         buf = BytesIO(data)
         buf.seek(HEADER_SIZE)
