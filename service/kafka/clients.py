@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from service.config import Settings
@@ -26,6 +27,9 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
             "queued.max.messages.kbytes": settings.consumer_queue_kbytes,
         }
     )
+    if settings.processing_guarantee == "exactly_once":
+        # Offsets are committed only inside the output transactions.
+        conf["enable.auto.commit"] = False
     conf.update(_prefixed(settings.kafka_extra, "consumer."))
     return conf
 
@@ -44,6 +48,9 @@ def producer_config(settings: Settings) -> dict[str, Any]:
             "queue.buffering.max.kbytes": settings.producer_queue_kbytes,
         }
     )
+    if settings.processing_guarantee == "exactly_once":
+        # Unique per process: zombies are fenced by the group generation (KIP-447).
+        conf["transactional.id"] = f"rill-{settings.group_id}-{uuid.uuid4().hex[:12]}"
     conf.update(_prefixed(settings.kafka_extra, "producer."))
     return conf
 

@@ -9,7 +9,7 @@ from typing import Any
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from service.errors import RillError
+from service.errors import DeliveryError, RillError
 from service.kafka.messages import to_in_record
 from service.records import InRecord
 
@@ -117,6 +117,23 @@ class GroupConsumer:
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError._NO_OFFSET:
                 log.warning("commit failed", error=str(exc))
+
+    def group_metadata(self) -> Any:
+        """The group generation, for offsets committed in a producer transaction."""
+        return self.client.consumer_group_metadata()
+
+    def committed(
+        self, pairs: list[tuple[str, int]], timeout_s: float = 10.0
+    ) -> dict[tuple[str, int], tuple[int, str]]:
+        """The group's committed offsets (-1 where none) and their metadata."""
+        try:
+            tps = self.client.committed([TopicPartition(t, p) for t, p in pairs], timeout_s)
+        except KafkaException as exc:
+            raise DeliveryError(f"cannot read committed offsets: {exc}") from exc
+        return {
+            (tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else -1, tp.metadata or "")
+            for tp in tps
+        }
 
     def rewind(self, records: list[InRecord]) -> None:
         """Seek each partition back to the first of `records`, to fetch them again."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from typing import Any, cast
 
 import structlog
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
-from service.errors import DeliveryError
+from service.errors import DeliveryError, RillError
 from service.records import OutRecord
 
 log = structlog.get_logger("rill.producer")
@@ -65,6 +66,55 @@ class BatchProducer:
             raise DeliveryError(f"{remaining} records not delivered within {timeout_s}s")
         failed, self._failed = self._failed, []
         return failed
+
+    def transaction(
+        self,
+        records: Iterable[OutRecord],
+        offsets: dict[tuple[str, int], tuple[int, str]],
+        group_metadata: Any,
+        timeout_s: float,
+    ) -> None:
+        """Produce `records` and commit `offsets` for the group in ONE Kafka transaction.
+
+        Raises:
+            DeliveryError: the transaction was aborted (or its outcome is unknown after
+                retries); nothing of it is visible to read_committed readers.
+        """
+        client = self.client
+        try:
+            client.begin_transaction()
+            self.send(records)
+            if offsets:
+                client.send_offsets_to_transaction(
+                    [TopicPartition(t, p, o, meta) for (t, p), (o, meta) in offsets.items()],
+                    group_metadata,
+                    timeout_s,
+                )
+            self._commit(timeout_s)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.fatal():
+                raise RillError(f"fatal producer error, restart needed: {err}") from exc
+            with contextlib.suppress(KafkaException):
+                client.abort_transaction(timeout_s)
+            self._failed = []
+            raise DeliveryError(f"transaction aborted: {err}") from exc
+
+    def _commit(self, timeout_s: float) -> None:
+        for attempt in range(3):
+            try:
+                self.client.commit_transaction(timeout_s)
+                return
+            except KafkaException as exc:
+                if not exc.args[0].retriable() or attempt == 2:
+                    raise
+
+    def init_transactions(self, timeout_s: float) -> None:
+        """Fence older producers of this transactional id and get ready."""
+        try:
+            self.client.init_transactions(timeout_s)
+        except KafkaException as exc:
+            raise DeliveryError(f"cannot start transactions: {exc}") from exc
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Deliver what is queued, then drop the client."""

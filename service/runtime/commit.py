@@ -25,6 +25,8 @@ from service.processing.dlq import (
 from service.records import BatchResult, Headers, OutRecord
 
 log = structlog.get_logger("rill.commit")
+# (offset, metadata) committed for one input partition.
+TopicPartitionOffset = tuple[int, str]
 _TRANSIENT = {KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN}
 TRUNCATED = "rill.value.truncated"
 
@@ -103,6 +105,33 @@ def deliver_and_commit(
     if consumer is not None:
         consumer.store_offsets(result.next_offsets)
     return len(result.outputs) - moved, moved, time.perf_counter() - started
+
+
+def deliver_in_transaction(
+    result: BatchResult,
+    producer: BatchProducer,
+    consumer: GroupConsumer,
+    *,
+    offsets: dict[tuple[str, int], TopicPartitionOffset],
+    timeout_s: float,
+) -> tuple[int, int, float]:
+    """Exactly-once: the batch's outputs, DLQ records and input offsets in ONE transaction.
+
+    1. begin the transaction;
+    2. produce the sink outputs and DLQ records;
+    3. add the input offsets (with the window outbox sequence each partition reached, as
+       offset metadata) for the consumer group's current generation;
+    4. commit. read_committed readers see all of it or none; on any failure the
+       transaction is aborted and the caller retries the batch from step 1.
+
+    Returns:
+        (records delivered to the sink, 0, seconds of the whole transaction).
+    """
+    started = time.perf_counter()
+    producer.transaction(
+        [*result.outputs, *result.dlq], offsets, consumer.group_metadata(), timeout_s
+    )
+    return len(result.outputs), 0, time.perf_counter() - started
 
 
 def now_ms() -> int:

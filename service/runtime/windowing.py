@@ -123,8 +123,13 @@ class WindowEngine:
             index += len(agg.ops)
         self._accs: dict[TP, dict[tuple[str, int, int, int], Any]] = {}
 
-    def assign(self, tp: TP, now_wall_ms: int) -> tuple[list[WindowResult], list[OutRecord], int]:
-        """Claim `tp`; returns the outbox it left behind (results, late entries, last seq)."""
+    def assign(
+        self, tp: TP, now_wall_ms: int, after_seq: int = 0
+    ) -> tuple[list[WindowResult], list[OutRecord], int]:
+        """Claim `tp`; returns the outbox it left behind (results, DLQ entries, last seq).
+
+        Entries up to `after_seq` are known to be delivered and are left out.
+        """
         claim = self.store.claim(tp)
         if self._custom:
             self._load_accumulators(tp)
@@ -140,9 +145,10 @@ class WindowEngine:
         late: list[OutRecord] = []
         last = 0
         for seq, outputs, blob in claim.outbox:
-            found.extend(self._results(outputs))
-            late.extend(decode_late(blob))
             last = seq
+            if seq > after_seq:
+                found.extend(self._results(outputs))
+                late.extend(decode_late(blob))
         log.info(
             "partition claimed",
             topic=tp[0],
@@ -221,8 +227,20 @@ class WindowEngine:
             for slot in [s for s in cache if s[2] <= watermark]:
                 del cache[slot]
 
-    def apply(self, keyed: Sequence[Keyed], now_wall_ms: int) -> EngineResult:
-        """Pre-aggregate the batch per partition and apply it in one round trip."""
+    def apply(
+        self,
+        keyed: Sequence[Keyed],
+        now_wall_ms: int,
+        carry: dict[TP, list[OutRecord]] | None = None,
+    ) -> EngineResult:
+        """Pre-aggregate the batch per partition and apply it in one round trip.
+
+        Args:
+            keyed: the batch's records that reach the window.
+            now_wall_ms: wall clock.
+            carry: more of the batch's DLQ records per partition to keep in the outbox
+                (exactly-once: a new owner re-emits them with the window results).
+        """
         out = EngineResult()
         batches: dict[TP, PartitionBatch] = {}
         dropped: dict[TP, list[OutRecord]] = {}
@@ -252,7 +270,8 @@ class WindowEngine:
                 out.late += error.stage == "late"
         for entries in dropped.values():
             out.dlq.extend(entries)
-        late_blobs = {tp: encode_late(e) for tp, e in dropped.items()}
+        kept = {tp: [*dropped.get(tp, []), *(carry or {}).get(tp, [])] for tp in batches}
+        late_blobs = {tp: encode_late(e) for tp, e in kept.items() if e}
         self._send(batches, out, late_blobs, clocks, now_wall_ms)
         for tp, accs in pending.items():
             if tp in out.seqs:
@@ -353,7 +372,8 @@ class WindowEngine:
             if applied.status == "stale":
                 # The script ran but its reply was lost (a retried round trip): the state
                 # has the batch, and the outbox its outputs. Claim again and take them.
-                results, late, seq = self.assign(tp, now_wall_ms)
+                delivered = self.owned[tp].acked if tp in self.owned else 0
+                results, late, seq = self.assign(tp, now_wall_ms, after_seq=delivered)
                 out.results.extend(results)
                 out.dlq.extend(late)
                 out.seqs[tp] = seq

@@ -25,9 +25,9 @@ from service.observability.health import HealthServer, HealthState
 from service.observability.metrics import Metrics
 from service.observability.tracing import BatchTracer
 from service.processing.batch import Plan, dlq_entry, encode_results, process_batch
-from service.processing.dlq import reason_of
-from service.records import BatchResult, InRecord
-from service.runtime.commit import deliver_and_commit, now_ms
+from service.processing.dlq import SOURCE_PARTITION, SOURCE_TOPIC, reason_of
+from service.records import BatchResult, InRecord, OutRecord
+from service.runtime.commit import deliver_and_commit, deliver_in_transaction, now_ms
 from service.runtime.retry import STATE_VALUE, Backoff, BreakerState, CircuitBreaker
 from service.runtime.windowing import EngineResult, WindowEngine
 from service.state.redis_store import TP, RedisWindowStore, StateError
@@ -60,6 +60,10 @@ class Worker:
         self._consumer: GroupConsumer | None = None
         self._paused = False
         self._last_ts: dict[TP, int] = {}
+        self._eos = settings.processing_guarantee == "exactly_once"
+        # Exactly-once: committed input offset and delivered outbox sequence per partition.
+        self._positions: dict[TP, int] = {}
+        self._delivered_seq: dict[TP, int] = {}
         self._lagging: set[TP] = set()
         self._breakers = {
             name: CircuitBreaker(
@@ -110,6 +114,9 @@ class Worker:
         assert self._engine is not None
         assert self._producer is not None
         now = now_ms()
+        if self._eos:
+            self._reconcile_exactly_once(tp, now)
+            return
         results, late, seq = self._engine.assign(tp, now)
         if not (results or late):
             return
@@ -123,6 +130,55 @@ class Worker:
         log.info(
             "outbox re-emitted", topic=tp[0], partition=tp[1], results=len(results), late=len(late)
         )
+
+    def _reconcile_exactly_once(self, tp: TP, now: int) -> None:
+        """Re-emit exactly the outbox entries no committed transaction delivered.
+
+        Each transaction commits the input offsets with the outbox sequence it delivered
+        as offset metadata, so Kafka itself says which entries are out already.
+        """
+        assert self._engine is not None
+        assert self._producer is not None
+        assert self._consumer is not None
+        committed, meta = self._consumer.committed([tp])[tp]
+        delivered = _outbox_seq(meta)
+        results, late, seq = self._engine.assign(tp, now, after_seq=delivered)
+        self._positions[tp] = committed
+        self._delivered_seq[tp] = max(delivered, 0)
+        if results or late:
+            outputs, dlq = encode_results(results, self.plan, now)
+            offset = max(committed, self._engine.owned[tp].applied + 1)
+            self._producer.transaction(
+                [*outputs, *dlq, *late],
+                {tp: (offset, _seq_meta(seq))},
+                self._consumer.group_metadata(),
+                self.settings.delivery_timeout_s,
+            )
+            self._positions[tp] = offset
+            self._delivered_seq[tp] = seq
+            log.info(
+                "outbox re-emitted in a transaction",
+                topic=tp[0],
+                partition=tp[1],
+                results=len(results),
+                dlq=len(dlq) + len(late),
+                offset=offset,
+            )
+        if seq:
+            self._engine.acknowledge(tp, seq)
+            self._engine.flush_acks([tp])
+
+    def _transaction_offsets(
+        self, result: BatchResult, seqs: dict[TP, int]
+    ) -> dict[TP, tuple[int, str]]:
+        """Input offsets to commit with a batch, each with the outbox sequence it reaches."""
+        offsets = {}
+        for tp, offset in result.next_offsets.items():
+            offsets[tp] = (offset, _seq_meta(seqs.get(tp, self._delivered_seq.get(tp, 0))))
+        for tp, seq in seqs.items():
+            if tp not in offsets and self._positions.get(tp, -1) >= 0:
+                offsets[tp] = (self._positions[tp], _seq_meta(seq))
+        return offsets
 
     def _on_revoke(self, pairs: list[TP]) -> None:
         self._assigned.difference_update(pairs)
@@ -175,6 +231,8 @@ class Worker:
                 self._engine = self._start_engine(stack)
             self._producer = BatchProducer(producer_config(s)).start()
             stack.callback(self._producer.close)
+            if self._eos:
+                self._producer.init_transactions(s.delivery_timeout_s)
             consumer = GroupConsumer(
                 consumer_config(s),
                 [s.input_topic],
@@ -234,7 +292,15 @@ class Worker:
         owned = self._engine.owned
         # Partitions revoked while the batch waited are its new owner's to redo.
         keyed = [k for k in result.keyed if k.record.topic_partition() in owned]
-        applied = self._engine.apply(keyed, now)
+        carry: dict[TP, list[OutRecord]] = {}
+        if self._eos:
+            # The batch's DLQ records travel in the outbox too: a new owner that skips
+            # the applied records re-emits them with the window results.
+            for entry in result.dlq:
+                why = reason_of(entry.headers)
+                source = (why.get(SOURCE_TOPIC, ""), int(why.get(SOURCE_PARTITION, "-1")))
+                carry.setdefault(source, []).append(entry)
+        applied = self._engine.apply(keyed, now, carry)
         self.metrics.redis_seconds.observe(time.perf_counter() - started)
         outputs, dlq = encode_results(applied.results, self.plan, now)
         result.outputs.extend(outputs)
@@ -262,25 +328,39 @@ class Worker:
         outputs, dlq = encode_results(applied.results, self.plan, now_ms())
         result.outputs.extend(outputs)
         result.dlq.extend(dlq)
-        self._deliver(result, producer, None)
+        self._deliver(result, producer, None, applied.seqs)
         for tp, seq in applied.seqs.items():
             self._engine.acknowledge(tp, seq)
         self.metrics.count_windows(self.settings.input_topic, applied)
 
     def _deliver(
-        self, result: BatchResult, producer: BatchProducer, consumer: GroupConsumer | None
+        self,
+        result: BatchResult,
+        producer: BatchProducer,
+        consumer: GroupConsumer | None,
+        seqs: dict[TP, int] | None = None,
     ) -> tuple[int, int]:
         s = self.settings
         started = time.perf_counter()
-        delivered, moved, commit_s = deliver_and_commit(
-            result,
-            producer,
-            consumer,
-            dlq_topic=s.dlq_topic,
-            source_topic=s.input_topic,
-            version=__version__,
-            timeout_s=s.delivery_timeout_s,
-        )
+        if self._eos:
+            assert self._consumer is not None
+            offsets = self._transaction_offsets(result, seqs or {})
+            delivered, moved, commit_s = deliver_in_transaction(
+                result, producer, self._consumer, offsets=offsets, timeout_s=s.delivery_timeout_s
+            )
+            for tp, (offset, _) in offsets.items():
+                self._positions[tp] = offset
+            self._delivered_seq.update(seqs or {})
+        else:
+            delivered, moved, commit_s = deliver_and_commit(
+                result,
+                producer,
+                consumer,
+                dlq_topic=s.dlq_topic,
+                source_topic=s.input_topic,
+                version=__version__,
+                timeout_s=s.delivery_timeout_s,
+            )
         self.metrics.commit_seconds.observe(commit_s)
         self.metrics.delivery_seconds.observe(time.perf_counter() - started)
         self.metrics.count_batch(s.input_topic, result, delivered)
@@ -385,8 +465,11 @@ class Worker:
                     result = process_batch(records, self.plan, now_ms())
                     applied = self._guarded("redis", partial(self._window_step, result), consumer)
                     result.outputs = self.tracer.propagate(result.outputs)
+                    seqs = applied.seqs if applied is not None else None
                     delivered, moved = self._guarded(
-                        "kafka", partial(self._deliver, result, producer, consumer), consumer
+                        "kafka",
+                        partial(self._deliver, result, producer, consumer, seqs),
+                        consumer,
                     )
                 if applied is not None and self._engine is not None:
                     for tp, seq in applied.seqs.items():
@@ -413,3 +496,21 @@ class Worker:
                 )
                 totals = dict.fromkeys(totals, 0)
                 next_summary = time.monotonic() + s.summary_interval_s
+
+
+SEQ_META = "rill-outbox-seq="
+
+
+def _seq_meta(seq: int) -> str:
+    """Offset metadata naming the window outbox sequence a transaction delivered."""
+    return f"{SEQ_META}{seq}"
+
+
+def _outbox_seq(meta: str) -> int:
+    """The outbox sequence in committed offset metadata (0 when absent)."""
+    if meta.startswith(SEQ_META):
+        try:
+            return int(meta[len(SEQ_META) :])
+        except ValueError:
+            return 0
+    return 0
