@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     kafka_ssl_key_location: str | None = None
     kafka_ssl_key_password: SecretStr | None = None
     processing_guarantee: Guarantee = "at_least_once"
+    transaction_timeout_ms: int = Field(default=60_000, ge=1_000, le=900_000)
 
     # Topics.
     input_topic: str = "orders"

@@ -51,6 +51,11 @@ def producer_config(settings: Settings) -> dict[str, Any]:
     if settings.processing_guarantee == "exactly_once":
         # Unique per process: zombies are fenced by the group generation (KIP-447).
         conf["transactional.id"] = f"rill-{settings.group_id}-{uuid.uuid4().hex[:12]}"
+        # A crashed worker's open transaction blocks read_committed readers this long.
+        conf["transaction.timeout.ms"] = settings.transaction_timeout_ms
+        conf["message.timeout.ms"] = min(
+            conf["message.timeout.ms"], settings.transaction_timeout_ms
+        )
     conf.update(_prefixed(settings.kafka_extra, "producer."))
     return conf
 

@@ -9,7 +9,7 @@ from typing import Any
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from service.errors import DeliveryError, RillError
+from service.errors import ConfigError, DeliveryError, RillError
 from service.kafka.messages import to_in_record
 from service.records import InRecord
 
@@ -47,7 +47,13 @@ class GroupConsumer:
         conf = dict(self._conf)
         if self._on_stats is not None:
             conf["stats_cb"] = self._stats
-        self._consumer = Consumer(conf)
+        try:
+            self._consumer = Consumer(conf)
+        except KafkaException as exc:
+            raise ConfigError(
+                f"Kafka consumer settings refused: {exc.args[0].str()} "
+                "(check RILL_KAFKA_EXTRA and the security settings)"
+            ) from exc
         self._consumer.subscribe(
             self._topics,
             on_assign=self._assigned,

@@ -9,7 +9,7 @@ from typing import Any, cast
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
-from service.errors import DeliveryError, RillError
+from service.errors import ConfigError, DeliveryError, RillError
 from service.records import OutRecord
 
 log = structlog.get_logger("rill.producer")
@@ -29,7 +29,13 @@ class BatchProducer:
 
     def start(self) -> BatchProducer:
         """Create the client."""
-        self._producer = Producer({**self._conf, "on_delivery": self._delivered})
+        try:
+            self._producer = Producer({**self._conf, "on_delivery": self._delivered})
+        except KafkaException as exc:
+            raise ConfigError(
+                f"Kafka producer settings refused: {exc.args[0].str()} "
+                "(check RILL_KAFKA_EXTRA and the security settings)"
+            ) from exc
         return self
 
     def _delivered(self, err: KafkaError | None, msg: Any) -> None:

@@ -73,18 +73,24 @@ def _model_input(endpoints: Endpoints, topic: str) -> list[Rec]:
     return recs
 
 
-@pytest.mark.parametrize("redis_mode", ["single", "cluster"])
+@pytest.mark.parametrize(
+    ("redis_mode", "guarantee"),
+    [("single", "at_least_once"), ("cluster", "at_least_once"), ("single", "exactly_once")],
+)
 def test_sigkill_mid_run_counts_no_window_twice(
     endpoints: Endpoints,
     unique: str,
     tmp_path: Path,
     redis_mode: str,
+    guarantee: str,
     request: pytest.FixtureRequest,
 ) -> None:
     """100,000 records, two workers, one SIGKILLed and restarted: windows equal the model."""
     total = 100_000
     extra: dict[str, Any] = {}
     redis_url = endpoints.redis_url
+    extra["processing_guarantee"] = guarantee
+    extra["transaction_timeout_ms"] = 10_000
     if redis_mode == "cluster":
         redis_url = request.getfixturevalue("redis_cluster_url")
         extra["redis_cluster"] = "true"
@@ -139,14 +145,19 @@ def test_sigkill_mid_run_counts_no_window_twice(
     assert set(emitted) == model.closed, "no window missing, none extra"
     wrong = [w for w in model.closed if not same_values(emitted[w], model.windows[w])]
     assert wrong == [], f"{len(wrong)} windows differ from the model, e.g. {wrong[:3]}"
-    late = {
-        header(r, dlq.SOURCE_OFFSET) + "@" + (header(r, dlq.SOURCE_PARTITION) or "")
+    late_records = [
+        r
         for r in read_once(endpoints.bootstrap, env["RILL_DLQ_TOPIC"])
         if header(r, dlq.ERROR_STAGE) == "late"
-    }
+    ]
+    late = {(header(r, dlq.SOURCE_PARTITION), header(r, dlq.SOURCE_OFFSET)) for r in late_records}
     assert len(late) == len(model.late)
+    if guarantee == "exactly_once":
+        assert duplicates == 0, "exactly-once: no window emitted twice"
+        assert len(late_records) == len(late), "exactly-once: no DLQ record twice"
     print(
-        f"\nsigkill ({redis_mode} Redis): {len(model.closed)} windows, "
+        f"\nsigkill ({redis_mode} Redis, {guarantee}): {len(model.closed)} windows, "
         f"{len(model.late)} late records, "
-        f"{duplicates} duplicate emissions (at-least-once outputs), all values exact"
+        f"{duplicates} duplicate emissions, {len(late_records) - len(late)} duplicate DLQ "
+        "records, all values exact"
     )
