@@ -118,8 +118,8 @@ registry_jar() {
     mkdir -p "$dir"
     mvn -q -B dependency:copy \
       -Dartifact="io.apicurio:apicurio-registry-app:$apicurio_version:tar.gz:all" \
-      -DoutputDirectory="$dir"
-    tar -xzf "$dir/apicurio-registry-app-$apicurio_version-all.tar.gz" -C "$dir"
+      -DoutputDirectory="$dir" >&2
+    tar -xzf "$dir/apicurio-registry-app-$apicurio_version-all.tar.gz" -C "$dir" >&2
     rm -f "$dir/apicurio-registry-app-$apicurio_version-all.tar.gz"
   fi
   echo "$jar"
