@@ -17,6 +17,13 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed ## Create the virtualenv with rill and its dev tools
 
+HELM_VERSION ?= v3.16.4
+.rill/bin/helm:
+	mkdir -p .rill/bin
+	GOBIN=$(abspath .rill/bin) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+tools: .rill/bin/helm ## Build helm (for the chart tests) into .rill/bin, once
+
 up: install ## Start local Kafka (KRaft) and Redis on 127.0.0.1 (no-op when running)
 	deploy/local/stack.sh up
 
@@ -31,10 +38,10 @@ lint: install ## ruff (lint + format check) and mypy --strict
 	$(PY) -m ruff format --check service tests bench
 	$(PY) -m mypy service
 
-test: lint up ## Lint, then unit and integration tests on the real broker and Redis
+test: lint tools up ## Lint, then unit and integration tests on the real broker and Redis
 	set -a; source .rill/local.env; set +a; $(PY) -m pytest tests
 
 bench: up ## Benchmarks against a bare confluent-kafka + fastavro floor
 	set -a; source .rill/local.env; set +a; $(PY) bench/run.py && $(PY) bench/decode.py
 
-.PHONY: help install up down demo lint test bench
+.PHONY: help install tools up down demo lint test bench
