@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from contextlib import ExitStack
 from functools import partial
 from typing import Any, TypeVar
@@ -16,7 +15,7 @@ import structlog
 
 from service import __version__
 from service.config import Settings
-from service.errors import DeliveryError, RillError
+from service.errors import DeliveryError
 from service.kafka.admin import ensure_topics, partition_count
 from service.kafka.clients import consumer_config, producer_config
 from service.kafka.consumer import GroupConsumer
@@ -27,8 +26,9 @@ from service.observability.tracing import BatchTracer
 from service.processing.batch import Plan, dlq_entry, encode_results, process_batch
 from service.processing.dlq import SOURCE_PARTITION, SOURCE_TOPIC, reason_of
 from service.records import BatchResult, InRecord, OutRecord
+from service.runtime.backpressure import BackPressure
 from service.runtime.commit import deliver_and_commit, deliver_in_transaction, now_ms
-from service.runtime.retry import STATE_VALUE, Backoff, BreakerState, CircuitBreaker
+from service.runtime.exactly_once import Ledger, reconcile
 from service.runtime.windowing import EngineResult, WindowEngine
 from service.state.redis_store import TP, RedisWindowStore, StateError
 
@@ -58,24 +58,18 @@ class Worker:
         self._engine: WindowEngine | None = None
         self._producer: BatchProducer | None = None
         self._consumer: GroupConsumer | None = None
-        self._paused = False
         self._last_ts: dict[TP, int] = {}
         self._eos = settings.processing_guarantee == "exactly_once"
-        # Exactly-once: committed input offset and delivered outbox sequence per partition.
-        self._positions: dict[TP, int] = {}
-        self._delivered_seq: dict[TP, int] = {}
+        self._ledger = Ledger()
         self._lagging: set[TP] = set()
-        self._breakers = {
-            name: CircuitBreaker(
-                name,
-                settings.breaker_threshold,
-                settings.breaker_reset_s,
-                on_change=self._breaker_changed,
-            )
-            for name in ("redis", "kafka")
-        }
-        for name in self._breakers:
-            self.metrics.circuit_state.labels(name).set(0)
+        self.backpressure = BackPressure(
+            settings,
+            self.metrics,
+            self.health,
+            self._stop,
+            claimed=lambda: sorted(self._assigned - self._unclaimed),
+            on_resume=self._restart_idle_clocks,
+        )
 
     def request_stop(self) -> None:
         """Finish the current batch, commit, leave the group (safe from a signal handler)."""
@@ -98,7 +92,7 @@ class Worker:
                 )
                 if self._consumer is not None:
                     self._consumer.pause(sorted(self._unclaimed))
-        if self._paused and self._consumer is not None:
+        if self.backpressure.paused and self._consumer is not None:
             self._consumer.pause(pairs)
 
     def _claim_pending(self) -> None:
@@ -106,7 +100,7 @@ class Worker:
         for tp in sorted(self._unclaimed):
             self._reconcile(tp)
             self._unclaimed.discard(tp)
-            if not self._paused and self._consumer is not None:
+            if not self.backpressure.paused and self._consumer is not None:
                 self._consumer.resume([tp])
 
     def _reconcile(self, tp: TP) -> None:
@@ -115,7 +109,17 @@ class Worker:
         assert self._producer is not None
         now = now_ms()
         if self._eos:
-            self._reconcile_exactly_once(tp, now)
+            assert self._consumer is not None
+            reconcile(
+                tp,
+                now,
+                engine=self._engine,
+                producer=self._producer,
+                consumer=self._consumer,
+                plan=self.plan,
+                ledger=self._ledger,
+                timeout_s=self.settings.delivery_timeout_s,
+            )
             return
         results, late, seq = self._engine.assign(tp, now)
         if not (results or late):
@@ -131,61 +135,13 @@ class Worker:
             "outbox re-emitted", topic=tp[0], partition=tp[1], results=len(results), late=len(late)
         )
 
-    def _reconcile_exactly_once(self, tp: TP, now: int) -> None:
-        """Re-emit exactly the outbox entries no committed transaction delivered.
-
-        Each transaction commits the input offsets with the outbox sequence it delivered
-        as offset metadata, so Kafka itself says which entries are out already.
-        """
-        assert self._engine is not None
-        assert self._producer is not None
-        assert self._consumer is not None
-        committed, meta = self._consumer.committed([tp])[tp]
-        delivered = _outbox_seq(meta)
-        results, late, seq = self._engine.assign(tp, now, after_seq=delivered)
-        self._positions[tp] = committed
-        self._delivered_seq[tp] = max(delivered, 0)
-        if results or late:
-            outputs, dlq = encode_results(results, self.plan, now)
-            offset = max(committed, self._engine.owned[tp].applied + 1)
-            self._producer.transaction(
-                [*outputs, *dlq, *late],
-                {tp: (offset, _seq_meta(seq))},
-                self._consumer.group_metadata(),
-                self.settings.delivery_timeout_s,
-            )
-            self._positions[tp] = offset
-            self._delivered_seq[tp] = seq
-            log.info(
-                "outbox re-emitted in a transaction",
-                topic=tp[0],
-                partition=tp[1],
-                results=len(results),
-                dlq=len(dlq) + len(late),
-                offset=offset,
-            )
-        if seq:
-            self._engine.acknowledge(tp, seq)
-            self._engine.flush_acks([tp])
-
-    def _transaction_offsets(
-        self, result: BatchResult, seqs: dict[TP, int]
-    ) -> dict[TP, tuple[int, str]]:
-        """Input offsets to commit with a batch, each with the outbox sequence it reaches."""
-        offsets = {}
-        for tp, offset in result.next_offsets.items():
-            offsets[tp] = (offset, _seq_meta(seqs.get(tp, self._delivered_seq.get(tp, 0))))
-        for tp, seq in seqs.items():
-            if tp not in offsets and self._positions.get(tp, -1) >= 0:
-                offsets[tp] = (self._positions[tp], _seq_meta(seq))
-        return offsets
-
     def _on_revoke(self, pairs: list[TP]) -> None:
         self._assigned.difference_update(pairs)
         self.metrics.rebalances.labels("revoke").inc()
         self.metrics.assigned_partitions.set(len(self._assigned))
         self._unclaimed.difference_update(pairs)
         self.metrics.drop_partitions(pairs)
+        self._ledger.forget(pairs)
         for tp in pairs:
             self._last_ts.pop(tp, None)
         if self._engine is not None:
@@ -344,13 +300,11 @@ class Worker:
         started = time.perf_counter()
         if self._eos:
             assert self._consumer is not None
-            offsets = self._transaction_offsets(result, seqs or {})
+            offsets = self._ledger.offsets(result.next_offsets, seqs or {})
             delivered, moved, commit_s = deliver_in_transaction(
                 result, producer, self._consumer, offsets=offsets, timeout_s=s.delivery_timeout_s
             )
-            for tp, (offset, _) in offsets.items():
-                self._positions[tp] = offset
-            self._delivered_seq.update(seqs or {})
+            self._ledger.committed(offsets, seqs or {})
         else:
             delivered, moved, commit_s = deliver_and_commit(
                 result,
@@ -376,72 +330,9 @@ class Worker:
             observe(max(0.0, now - r.timestamp_ms) / 1000)
             self._last_ts[(r.topic, r.partition)] = r.timestamp_ms
 
-    def _breaker_changed(self, name: str, state: BreakerState) -> None:
-        self.metrics.circuit_state.labels(name).set(STATE_VALUE[state])
-        log.warning("circuit breaker", dependency=name, state=state)
-
-    def _guarded(self, name: str, step: Callable[[], T], consumer: GroupConsumer) -> T:
-        """Run `step`, retrying transient failures with backoff behind a circuit breaker.
-
-        While it fails, the partitions are paused and the consumer keeps polling, so the
-        worker stays in the group and buffers nothing new; they resume on success.
-        """
-        s = self.settings
-        breaker, backoff = self._breakers[name], Backoff(s.retry_base_s, s.retry_max_s)
-        while True:
-            if breaker.allow():
-                try:
-                    value = step()
-                except (StateError, DeliveryError) as exc:
-                    breaker.failure()
-                    self.metrics.retries.labels(name).inc()
-                    log.warning(
-                        "transient failure, retrying",
-                        dependency=name,
-                        error=str(exc),
-                        breaker=breaker.state,
-                    )
-                else:
-                    breaker.success()
-                    self._set_paused(consumer, False)
-                    return value
-            if self._stop.is_set():
-                raise RillError(
-                    f"stopped while {name} was unavailable; the batch is redone "
-                    "after restart (its offsets were not committed)"
-                )
-            self._set_paused(consumer, True)
-            self._idle(consumer, backoff.next_delay())
-
-    def _set_paused(self, consumer: GroupConsumer, paused: bool) -> None:
-        if paused == self._paused:
-            return
-        self._paused = paused
-        self.metrics.paused.set(1 if paused else 0)
-        claimed = sorted(self._assigned - self._unclaimed)
-        if paused:
-            consumer.pause(claimed)
-            log.warning("partitions paused", partitions=len(claimed))
-        else:
-            consumer.resume(claimed)
-            if self._engine is not None:
-                self._engine.restart_idle_clocks(now_ms())
-            log.info("partitions resumed", partitions=len(claimed))
-
-    def _idle(self, consumer: GroupConsumer, seconds: float) -> None:
-        """Wait while polling (paused partitions yield nothing; the group sees us alive)."""
-        deadline = time.monotonic() + seconds
-        while not self._stop.is_set():
-            self.health.beat()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            stray = consumer.consume(self.settings.batch_size, min(left, 0.2))
-            if stray:
-                # A partition assigned during the pause fetched before it was paused:
-                # rewind it so these records are processed after the resume.
-                consumer.rewind(stray)
-                consumer.pause(sorted({r.topic_partition() for r in stray}))
+    def _restart_idle_clocks(self) -> None:
+        if self._engine is not None:
+            self._engine.restart_idle_clocks(now_ms())
 
     def _loop(self, consumer: GroupConsumer, producer: BatchProducer) -> None:
         s, m = self.settings, self.metrics
@@ -453,7 +344,7 @@ class Worker:
             self.health.beat()
             m.last_poll.set_to_current_time()
             if self._unclaimed:
-                self._guarded("redis", self._claim_pending, consumer)
+                self.backpressure.run("redis", self._claim_pending, consumer)
             records = consumer.consume(s.batch_size, s.poll_timeout_s)
             if records:
                 batch_no += 1
@@ -463,10 +354,12 @@ class Worker:
                     if self.plan.resolver is not None:
                         self.plan.resolver.prefetch(records)
                     result = process_batch(records, self.plan, now_ms())
-                    applied = self._guarded("redis", partial(self._window_step, result), consumer)
+                    applied = self.backpressure.run(
+                        "redis", partial(self._window_step, result), consumer
+                    )
                     result.outputs = self.tracer.propagate(result.outputs)
                     seqs = applied.seqs if applied is not None else None
-                    delivered, moved = self._guarded(
+                    delivered, moved = self.backpressure.run(
                         "kafka",
                         partial(self._deliver, result, producer, consumer, seqs),
                         consumer,
@@ -485,7 +378,7 @@ class Worker:
                 log.debug("batch", **result.extra())
                 structlog.contextvars.unbind_contextvars("batch")
             if time.monotonic() >= next_tick:
-                self._guarded("redis", partial(self._tick, producer), consumer)
+                self.backpressure.run("redis", partial(self._tick, producer), consumer)
                 next_tick = time.monotonic() + 1.0
             if time.monotonic() >= next_summary:
                 log.info(
@@ -496,21 +389,3 @@ class Worker:
                 )
                 totals = dict.fromkeys(totals, 0)
                 next_summary = time.monotonic() + s.summary_interval_s
-
-
-SEQ_META = "rill-outbox-seq="
-
-
-def _seq_meta(seq: int) -> str:
-    """Offset metadata naming the window outbox sequence a transaction delivered."""
-    return f"{SEQ_META}{seq}"
-
-
-def _outbox_seq(meta: str) -> int:
-    """The outbox sequence in committed offset metadata (0 when absent)."""
-    if meta.startswith(SEQ_META):
-        try:
-            return int(meta[len(SEQ_META) :])
-        except ValueError:
-            return 0
-    return 0

@@ -174,7 +174,7 @@ def test_sigterm_mid_stream_then_restart_loses_nothing(
     first = start_worker(env, log_path)
     feeder.start()
     try:
-        read_all(endpoints.bootstrap, env["RILL_OUTPUT_TOPIC"], 1_000, settle_s=0)
+        read_all(endpoints.bootstrap, env["RILL_OUTPUT_TOPIC"], 300, settle_s=0)
     finally:
         code = stop_worker(first, signal.SIGTERM)
     assert code == 0, "SIGTERM finishes the batch, commits and exits cleanly"
@@ -226,7 +226,7 @@ def test_exactly_once_stateless_sigkill_leaves_no_duplicates(
     first = start_worker(env, tmp_path / "a.log")
     feeder.start()
     try:
-        read_all(endpoints.bootstrap, env["RILL_OUTPUT_TOPIC"], 1_000, settle_s=0)
+        read_all(endpoints.bootstrap, env["RILL_OUTPUT_TOPIC"], 300, settle_s=0)
     finally:
         killed = stop_worker(first, signal.SIGKILL)
     assert killed == -signal.SIGKILL
