@@ -420,3 +420,50 @@ def test_secrets_never_appear_in_logs(endpoints: Endpoints, unique: str, tmp_pat
         assert "hunter2-sasl-pw" not in text
     finally:
         redis.stop()
+
+
+def test_rill_status_shows_offsets_and_lag(
+    endpoints: Endpoints, unique: str, tmp_path: Path
+) -> None:
+    """`rill status`: committed and end offsets per partition, lag in records and seconds."""
+    env = worker_env(
+        endpoints.bootstrap,
+        endpoints.redis_url,
+        unique,
+        window_type="none",
+        filter_field="",
+        key_by="",
+        **JSON_IO,
+    )
+    topic = env["RILL_INPUT_TOPIC"]
+    create_topics(endpoints.bootstrap, [topic], partitions=2)
+    produce(endpoints.bootstrap, topic, [(b"a", b'{"n": 1}')] * 50)
+    proc = start_worker(env, tmp_path / "w.log")
+    try:
+        read_all(endpoints.bootstrap, env["RILL_OUTPUT_TOPIC"], 50)
+    finally:
+        assert stop_worker(proc) == 0
+
+    def status() -> dict[str, object]:
+        done = subprocess.run(
+            [sys.executable, "-m", "service", "status", "--json"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return dict(json.loads(done.stdout))
+
+    caught_up = status()
+    rows = caught_up["partitions"]
+    assert isinstance(rows, list)
+    assert sum(r["end"] for r in rows) == 50
+    assert sum(r["lag"] for r in rows) == 0
+    produce(endpoints.bootstrap, topic, [(b"a", b'{"n": 2}')] * 7)
+    time.sleep(1.5)
+    behind = status()["partitions"]
+    assert isinstance(behind, list)
+    assert sum(r["lag"] for r in behind) == 7
+    assert max(r["lag_seconds"] for r in behind) >= 1.0
+    assert caught_up["state"] == "EMPTY", "the stopped worker left the group"
