@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from service.app import build_plan  # noqa: E402 - after the path set-up above
 from service.config import load_settings  # noqa: E402
-from service.demo import demo_orders  # noqa: E402
+from service.demo import PROJECTION_SETTINGS, demo_orders  # noqa: E402
 from service.kafka.admin import ensure_topics  # noqa: E402
 from service.processing.batch import process_batch  # noqa: E402
 from service.records import InRecord  # noqa: E402
@@ -119,17 +119,6 @@ def floor(bootstrap: str, topic: str, n: int, batch: int) -> float:
     return (n - first) / elapsed
 
 
-STATELESS = {
-    "window_type": "none",
-    "project": ["order_id", "customer_id", "amount", "currency", "created_at"],
-    "rename": {"amount": "total"},
-    "output_format": "avro",
-    "output_schema": "order_out.avsc",
-    "output_wire": "confluent",
-    "output_schema_id": 2,
-}
-
-
 def rill(bootstrap: str, topic: str, n: int, batch: int, **overrides: Any) -> tuple[float, int]:
     """Records/s of the rill worker, and its Redis round trips."""
     name = uuid.uuid4().hex[:8]
@@ -191,7 +180,7 @@ def pure(values: list[bytes]) -> tuple[float, float]:
             },
         )
     bare = (time.perf_counter() - t) / len(values) * 1e6
-    plan = build_plan(load_settings(**STATELESS))
+    plan = build_plan(load_settings(**PROJECTION_SETTINGS))
     records = [InRecord("t", 0, i, b"k", v, None, 0) for i, v in enumerate(values)]
     t = time.perf_counter()
     for start in range(0, len(records), 1000):
@@ -211,7 +200,7 @@ def main() -> None:
     values = prepare(bootstrap, topic, args.records)
     bare_us, ours_us = pure(values)
     floor_rps = floor(bootstrap, topic, args.records, args.batch)
-    rill_rps, _ = rill(bootstrap, topic, args.records, args.batch, **STATELESS)
+    rill_rps, _ = rill(bootstrap, topic, args.records, args.batch, **PROJECTION_SETTINGS)
     win_rps, trips = rill(bootstrap, topic, args.records, args.batch)
     report = {
         "records": args.records,

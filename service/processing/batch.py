@@ -13,7 +13,7 @@ import orjson
 
 from service.errors import RecordError
 from service.pipeline import Step
-from service.processing.dlq import dlq_record
+from service.processing.dlq import add_to_dlq, dlq_record
 from service.processing.windows import Keyed, WindowPlan, WindowResult
 from service.records import BatchResult, InRecord, OutRecord
 from service.serde import Serde
@@ -104,22 +104,7 @@ def process_batch(records: Sequence[InRecord], plan: Plan, now_ms: int) -> Batch
     outputs, next_offsets = result.outputs, result.next_offsets
 
     def to_dlq(record: InRecord, error: RecordError, attempts: int = 1) -> None:
-        cause = error.__cause__ if error.__cause__ is not None else error
-        error_class = type(cause).__name__
-        result.dlq.append(
-            dlq_record(
-                record,
-                plan.dlq_topic,
-                error.stage,
-                error_class,
-                str(error),
-                attempts,
-                now_ms,
-                plan.version,
-            )
-        )
-        reason = (error.stage, error_class)
-        result.dlq_reasons[reason] = result.dlq_reasons.get(reason, 0) + 1
+        add_to_dlq(result, [dlq_entry(plan, record, error, now_ms, attempts)])
 
     for record in records:
         next_offsets[(record.topic, record.partition)] = record.offset + 1
@@ -146,7 +131,7 @@ def process_batch(records: Sequence[InRecord], plan: Plan, now_ms: int) -> Batch
             result.filtered += 1
             continue
         if plan.window is not None:
-            window_key = _window_key(items, record)
+            window_key = _window_key(items)
             if window_key is None:
                 to_dlq(
                     record,
@@ -185,7 +170,7 @@ def process_batch(records: Sequence[InRecord], plan: Plan, now_ms: int) -> Batch
     return result
 
 
-def _window_key(items: list[tuple[Any, Any]], record: InRecord) -> str | None:
+def _window_key(items: list[tuple[Any, Any]]) -> str | None:
     key = items[0][0]
     if key is None:
         return None
@@ -225,10 +210,22 @@ def encode_results(
     return outputs, dlq
 
 
-def dlq_entry(plan: Plan, record: InRecord, error: RecordError, now_ms: int) -> OutRecord:
-    """The DLQ record of one input record (late ones go to the late topic when set)."""
+def dlq_entry(
+    plan: Plan, record: InRecord, error: RecordError, now_ms: int, attempts: int = 1
+) -> OutRecord:
+    """The DLQ record of one input record (late ones go to the late topic when set).
+
+    The error class named is that of the cause (e.g. the KeyError a step raised).
+    """
     topic = plan.late_topic if error.stage == "late" and plan.late_topic else plan.dlq_topic
     cause = error.__cause__ if error.__cause__ is not None else error
     return dlq_record(
-        record, topic, error.stage, type(cause).__name__, str(error), 1, now_ms, plan.version
+        record,
+        topic,
+        error.stage,
+        type(cause).__name__,
+        str(error),
+        attempts,
+        now_ms,
+        plan.version,
     )

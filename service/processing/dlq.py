@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from service.records import Headers, InRecord, OutRecord
+from collections.abc import Iterable
+
+from service.records import BatchResult, Headers, InRecord, OutRecord
 
 HEADER_PREFIX = "rill."
 ERROR_CLASS = "rill.error.class"
@@ -55,3 +57,12 @@ def reason_of(headers: Headers | None) -> dict[str, str]:
         for k, v in (headers or [])
         if k.startswith(HEADER_PREFIX) and v is not None
     }
+
+
+def add_to_dlq(result: BatchResult, entries: Iterable[OutRecord]) -> None:
+    """Add DLQ records to a batch and count them by (stage, error class)."""
+    for entry in entries:
+        result.dlq.append(entry)
+        reason = reason_of(entry.headers)
+        key = (reason.get(ERROR_STAGE, "unknown"), reason.get(ERROR_CLASS, "unknown"))
+        result.dlq_reasons[key] = result.dlq_reasons.get(key, 0) + 1

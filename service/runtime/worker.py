@@ -24,7 +24,7 @@ from service.observability.health import HealthServer, HealthState
 from service.observability.metrics import Metrics
 from service.observability.tracing import BatchTracer
 from service.processing.batch import Plan, dlq_entry, encode_results, process_batch
-from service.processing.dlq import SOURCE_PARTITION, SOURCE_TOPIC, reason_of
+from service.processing.dlq import SOURCE_PARTITION, SOURCE_TOPIC, add_to_dlq, reason_of
 from service.records import BatchResult, InRecord, OutRecord
 from service.runtime.backpressure import BackPressure
 from service.runtime.commit import deliver_and_commit, deliver_in_transaction, now_ms
@@ -260,12 +260,7 @@ class Worker:
         self.metrics.redis_seconds.observe(time.perf_counter() - started)
         outputs, dlq = encode_results(applied.results, self.plan, now)
         result.outputs.extend(outputs)
-        result.dlq.extend(dlq)
-        result.dlq.extend(applied.dlq)
-        for record in applied.dlq:
-            stage = reason_of(record.headers).get("rill.error.stage", "late")
-            reason = (stage, reason_of(record.headers).get("rill.error.class", "RecordError"))
-            result.dlq_reasons[reason] = result.dlq_reasons.get(reason, 0) + 1
+        add_to_dlq(result, [*dlq, *applied.dlq])
         for tp in applied.fenced:
             result.next_offsets.pop(tp, None)
         self.metrics.count_windows(self.settings.input_topic, applied)

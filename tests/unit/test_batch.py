@@ -9,7 +9,7 @@ import pytest
 
 from service.app import build_plan
 from service.config import load_settings
-from service.demo import demo_orders
+from service.demo import PROJECTION_SETTINGS, demo_orders
 from service.pipeline import Pipeline
 from service.processing import dlq
 from service.processing.batch import Plan, process_batch
@@ -36,20 +36,9 @@ def _reasons(result: Any) -> list[dict[str, str]]:
     return [dlq.reason_of(r.headers) for r in result.dlq]
 
 
-STATELESS: dict[str, Any] = {
-    "window_type": "none",
-    "project": ["order_id", "customer_id", "amount", "currency", "created_at"],
-    "rename": {"amount": "total"},
-    "output_format": "avro",
-    "output_schema": "order_out.avsc",
-    "output_wire": "confluent",
-    "output_schema_id": 2,
-}
-
-
 def test_stateless_plan_transforms_demo_orders() -> None:
     """A projection pipeline filters cancelled orders, keys by customer and renames amount."""
-    plan = build_plan(load_settings(**STATELESS))
+    plan = build_plan(load_settings(**PROJECTION_SETTINGS))
     orders = list(demo_orders(200))
     records = [_rec(plan.decoder.encode(o), i) for i, o in enumerate(orders)]
     result = process_batch(records, plan, 0)
