@@ -7,8 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,55 @@ def produce(bootstrap: str, topic: str, items: Iterable[tuple[bytes | None, byte
         count += 1
     assert producer.flush(60) == 0
     return count
+
+
+class HeldFeed:
+    """Produces records from a thread at a steady rate and holds back the second half.
+
+    A test stops a worker while the feed is held, then releases it: the stop lands
+    mid-stream however fast or slow the machine is (pacing alone raced on slow CI).
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        items: Sequence[tuple[bytes | None, bytes | None]],
+        rate: float,
+        hold_at: int,
+    ) -> None:
+        self._items = items
+        self._rate = rate
+        self._hold_at = hold_at
+        self._release = threading.Event()
+        self.held = threading.Event()
+        self._thread = threading.Thread(
+            target=produce, args=(bootstrap, topic, self._paced()), daemon=True
+        )
+
+    def _paced(self) -> Iterator[tuple[bytes | None, bytes | None]]:
+        started = time.monotonic()
+        for i, item in enumerate(self._items):
+            if i == self._hold_at:
+                self.held.set()
+                self._release.wait(600)
+                started = time.monotonic() - i / self._rate
+            if i % 500 == 0:
+                time.sleep(max(0.0, started + i / self._rate - time.monotonic()))
+            yield item
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def release(self) -> None:
+        self._release.set()
+
+    def finished(self) -> bool:
+        return not self._thread.is_alive()
+
+    def join(self) -> None:
+        self._release.set()
+        self._thread.join()
 
 
 def read_once(bootstrap: str, topic: str) -> list[InRecord]:

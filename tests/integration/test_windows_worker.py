@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +13,9 @@ import pytest
 from service.processing import dlq
 from tests.integration.conftest import Endpoints
 from tests.integration.helpers import (
+    HeldFeed,
     create_topics,
     header,
-    produce,
     read_all,
     read_once,
     start_worker,
@@ -101,25 +98,23 @@ def test_sigkill_mid_run_counts_no_window_twice(
     )
     events = _events(total, seed=4)
 
-    def paced() -> Iterator[tuple[bytes | None, bytes | None]]:
-        started = time.monotonic()
-        for i, e in enumerate(events):
-            if i % 1000 == 0:  # about 4,000 records/s: the kill lands mid-stream
-                time.sleep(max(0.0, started + i / 4_000 - time.monotonic()))
-            yield e["customer_id"].encode(), json.dumps(e).encode()
-
-    feeder = threading.Thread(
-        target=produce, args=(endpoints.bootstrap, env["RILL_INPUT_TOPIC"], paced())
+    feed = HeldFeed(
+        endpoints.bootstrap,
+        env["RILL_INPUT_TOPIC"],
+        [(e["customer_id"].encode(), json.dumps(e).encode()) for e in events],
+        rate=4_000,
+        hold_at=total // 2,
     )
     a = start_worker(env, tmp_path / "a.log")
     b = start_worker(env, tmp_path / "b.log")
-    feeder.start()
+    feed.start()
     try:
         read_all(endpoints.bootstrap, env["RILL_OUTPUT_TOPIC"], 300, settle_s=0)
         assert stop_worker(a, signal.SIGKILL) == -signal.SIGKILL
-        assert feeder.is_alive(), "killed while input was still arriving"
+        assert not feed.finished(), "killed while input was still arriving"
+        feed.release()
         a = start_worker(env, tmp_path / "a2.log")
-        feeder.join()
+        feed.join()
         model = run_model(
             _model_input(endpoints, env["RILL_INPUT_TOPIC"]), "tumbling", size=1000, grace=100
         )
@@ -131,6 +126,7 @@ def test_sigkill_mid_run_counts_no_window_twice(
             settle_s=5,
         )
     finally:
+        feed.release()
         stop_worker(a)
         stop_worker(b)
     emitted: dict[tuple[str, int, int], dict[str, Any]] = {}

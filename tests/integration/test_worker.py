@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import struct
-import threading
-import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +15,7 @@ from service.demo import demo_orders
 from service.processing import dlq
 from tests.integration.conftest import Endpoints
 from tests.integration.helpers import (
+    HeldFeed,
     avro_serde,
     create_topics,
     header,
@@ -150,6 +148,12 @@ def test_100_corrupt_records_land_in_dlq_with_reasons(
     assert log.count('"record to DLQ"') == 100
 
 
+def _order_feed(bootstrap: str, topic: str, orders: list[dict[str, Any]]) -> HeldFeed:
+    """Orders at about 2,000 records/s, the second half held until released."""
+    items = [(o["customer_id"].encode(), IN_SERDE.encode(o)) for o in orders]
+    return HeldFeed(bootstrap, topic, items, rate=2_000, hold_at=len(items) // 2)
+
+
 def test_sigterm_mid_stream_then_restart_loses_nothing(
     endpoints: Endpoints, unique: str, tmp_path: Path
 ) -> None:
@@ -158,33 +162,23 @@ def test_sigterm_mid_stream_then_restart_loses_nothing(
     env = worker_env(endpoints.bootstrap, endpoints.redis_url, unique, batch_size=200, **NO_FILTER)
     create_topics(endpoints.bootstrap, [env["RILL_INPUT_TOPIC"]])
     orders = list(demo_orders(total, seed=21))
-
-    def paced() -> Iterator[tuple[bytes | None, bytes | None]]:
-        started = time.monotonic()
-        for i, o in enumerate(orders):
-            # About 2,000 records/s, so the stream is still arriving when SIGTERM lands.
-            if i % 500 == 0:
-                time.sleep(max(0.0, started + i / 2_000 - time.monotonic()))
-            yield o["customer_id"].encode(), IN_SERDE.encode(o)
-
-    feeder = threading.Thread(
-        target=produce, args=(endpoints.bootstrap, env["RILL_INPUT_TOPIC"], paced())
-    )
+    feed = _order_feed(endpoints.bootstrap, env["RILL_INPUT_TOPIC"], orders)
     log_path = tmp_path / "worker.log"
     first = start_worker(env, log_path)
-    feeder.start()
+    feed.start()
     try:
         read_all(endpoints.bootstrap, env["RILL_OUTPUT_TOPIC"], 300, settle_s=0)
     finally:
         code = stop_worker(first, signal.SIGTERM)
     assert code == 0, "SIGTERM finishes the batch, commits and exits cleanly"
     stopped_at = len(read_once(endpoints.bootstrap, env["RILL_OUTPUT_TOPIC"]))
-    assert feeder.is_alive(), "the first worker stopped while input was still arriving"
+    assert not feed.finished(), "the first worker stopped while input was still arriving"
+    feed.release()
     second = start_worker(env, log_path)
     try:
         sink = read_all(endpoints.bootstrap, env["RILL_OUTPUT_TOPIC"], total, timeout_s=120)
     finally:
-        feeder.join()
+        feed.join()
         assert stop_worker(second) == 0
     ids = Counter(OUT_SERDE.decode(r.value)["order_id"] for r in sink)
     assert set(ids) == {o["order_id"] for o in orders}, "every input record is in the sink"
@@ -212,28 +206,19 @@ def test_exactly_once_stateless_sigkill_leaves_no_duplicates(
     )
     create_topics(endpoints.bootstrap, [env["RILL_INPUT_TOPIC"]])
     orders = list(demo_orders(total, seed=8))
-
-    def paced() -> Iterator[tuple[bytes | None, bytes | None]]:
-        started = time.monotonic()
-        for i, o in enumerate(orders):
-            if i % 500 == 0:  # about 2,000 records/s: the kill lands mid-stream
-                time.sleep(max(0.0, started + i / 2_000 - time.monotonic()))
-            yield o["customer_id"].encode(), IN_SERDE.encode(o)
-
-    feeder = threading.Thread(
-        target=produce, args=(endpoints.bootstrap, env["RILL_INPUT_TOPIC"], paced())
-    )
+    feed = _order_feed(endpoints.bootstrap, env["RILL_INPUT_TOPIC"], orders)
     first = start_worker(env, tmp_path / "a.log")
-    feeder.start()
+    feed.start()
     try:
         read_all(endpoints.bootstrap, env["RILL_OUTPUT_TOPIC"], 300, settle_s=0)
     finally:
         killed = stop_worker(first, signal.SIGKILL)
     assert killed == -signal.SIGKILL
-    assert feeder.is_alive(), "killed while input was still arriving"
+    assert not feed.finished(), "killed while input was still arriving"
+    feed.release()
     second = start_worker(env, tmp_path / "b.log")
     try:
-        feeder.join()
+        feed.join()
         sink = read_all(
             endpoints.bootstrap, env["RILL_OUTPUT_TOPIC"], total, timeout_s=120, settle_s=5
         )
