@@ -67,8 +67,15 @@ def _cmd_produce_demo(settings: Settings, args: argparse.Namespace) -> int:
     interval = 1.0 / args.rate if args.rate > 0 else 0.0
     started = time.monotonic()
     sent = 0
+    # Event time starts now and, at a set rate, keeps pace with the wall clock, so a
+    # second demo run is never behind the watermark the first one left in Redis.
+    step_ms = args.step_ms if args.step_ms is not None else (1000 / args.rate if args.rate else 250)
     orders = demo_orders(
-        args.count, seed=args.seed, customers=args.customers, start_ms=time.time_ns() // 1_000_000
+        args.count,
+        seed=args.seed,
+        customers=args.customers,
+        start_ms=time.time_ns() // 1_000_000,
+        step_ms=step_ms,
     )
     for i, order in enumerate(orders):
         producer.send([OutRecord(topic, order["customer_id"].encode(), serde.encode(order))])
@@ -108,6 +115,7 @@ def _cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
         idle_timeout_s=args.timeout,
         max_records=args.max,
         follow=args.follow,
+        since_ms=args.since_ms,
     ):
         line: dict[str, Any] = {
             "partition": rec.partition,
@@ -217,6 +225,12 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=0, help="records per second (0: no limit)")
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--customers", type=int, default=20)
+    demo.add_argument(
+        "--step-ms",
+        type=float,
+        default=None,
+        help="mean event-time gap between orders (default: 1000/rate, or 250 without a rate)",
+    )
     demo.add_argument("--topic", help="default: the input topic")
     demo.add_argument("--partitions", type=int, default=4, help="if the topic is created")
     demo.add_argument(
@@ -231,6 +245,9 @@ def parser() -> argparse.ArgumentParser:
     tail.add_argument("--timeout", type=float, default=5.0, help="stop after this idle time")
     tail.add_argument("--follow", action="store_true")
     tail.add_argument("--from-end", action="store_true")
+    tail.add_argument(
+        "--since-ms", type=int, default=None, help="only records stamped at or after (epoch ms)"
+    )
     sub.add_parser("check-config", help="validate the configuration and exit")
     status = sub.add_parser("status", help="group members, offsets and lag per partition")
     status.add_argument("--group", help="default: RILL_GROUP_ID")

@@ -15,7 +15,7 @@ def demo_orders(
     seed: int = 7,
     customers: int = 20,
     start_ms: int = 1_767_225_600_000,
-    step_ms: int = 250,
+    step_ms: float = 250,
 ) -> Iterator[dict[str, Any]]:
     """`count` order events with increasing `created_at`.
 
@@ -29,7 +29,7 @@ def demo_orders(
     rng = random.Random(seed)
     ts = start_ms
     for i in range(count):
-        ts += rng.randint(0, 2 * step_ms)
+        ts += rng.randint(0, round(2 * step_ms))
         yield {
             "order_id": f"o-{seed}-{i}",
             "customer_id": f"c-{rng.randrange(customers):03d}",

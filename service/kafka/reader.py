@@ -22,6 +22,7 @@ def read_topic(
     idle_timeout_s: float = 5.0,
     max_records: int | None = None,
     follow: bool = False,
+    since_ms: int | None = None,
 ) -> Iterator[InRecord]:
     """Yield records of every partition of `topic`, committing nothing.
 
@@ -32,6 +33,8 @@ def read_topic(
         idle_timeout_s: stop after this long without a record (unless `follow`).
         max_records: stop after this many.
         follow: keep waiting for new records until interrupted.
+        since_ms: start at the first record with a Kafka timestamp at or after this
+            (epoch ms); overrides `from_beginning`.
     """
     consumer = Consumer(
         {
@@ -49,6 +52,8 @@ def read_topic(
             raise RillError(f"topic {topic!r} does not exist")
         start = OFFSET_BEGINNING if from_beginning else OFFSET_END
         tps = [TopicPartition(topic, p, start) for p in found.partitions]
+        if since_ms is not None:
+            tps = _offsets_since(consumer, topic, list(found.partitions), since_ms)
         consumer.assign(tps)
         # Without `follow`, stop at the end the topic had when reading began.
         ends = {} if follow else _high_watermarks(consumer, tps)
@@ -74,11 +79,22 @@ def read_topic(
         consumer.close()
 
 
+def _offsets_since(
+    consumer: Consumer, topic: str, partitions: list[int], since_ms: int
+) -> list[TopicPartition]:
+    """Per partition, the first offset at or after a timestamp (the end when none)."""
+    wanted = [TopicPartition(topic, p, since_ms) for p in partitions]
+    found = consumer.offsets_for_times(wanted, timeout=10)
+    return [
+        TopicPartition(topic, t.partition, t.offset if t.offset >= 0 else OFFSET_END) for t in found
+    ]
+
+
 def _high_watermarks(consumer: Consumer, tps: list[TopicPartition]) -> dict[int, int]:
     ends = {}
     for tp in tps:
         low, high = consumer.get_watermark_offsets(tp, timeout=10)
-        if high > low:
+        if high > max(low, tp.offset):
             ends[tp.partition] = high
     return ends
 

@@ -467,3 +467,35 @@ def test_rill_status_shows_offsets_and_lag(
     assert sum(r["lag"] for r in behind) == 7
     assert max(r["lag_seconds"] for r in behind) >= 1.0
     assert caught_up["state"] == "EMPTY", "the stopped worker left the group"
+
+
+def test_rill_tail_since_shows_only_newer_records(endpoints: Endpoints, unique: str) -> None:
+    """`rill tail --since-ms`: records stamped before the time are left out, on every partition."""
+    env = worker_env(endpoints.bootstrap, endpoints.redis_url, unique, **JSON_IO)
+    topic = env["RILL_INPUT_TOPIC"]
+    create_topics(endpoints.bootstrap, [topic], partitions=3)
+    produce(endpoints.bootstrap, topic, [(f"k{i}".encode(), b'{"run": "old"}') for i in range(30)])
+    time.sleep(0.05)
+    since = time.time_ns() // 1_000_000
+    produce(endpoints.bootstrap, topic, [(f"k{i}".encode(), b'{"run": "new"}') for i in range(12)])
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "tail",
+            topic,
+            "--since-ms",
+            str(since),
+            "--timeout",
+            "2",
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    runs = [json.loads(line)["value"]["run"] for line in done.stdout.splitlines()]
+    assert runs == ["new"] * 12
+    assert f"12 records from {topic}" in done.stderr
