@@ -8,9 +8,12 @@ from typing import Any, TypeAlias
 Headers: TypeAlias = list[tuple[str, bytes | None]]
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class InRecord:
-    """One consumed Kafka record, copied out of the client's message object."""
+    """One consumed Kafka record, copied out of the client's message object.
+
+    Not frozen: a frozen dataclass costs half a microsecond more per record to build.
+    """
 
     topic: str
     partition: int

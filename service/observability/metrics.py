@@ -7,6 +7,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from service.observability.histogram import BatchHistogram
 from service.records import BatchResult
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -85,7 +86,7 @@ class Metrics:
         self.open_windows = Gauge(
             "rill_open_windows", "Windows open in Redis", ["topic", "partition"], registry=r
         )
-        self.end_to_end_seconds = Histogram(
+        self.end_to_end_seconds = BatchHistogram(
             "rill_end_to_end_seconds",
             "Record timestamp to output delivered",
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),

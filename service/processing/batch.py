@@ -49,26 +49,31 @@ def encode_key(key: Any) -> bytes | None:
 
 def run_steps(steps: Sequence[Step], key: Any, value: Any) -> list[tuple[Any, Any]]:
     """Apply the steps to one record; returns its (key, value) outputs, maybe none."""
-    items: list[tuple[Any, Any]] = [(key, value)]
-    for step in steps:
-        kind, fn = step.kind, step.fn
+    # One record stays one record until a flat_map: no lists on the common path.
+    for i, step in enumerate(steps):
+        kind = step.kind
         if kind == "map":
-            items = [(k, fn(v)) for k, v in items]
+            value = step.fn(value)
         elif kind == "filter":
-            items = [(k, v) for k, v in items if fn(v)]
+            if not step.fn(value):
+                return []
         elif kind == "key_by":
-            keyed = []
-            for _, v in items:
-                new_key = fn(v)
-                if new_key is None:
-                    raise RecordError("transform", f"{step.name} gave a null key")
-                keyed.append((new_key, v))
-            items = keyed
+            key = _new_key(step, value)
         else:
-            items = [(k, out) for k, v in items for out in fn(v)]
-        if not items:
-            break
-    return items
+            return _run_many(steps[i + 1 :], [(key, out) for out in step.fn(value)])
+    return [(key, value)]
+
+
+def _new_key(step: Step, value: Any) -> Any:
+    key = step.fn(value)
+    if key is None:
+        raise RecordError("transform", f"{step.name} gave a null key")
+    return key
+
+
+def _run_many(steps: Sequence[Step], items: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    """The steps after a flat_map, on each of its outputs."""
+    return [out for key, value in items for out in run_steps(steps, key, value)]
 
 
 def _transform(

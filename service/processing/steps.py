@@ -55,11 +55,19 @@ def make_key_by(field: str) -> Callable[[Any], Any]:
     return key_by_field
 
 
-def make_project(fields: list[str]) -> Callable[[Any], dict[str, Any]]:
-    """Keep only `fields`, in that order; a missing one is an error."""
+def make_project(
+    fields: list[str], rename: dict[str, str] | None = None
+) -> Callable[[Any], dict[str, Any]]:
+    """Keep only `fields`, in that order, renamed by `rename`; a missing one is an error."""
+    pairs = [(name, (rename or {}).get(name, name)) for name in fields]
 
     def project(record: Any) -> dict[str, Any]:
-        return {name: _field(record, name, "project") for name in fields}
+        try:
+            return {out: record[name] for name, out in pairs}
+        except (KeyError, TypeError, IndexError):
+            for name, _ in pairs:
+                _field(record, name, "project")  # raises, naming the missing field
+            raise
 
     return project
 
@@ -88,7 +96,7 @@ def declarative_pipeline(
     if key_by:
         pipeline.key_by(make_key_by(key_by), key_by)
     if project:
-        pipeline.map(make_project(project), "project")
-    if rename:
+        pipeline.map(make_project(project, rename), "project")
+    elif rename:
         pipeline.map(make_rename(rename), "rename")
     return pipeline

@@ -320,10 +320,11 @@ class Worker:
     def _observe_latency(self, records: list[InRecord]) -> None:
         """End-to-end latency of each record, and the last timestamp per partition."""
         now = time.time() * 1000
-        observe = self.metrics.end_to_end_seconds.observe
-        for r in records:
-            observe(max(0.0, now - r.timestamp_ms) / 1000)
-            self._last_ts[(r.topic, r.partition)] = r.timestamp_ms
+        self.metrics.end_to_end_seconds.observe_many(
+            [max(0.0, now - r.timestamp_ms) / 1000 for r in records]
+        )
+        # Records are in offset order per partition: the last one of each wins.
+        self._last_ts.update({(r.topic, r.partition): r.timestamp_ms for r in records})
 
     def _restart_idle_clocks(self) -> None:
         if self._engine is not None:
