@@ -30,50 +30,25 @@ from tests.integration.helpers import (
 
 pytestmark = pytest.mark.integration
 
-PAYMENT_V1 = {
-    "type": "record",
-    "name": "Payment",
-    "namespace": "t",
-    "fields": [{"name": "id", "type": "string"}, {"name": "amount", "type": "int"}],
-}
-PAYMENT_V2 = {
-    "type": "record",
-    "name": "Payment",
-    "namespace": "t",
-    "fields": [
-        {"name": "id", "type": "string"},
-        {"name": "amount", "type": "long"},
-        {"name": "currency", "type": "string", "default": "EUR"},
-    ],
-}
-PAYMENT_V3 = {
-    "type": "record",
-    "name": "Payment",
-    "namespace": "t",
-    "fields": [
-        {"name": "id", "type": "string"},
-        {"name": "amount", "type": "long"},
-        {"name": "currency", "type": "string", "default": "EUR"},
-        {"name": "note", "type": ["null", "string"], "default": None},
-    ],
-}
-READER = {
-    "type": "record",
-    "name": "Payment",
-    "namespace": "t",
-    "fields": [
-        {"name": "id", "type": "string"},
-        {"name": "amount", "type": "long"},
-        {"name": "currency", "type": "string", "default": "EUR"},
-        {"name": "channel", "type": "string", "default": "web"},
-    ],
-}
-BAD = {
-    "type": "record",
-    "name": "Payment",
-    "namespace": "t",
-    "fields": [{"name": "id", "type": "string"}, {"name": "amount", "type": "string"}],
-}
+ID = {"name": "id", "type": "string"}
+AMOUNT_LONG = {"name": "amount", "type": "long"}
+CURRENCY = {"name": "currency", "type": "string", "default": "EUR"}
+
+
+def _payment(*fields: dict[str, Any]) -> dict[str, Any]:
+    """A version of the Payment record schema with these fields."""
+    return {"type": "record", "name": "Payment", "namespace": "t", "fields": list(fields)}
+
+
+PAYMENT_V1 = _payment(ID, {"name": "amount", "type": "int"})
+PAYMENT_V2 = _payment(ID, AMOUNT_LONG, CURRENCY)
+PAYMENT_V3 = _payment(
+    ID, AMOUNT_LONG, CURRENCY, {"name": "note", "type": ["null", "string"], "default": None}
+)
+READER = _payment(
+    ID, AMOUNT_LONG, CURRENCY, {"name": "channel", "type": "string", "default": "web"}
+)
+BAD = _payment(ID, {"name": "amount", "type": "string"})
 OUT = {
     "output_format": "json",
     "output_wire": "plain",
