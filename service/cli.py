@@ -7,7 +7,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import structlog
@@ -26,7 +26,8 @@ from service.observability.logging import configure_logging
 from service.ops import ReplayFilter, replay_record, summarize
 from service.processing.dlq import reason_of
 from service.records import InRecord, OutRecord
-from service.serde import Serde, build_serde
+from service.serde import Serde
+from service.serdes import side_serde
 
 log = structlog.get_logger("rill.cli")
 
@@ -46,20 +47,9 @@ def _cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
-def _side_serde(settings: Settings, side: str) -> Serde:
-    s = settings
-    return build_serde(
-        getattr(s, f"{side}_format"),
-        getattr(s, f"{side}_schema"),
-        getattr(s, f"{side}_wire"),
-        getattr(s, f"{side}_schema_id"),
-        side,
-    )
-
-
 def _cmd_produce_demo(settings: Settings, args: argparse.Namespace) -> int:
     topic = args.topic or settings.input_topic
-    serde = _side_serde(settings, "input")
+    serde = side_serde(settings, "input")
     common = settings.librdkafka_common()
     if partition_count(common, topic) is None:
         ensure_topics(common, [topic], args.partitions)
@@ -104,9 +94,17 @@ def _render(value: bytes | None, serde: Serde | None) -> Any:
 
 
 def _cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
-    sides = {settings.input_topic: "input", settings.output_topic: "output"}
+    sides: dict[str, Literal["input", "output"]] = {
+        settings.input_topic: "input",
+        settings.output_topic: "output",
+    }
     side = sides.get(args.topic)
-    serde = _side_serde(settings, side) if side else None
+    # A registry-framed topic is shown undecoded (tail holds no registry client).
+    serde = (
+        side_serde(settings, side)
+        if side and getattr(settings, f"{side}_wire") != "registry"
+        else None
+    )
     count = 0
     for rec in read_topic(
         settings.librdkafka_common(),

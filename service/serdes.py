@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from service.config import Settings
 from service.errors import ConfigError
@@ -31,36 +31,42 @@ def _read_json(path: str, setting: str) -> Any:
         raise ConfigError(f"RILL_{setting}_SCHEMA: {path} is not valid JSON: {exc}") from exc
 
 
+def side_serde(settings: Settings, side: Literal["input", "output"]) -> Serde:
+    """One side's serde in the plain or fixed-id Confluent wire format.
+
+    Raises:
+        ConfigError: the side uses the registry wire format, which needs the registry
+            client that `build_serdes` wires.
+    """
+    s = settings
+    wire = getattr(s, f"{side}_wire")
+    if wire == "registry":
+        raise ConfigError(
+            f"RILL_{side.upper()}_WIRE=registry: this command reads or writes only the plain "
+            "and confluent wire formats"
+        )
+    return build_serde(
+        getattr(s, f"{side}_format"),
+        getattr(s, f"{side}_schema"),
+        wire,
+        getattr(s, f"{side}_schema_id"),
+        side,
+        getattr(s, f"{side}_proto_message"),
+    )
+
+
 def build_serdes(settings: Settings) -> tuple[Serde, Serde, RegistryResolver | None]:
     """(decoder, encoder, the registry resolver when either side uses the registry)."""
     s = settings
-    resolver = None
-    if "registry" in (s.input_wire, s.output_wire):
-        resolver = RegistryResolver(s.registry_config(), None, s.schema_registry_retries).start()
-    if s.input_wire == "registry":
-        assert resolver is not None
-        decoder = _registry_decoder(s, resolver)
-    else:
-        decoder = build_serde(
-            s.input_format,
-            s.input_schema,
-            s.input_wire,
-            s.input_schema_id,
-            "input",
-            s.input_proto_message,
-        )
-    if s.output_wire == "registry":
-        assert resolver is not None
-        encoder = _registry_encoder(s, resolver)
-    else:
-        encoder = build_serde(
-            s.output_format,
-            s.output_schema,
-            s.output_wire,
-            s.output_schema_id,
-            "output",
-            s.output_proto_message,
-        )
+    if "registry" not in (s.input_wire, s.output_wire):
+        return side_serde(s, "input"), side_serde(s, "output"), None
+    resolver = RegistryResolver(s.registry_config(), None, s.schema_registry_retries).start()
+    decoder = (
+        _registry_decoder(s, resolver) if s.input_wire == "registry" else side_serde(s, "input")
+    )
+    encoder = (
+        _registry_encoder(s, resolver) if s.output_wire == "registry" else side_serde(s, "output")
+    )
     return decoder, encoder, resolver
 
 

@@ -165,4 +165,5 @@ class Metrics:
             self.records_filtered.labels(topic).inc(result.filtered)
         for (stage, reason), n in result.dlq_reasons.items():
             self.records_dlq.labels(topic, stage, reason).inc(n)
-        self.batch_records.observe(result.consumed)
+        if result.consumed:  # window results closed by the idle tick are not a batch
+            self.batch_records.observe(result.consumed)

@@ -25,6 +25,7 @@ from service.observability.metrics import Metrics
 from service.observability.tracing import BatchTracer
 from service.processing.batch import Plan, dlq_entry, encode_results, process_batch
 from service.processing.dlq import SOURCE_PARTITION, SOURCE_TOPIC, add_to_dlq, reason_of
+from service.processing.windows import ops_of
 from service.records import BatchResult, InRecord, OutRecord
 from service.runtime.backpressure import BackPressure
 from service.runtime.commit import deliver_and_commit, deliver_in_transaction, now_ms
@@ -226,7 +227,7 @@ class Worker:
                 kind=window.spec.kind,
                 size_ms=window.spec.size_ms,
                 emit=window.emit,
-                ops=[],
+                ops=ops_of(window.aggregations),
                 ttl_s=s.state_ttl_s,
                 timeout_s=s.redis_timeout_s,
                 password=s.redis_password.get_secret_value() if s.redis_password else None,
@@ -234,7 +235,6 @@ class Worker:
             ),
             lambda record, error: dlq_entry(self.plan, record, error, now_ms()),
         )
-        engine.store.configure_ops(engine.ops)
         engine.store.start()
         stack.callback(engine.store.close)
         return engine
@@ -271,18 +271,15 @@ class Worker:
         if self._engine is None:
             return
         applied = self._engine.tick(now_ms(), self._lagging)
-        if not applied.results:
-            for tp, seq in applied.seqs.items():
-                self._engine.acknowledge(tp, seq)
-            return
-        result = BatchResult()
-        outputs, dlq = encode_results(applied.results, self.plan, now_ms())
-        result.outputs.extend(outputs)
-        result.dlq.extend(dlq)
-        self._deliver(result, producer, None, applied.seqs)
+        if applied.results:
+            result = BatchResult()
+            outputs, dlq = encode_results(applied.results, self.plan, now_ms())
+            result.outputs.extend(outputs)
+            add_to_dlq(result, dlq)
+            self._deliver(result, producer, None, applied.seqs)
+            self.metrics.count_windows(self.settings.input_topic, applied)
         for tp, seq in applied.seqs.items():
             self._engine.acknowledge(tp, seq)
-        self.metrics.count_windows(self.settings.input_topic, applied)
 
     def _deliver(
         self,

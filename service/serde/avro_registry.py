@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import struct
-from io import BytesIO
 from typing import Any
 
 import fastavro
-from fastavro.read import SchemaResolutionError
 
-from service.errors import DecodeError, EncodeError
+from service.errors import EncodeError
+from service.serde.avro_serde import read_avro, write_avro
 from service.serde.registry import SchemaCache
+from service.serde.wire import ConfluentWire
 
 HEADER_SIZE = 5
 _ID = struct.Struct(">I")
@@ -50,7 +50,9 @@ class RegistryAvroSerde:
     ) -> None:
         self.cache = cache
         self._known = cache.known
-        self._output = (fastavro.parse_schema(output[0]), output[1]) if output else None
+        self._output = (
+            (fastavro.parse_schema(output[0]), ConfluentWire(output[1])) if output else None
+        )
 
     def decode(self, data: bytes | None) -> Any:
         """Bytes to a record in the reader shape."""
@@ -64,34 +66,11 @@ class RegistryAvroSerde:
         except (TypeError, KeyError, struct.error):
             schema_id, (writer, reader) = self.cache.header(data)
         assert data is not None
-        buf = BytesIO(data)
-        buf.seek(HEADER_SIZE)
-        try:
-            record = fastavro.schemaless_reader(buf, writer, reader)
-        except SchemaResolutionError as exc:
-            raise DecodeError(
-                f"writer schema id {schema_id} is incompatible with the reader schema: {exc}"
-            ) from exc
-        except Exception as exc:
-            raise DecodeError(
-                f"not an Avro record of schema id {schema_id}: {type(exc).__name__}: {exc}"
-            ) from exc
-        if buf.tell() != len(data):
-            raise DecodeError(
-                f"{len(data) - buf.tell()} trailing bytes after the Avro record "
-                f"of schema id {schema_id}"
-            )
-        return record
+        return read_avro(data, HEADER_SIZE, writer, reader, schema_id)
 
     def encode(self, record: Any) -> bytes:
         """A record to wire-format bytes with the output schema's id."""
         if self._output is None:
             raise EncodeError("no output schema configured for the registry serde")
-        schema, schema_id = self._output
-        buf = BytesIO()
-        buf.write(b"\x00" + schema_id.to_bytes(4, "big"))
-        try:
-            fastavro.schemaless_writer(buf, schema, record, strict_allow_default=True)
-        except Exception as exc:
-            raise EncodeError(f"record does not fit the output schema: {exc}") from exc
-        return buf.getvalue()
+        schema, wire = self._output
+        return write_avro(wire.header(), schema, record)

@@ -103,11 +103,6 @@ class RedisWindowStore:
         self._client: Any = None
         self.round_trips = 0
 
-    def configure_ops(self, ops: Sequence[str]) -> None:
-        """The aggregate components, known once the aggregations are parsed."""
-        kind, size, emit, _, ttl = self._args
-        self._args = (kind, size, emit, ",".join(ops), ttl)
-
     def start(self) -> RedisWindowStore:
         """Connect, check the server answers and register the scripts."""
         try:

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.errors import RecordError
-from service.processing.windows import Aggregation, WindowSpec
+from service.processing.windows import Aggregation, WindowSpec, ops_of
 from service.records import InRecord, OutRecord
 from service.runtime.windowing import Keyed, WindowEngine, WindowPlan, WindowResult
 from service.state.redis_store import RedisWindowStore
@@ -39,6 +39,7 @@ records_st = st.lists(
 
 
 def _engine(endpoints: Endpoints, spec: WindowSpec, emit: str) -> WindowEngine:
+    plan = WindowPlan(spec, tuple(Aggregation.parse(a) for a in AGGREGATES), "ts", emit, 0)
     store = RedisWindowStore(
         endpoints.redis_url,
         cluster=False,
@@ -47,13 +48,10 @@ def _engine(endpoints: Endpoints, spec: WindowSpec, emit: str) -> WindowEngine:
         kind=spec.kind,
         size_ms=spec.size_ms,
         emit=emit,
-        ops=[],
+        ops=ops_of(plan.aggregations),
         ttl_s=600,
     )
-    plan = WindowPlan(spec, tuple(Aggregation.parse(a) for a in AGGREGATES), "ts", emit, 0)
-    engine = WindowEngine(plan, store, lambda rec, err: OutRecord("dlq", rec.key, rec.value))
-    store.configure_ops(engine.ops)
-    return engine
+    return WindowEngine(plan, store, lambda rec, err: OutRecord("dlq", rec.key, rec.value))
 
 
 def _drive(
@@ -176,11 +174,10 @@ def test_custom_reducer_state_moves_to_a_new_owner_and_fences_the_old(
             kind="tumbling",
             size_ms=100,
             emit="final",
-            ops=[],
+            ops=ops_of(plan.aggregations),
             ttl_s=600,
         )
         eng = WindowEngine(plan, store, lambda rec, err: OutRecord("dlq", rec.key, rec.value))
-        store.configure_ops(eng.ops)
         store.start()
         return eng
 
