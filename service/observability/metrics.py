@@ -5,7 +5,15 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 from service.observability.histogram import BatchHistogram
 from service.records import BatchResult
@@ -19,6 +27,10 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # CPU, RSS, open fds, GC and the Python version, as the default registry has them.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         self.records_in = Counter("rill_records_in", "Records consumed", ["topic"], registry=r)
         self.records_out = Counter(
             "rill_records_out", "Records delivered to the sink", ["topic"], registry=r
