@@ -1,17 +1,15 @@
 -- Apply one batch of one input partition to its window state, atomically.
 -- KEYS: 1 meta (hash), 2 idx (zset: window id -> end), 3 state (hash: window id -> comps),
---       4 outbox (hash: seq -> outputs / late entries)
+--       4 outbox (hash: seq -> window rows / DLQ entries)
 -- ARGV: 1 epoch, 2 first offset (-1: no records), 3 last offset, 4 max event time,
 --       5 watermark candidate, 6 kind, 7 size ms (sliding), 8 emit mode, 9 ops,
---       10 ttl s, 11 outbox seq acknowledged, 12 late entries blob, 13 key prefix,
+--       10 ttl s, 11 outbox seq acknowledged, 12 DLQ entries blob, 13 key prefix,
 --       14.. deltas: key, start, end, comps
--- Window ids are "start|end|key" so the key may hold any character.
+-- (prelude.lua comes first: layout helpers, the merge rule, the ack loop.)
 local meta, idx, state, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local SEP = '\31'
 
-local epoch = redis.call('HGET', meta, 'epoch')
-if epoch ~= ARGV[1] then
-  return {'fenced', tostring(epoch)}
+if not owns(meta, ARGV[1]) then
+  return {'fenced', tostring(redis.call('HGET', meta, 'epoch'))}
 end
 local applied = tonumber(redis.call('HGET', meta, 'applied') or '-1')
 local first = tonumber(ARGV[2])
@@ -24,44 +22,11 @@ local ttl, prefix = tonumber(ARGV[10]), ARGV[13]
 local ops = {}
 for op in string.gmatch(ARGV[9], '[^,]+') do ops[#ops + 1] = op end
 
-local function split(text)
-  local out = {}
-  for part in string.gmatch(text .. SEP, '(.-)' .. SEP) do out[#out + 1] = part end
-  return out
-end
-
-local function fmt(n) return string.format('%.17g', n) end
-
-local function merge(a, b)
-  local out = {}
-  for i, op in ipairs(ops) do
-    local x, y = a[i], b[i]
-    if op == 'add' then out[i] = fmt(tonumber(x) + tonumber(y))
-    elseif op == 'min' then out[i] = (tonumber(x) <= tonumber(y)) and x or y
-    elseif op == 'max' then out[i] = (tonumber(x) >= tonumber(y)) and x or y
-    elseif op == 'first' then out[i] = (x <= y) and x or y
-    elseif op == 'set' then out[i] = y
-    else out[i] = (x >= y) and x or y end
-  end
-  return out
-end
-
-local function parse_wid(wid)
-  local s, e, key = string.match(wid, '^(%-?%d+)|(%-?%d+)|(.*)$')
-  return tonumber(s), tonumber(e), key
-end
-
-local function wid_of(s, e, key) return string.format('%d|%d|', s, e) .. key end
-local function key_index(key) return prefix .. 'k:' .. key end
+local function key_index(key) return key_set(prefix, key) end
 
 -- 0. Acknowledged outbox entries are delivered: drop them.
 local ack = tonumber(ARGV[11])
-if ack >= 0 then
-  for _, field in ipairs(redis.call('HKEYS', outbox)) do
-    local seq = tonumber(string.match(field, '^(%d+)'))
-    if seq and seq <= ack then redis.call('HDEL', outbox, field) end
-  end
-end
+if ack >= 0 then drop_acked(outbox, ack) end
 
 -- 1. Merge the deltas.
 local touched, touched_keys, order = {}, {}, {}
@@ -78,7 +43,7 @@ while i <= #ARGV do
       for _, wid in ipairs(redis.call('ZRANGEBYSCORE', zk, '-inf', '(' .. e)) do
         local ws, we = parse_wid(wid)
         if we > s then
-          comps = merge(comps, split(redis.call('HGET', state, wid)))
+          comps = merge(ops, comps, split(redis.call('HGET', state, wid)))
           if ws < s then s = ws end
           if we > e then e = we end
           redis.call('HDEL', state, wid)
@@ -91,7 +56,7 @@ while i <= #ARGV do
   end
   local wid = wid_of(s, e, key)
   local old = redis.call('HGET', state, wid)
-  if old then comps = merge(split(old), comps) end
+  if old then comps = merge(ops, split(old), comps) end
   redis.call('HSET', state, wid, table.concat(comps, SEP))
   redis.call('ZADD', idx, e, wid)
   if kind == 'session' or kind == 'sliding' then
@@ -121,7 +86,7 @@ local function sliding_window(key, t)
   local comps = nil
   for _, wid in ipairs(redis.call('ZRANGEBYSCORE', key_index(key), t - size + 1, t)) do
     local c = split(redis.call('HGET', state, wid))
-    comps = comps and merge(comps, c) or c
+    comps = comps and merge(ops, comps, c) or c
   end
   return comps
 end
@@ -171,8 +136,8 @@ end
 
 -- 5. Record the applied offset, the clock and the outbox, atomically with the state.
 local seq = redis.call('HINCRBY', meta, 'seq', 1)
-if #out > 0 then redis.call('HSET', outbox, seq .. ':o', cjson.encode(out)) end
-if ARGV[12] ~= '' then redis.call('HSET', outbox, seq .. ':l', ARGV[12]) end
+if #out > 0 then redis.call('HSET', outbox, outbox_field(seq, 'o'), cjson.encode(out)) end
+if ARGV[12] ~= '' then redis.call('HSET', outbox, outbox_field(seq, 'l'), ARGV[12]) end
 local fields = {'max_ts', fmt(max_ts), 'wm', fmt(wm)}
 if tonumber(ARGV[3]) >= 0 then
   fields[#fields + 1] = 'applied'; fields[#fields + 1] = ARGV[3]

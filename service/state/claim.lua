@@ -1,6 +1,6 @@
 -- Take ownership of one input partition's state: bump the fencing epoch and return the
 -- clock, the applied offset and every outbox entry not yet acknowledged.
--- KEYS: 1 meta, 2 outbox.  ARGV: 1 ttl s.
+-- KEYS: 1 meta, 2 outbox.  ARGV: 1 ttl s.  (prelude.lua comes first.)
 local meta, outbox = KEYS[1], KEYS[2]
 local epoch = redis.call('HINCRBY', meta, 'epoch', 1)
 redis.call('EXPIRE', meta, tonumber(ARGV[1]))

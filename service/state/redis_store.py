@@ -1,252 +1,137 @@
-"""Window state in Redis: claim (fence), apply (one pipelined round trip), acknowledge."""
+"""Window state in Redis: claim (fence), apply (one pipelined round trip), acknowledge.
+
+The client is injected (`state.client.connect` builds it from settings; unit tests pass
+a fakeredis client, see `memory.py`); every byte layout is `state.codec`'s.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
-import orjson
-import redis
-from redis.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
-from service.errors import ConfigError, RillError
-from service.processing.windows import Delta, encode_components
-from service.state.keys import PartitionKeys, partition_keys
+from service.errors import RillError, StateError
+from service.processing.windows import Component, Op
+from service.records import TP
+from service.state import codec
+from service.state.client import REDIS_ERRORS, RedisClient
+from service.state.codec import PartitionKeys, StateLayout
+from service.state.store import Applied, ApplyCall, Claim
 
-NO_TIME = -(2**62)
-TP = tuple[str, int]
-
-
-class StateError(RillError):
-    """Redis refused or could not be reached."""
+_T = TypeVar("_T")
 
 
-@dataclass(slots=True)
-class Claim:
-    """A partition's state as its new owner finds it."""
-
-    epoch: int
-    applied: int
-    max_ts: int
-    watermark: int
-    outbox: list[tuple[int, list[Any], bytes]]
-
-
-@dataclass(slots=True)
-class ApplyCall:
-    """One partition's part of a batch, for the apply script."""
-
-    epoch: int
-    first_offset: int
-    last_offset: int
-    max_ts: int
-    watermark: int
-    ack_seq: int
-    deltas: Sequence[Delta]
-    late_blob: bytes = b""
-
-
-@dataclass(slots=True)
-class Applied:
-    """What the apply script did for one partition."""
-
-    status: str
-    seq: int = 0
-    watermark: int = NO_TIME
-    applied: int = -1
-    outputs: list[Any] = field(default_factory=list)
-    open_windows: int = 0
-
-
-def _script(name: str) -> str:
-    return (resources.files("service.state") / name).read_text()
+def script(name: str) -> str:
+    """The text of one script as Redis runs it: the shared prelude, then the script."""
+    folder = resources.files("service.state")
+    return (folder / "prelude.lua").read_text() + "\n" + (folder / name).read_text()
 
 
 class RedisWindowStore:
-    """Window state of the partitions this worker owns.
+    """Window state of the partitions this worker owns (implements `WindowStore`).
 
     Args:
-        url: redis:// or rediss:// URL.
-        cluster: connect to a Redis Cluster.
-        prefix / group: the first parts of every key.
-        kind, size_ms, emit, ops: the window definition the script needs.
-        ttl_s: safety TTL on every key.
+        client: a connected `redis.Redis` or `RedisCluster` (or a fakeredis client).
+        layout: where the state lives and the window definition the script needs.
+
+    Attributes:
+        round_trips: how many calls reached Redis (an apply of any number of
+            partitions counts once).
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        cluster: bool,
-        prefix: str,
-        group: str,
-        kind: str,
-        size_ms: int,
-        emit: str,
-        ops: Sequence[str],
-        ttl_s: int,
-        timeout_s: float = 5.0,
-        password: str | None = None,
-        ssl_ca_certs: str | None = None,
-    ) -> None:
-        self._password = password
-        self._ssl_ca_certs = ssl_ca_certs
-        self._url = url
-        self._timeout_s = timeout_s
-        self._cluster = cluster
-        self._prefix = prefix
-        self._group = group
-        self._args = (kind, str(size_ms), emit, ",".join(ops), str(ttl_s))
-        self._ttl_s = ttl_s
-        self._client: Any = None
+    def __init__(self, client: RedisClient, layout: StateLayout) -> None:
+        self._client = client
+        self.layout = layout
+        # Scripts are sent by sha; registering is local (no round trip).
+        self._claim = client.register_script(script("claim.lua"))
+        self._ack = client.register_script(script("ack.lua"))
+        self._apply = client.register_script(script("apply.lua"))
+        self._apply_loaded = False
         self.round_trips = 0
-
-    def start(self) -> RedisWindowStore:
-        """Connect, check the server answers and register the scripts."""
-        try:
-            opts: dict[str, Any] = {
-                "socket_timeout": self._timeout_s,
-                "socket_connect_timeout": self._timeout_s,
-            }
-            if self._password is not None:
-                opts["password"] = self._password
-            if self._ssl_ca_certs is not None:
-                opts["ssl_ca_certs"] = self._ssl_ca_certs
-            if self._cluster:
-                self._client = RedisCluster.from_url(self._url, **opts)
-            else:
-                self._client = redis.Redis.from_url(self._url, **opts)
-            self._client.ping()
-        except ValueError as exc:
-            raise ConfigError(f"RILL_REDIS_URL: {exc}") from exc
-        except redis.AuthenticationError as exc:
-            raise ConfigError(
-                "Redis refused the credentials: check RILL_REDIS_PASSWORD / RILL_REDIS_URL"
-            ) from exc
-        except redis.RedisError as exc:
-            raise StateError(f"Redis does not answer: {exc}") from exc
-        self._claim = self._client.register_script(_script("claim.lua"))
-        self._ack = self._client.register_script(_script("ack.lua"))
-        self._apply_lua = _script("apply.lua")
-        self._apply_sha = self._client.script_load(self._apply_lua)
-        return self
-
-    def close(self) -> None:
-        """Drop the connection."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
 
     def keys(self, tp: TP) -> PartitionKeys:
         """The keys of one input partition."""
-        return partition_keys(self._prefix, self._group, tp[0], tp[1])
+        return self.layout.keys(tp)
 
     def ping(self) -> bool:
         """Redis answers."""
         try:
             return bool(self._client.ping())
-        except redis.RedisError:
+        except REDIS_ERRORS:
             return False
 
+    def close(self) -> None:
+        """Drop the connection."""
+        self._client.close()
+
     def claim(self, tp: TP) -> Claim:
-        """Fence older owners out of `tp` and read its state."""
+        """Fence older owners out of `tp` (new epoch) and read its state and outbox."""
         keys = self.keys(tp)
         try:
-            raw = self._claim(keys=[keys.meta, keys.outbox], args=[self._ttl_s])
-        except redis.RedisError as exc:
+            raw = self._claim(keys=[keys.meta, keys.outbox], args=[self.layout.ttl_s])
+        except REDIS_ERRORS as exc:
             raise StateError(f"claim of {tp} failed: {exc}") from exc
         self.round_trips += 1
-        epoch, applied, max_ts, wm, _seq, flat = raw
-        entries: dict[int, tuple[list[Any], bytes]] = {}
-        for name, value in zip(flat[::2], flat[1::2], strict=True):
-            seq_text, _, part = name.decode().partition(":")
-            outputs, late = entries.get(int(seq_text), ([], b""))
-            if part == "o":
-                outputs = orjson.loads(value)
-            else:
-                late = value
-            entries[int(seq_text)] = (outputs, late)
-        return Claim(
-            epoch=int(epoch),
-            applied=int(applied),
-            max_ts=int(float(max_ts)) if max_ts else NO_TIME,
-            watermark=int(float(wm)) if wm else NO_TIME,
-            outbox=[(seq, o, late) for seq, (o, late) in sorted(entries.items())],
-        )
+        return _decoded(tp, codec.decode_claim, self.layout.ops, raw)
 
-    def load_state(self, tp: TP) -> dict[str, str]:
-        """Every open window of `tp`: window id -> components (for user reducers)."""
+    def load_state(self, tp: TP) -> dict[tuple[str, int, int], list[Component]]:
+        """Every open window of `tp`: (key, start, end) -> components."""
         try:
             raw = self._client.hgetall(self.keys(tp).state)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StateError(f"state of {tp} unreadable: {exc}") from exc
         self.round_trips += 1
-        return {k.decode(): v.decode() for k, v in raw.items()}
+        return _decoded(tp, codec.decode_state, self.layout.ops, raw)
 
     def ack(self, tp: TP, epoch: int, seq: int) -> None:
-        """Drop `tp`'s outbox entries up to `seq` (delivered)."""
+        """Drop `tp`'s outbox entries up to `seq` (delivered), if `epoch` still owns it."""
         keys = self.keys(tp)
         try:
             self._ack(keys=[keys.meta, keys.outbox], args=[epoch, seq])
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StateError(f"ack of {tp} failed: {exc}") from exc
         self.round_trips += 1
 
     def apply(self, calls: Mapping[TP, ApplyCall]) -> dict[TP, Applied]:
-        """Apply every partition's batch in ONE pipelined round trip (per node on a cluster)."""
+        """Apply every partition's call in ONE pipelined round trip (per node on a cluster)."""
         if not calls:
             return {}
         order = list(calls)
         try:
+            if not self._apply_loaded:
+                self._load_apply()
             try:
                 replies = self._send(order, calls)
-            except redis.exceptions.NoScriptError:
+            except NoScriptError:
                 # A restarted or failed-over server lost the script: load it, send again.
-                self._apply_sha = self._client.script_load(self._apply_lua)
+                self._load_apply()
                 replies = self._send(order, calls)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StateError(f"apply failed: {exc}") from exc
         self.round_trips += 1
-        return {tp: _applied(reply) for tp, reply in zip(order, replies, strict=True)}
+        return {
+            tp: _decoded(tp, codec.decode_applied, self.layout.ops, reply)
+            for tp, reply in zip(order, replies, strict=True)
+        }
+
+    def _load_apply(self) -> None:
+        self._client.script_load(self._apply.script)
+        self._apply_loaded = True
 
     def _send(self, order: list[TP], calls: Mapping[TP, ApplyCall]) -> list[Any]:
-        kind, size, emit, ops, ttl = self._args
         pipe = self._client.pipeline(transaction=False)
         for tp in order:
-            call = calls[tp]
             keys = self.keys(tp)
-            args: list[Any] = [
-                call.epoch,
-                call.first_offset,
-                call.last_offset,
-                call.max_ts,
-                call.watermark,
-                kind,
-                size,
-                emit,
-                ops,
-                ttl,
-                call.ack_seq,
-                call.late_blob,
-                keys.key_prefix,
-            ]
-            for d in call.deltas:
-                args.extend((d.key, d.start, d.end, encode_components(d.comps)))
-            pipe.execute_command("EVALSHA", self._apply_sha, 4, *keys.all(), *args)
+            argv = codec.apply_argv(self.layout, keys, calls[tp])
+            pipe.execute_command("EVALSHA", self._apply.sha, 4, *keys.all(), *argv)
         return list(pipe.execute())
 
 
-def _applied(reply: list[Any]) -> Applied:
-    status = reply[0].decode()
-    if status != "ok":
-        return Applied(status, applied=int(reply[1]) if status == "stale" else -1)
-    return Applied(
-        status,
-        seq=int(reply[1]),
-        watermark=int(float(reply[2])),
-        applied=int(reply[3]),
-        outputs=[x.decode() for x in reply[4]],
-        open_windows=int(reply[5]),
-    )
+def _decoded(tp: TP, decode: Callable[[Sequence[Op], Any], _T], ops: Sequence[Op], raw: Any) -> _T:
+    """Decode a reply; a layout this version cannot read is fatal, not transient."""
+    try:
+        return decode(ops, raw)
+    except (ValueError, TypeError) as exc:
+        raise RillError(f"state of {tp} is not in the layout this version reads: {exc}") from exc

@@ -1,4 +1,4 @@
-"""Key layout: one Redis Cluster hash slot per input partition, whatever the names."""
+"""Key layout (state.codec): one Redis Cluster hash slot per input partition, whatever the names."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
-from service.state.keys import partition_keys
+from service.state.codec import partition_keys
 
 names = st.text(min_size=1, max_size=20)
 

@@ -1,0 +1,381 @@
+"""Every byte layout of window state, in one place: what Python and the Lua scripts share.
+
+Pure functions over plain values; no client import. The scripts (`*.lua`) read and write
+the same layout, and `tests/unit/test_state_contract.py` proves that they agree.
+
+Key layout (one input partition; every key carries one Cluster hash tag, so a script
+touches a single slot)::
+
+    <prefix>:{<group>:<topic>:<partition>}:meta     hash: epoch, applied, max_ts, wm, seq
+    <prefix>:{<group>:<topic>:<partition>}:idx      zset: window id -> end (close time);
+                                                    sliding: "x|<id>" -> time to evict
+    <prefix>:{<group>:<topic>:<partition>}:state    hash: window id -> components
+    <prefix>:{<group>:<topic>:<partition>}:outbox   hash: "<seq>:o" -> rows (JSON),
+                                                          "<seq>:l" -> DLQ entries (JSON)
+    <prefix>:{<group>:<topic>:<partition>}:k:<key>  zset: window id -> start (sessions,
+                                                    sliding buckets), one per record key
+
+A window id is `<start>|<end>|<key>`: the key comes last, so it may hold any character.
+Components are joined by the unit separator (0x1F); floats are written with `repr`, so
+they round-trip exactly. First/last components are `<ts:016d><offset:016d><json value>`,
+so comparing the strings orders them by (event time, offset).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, Final
+
+import orjson
+
+from service.processing.dlq import DlqEntry, reason_of
+from service.records import TP
+from service.state.store import (
+    NO_TIME,
+    Applied,
+    ApplyCall,
+    Claim,
+    OutboxEntry,
+    WindowRow,
+)
+
+if TYPE_CHECKING:
+    from service.processing.windows import Component, Op
+
+SEP: Final = "\x1f"
+ORDER_PREFIX_CHARS: Final = 32
+EVICT_MARK: Final = "x|"
+ROWS_PART: Final = "o"
+DLQ_PART: Final = "l"
+NUMERIC_OPS: Final = frozenset({"add", "min", "max"})
+_TAG_UNSAFE = re.compile(r"[{}]")
+_WINDOW_ID = re.compile(r"^(-?\d+)\|(-?\d+)\|(.*)$", re.DOTALL)
+
+
+# --- components -------------------------------------------------------------------------
+
+
+def encode_components(comps: Sequence[Component]) -> str:
+    """Components as one string for the script (floats round-trip exactly via repr)."""
+    return SEP.join(repr(c) if isinstance(c, float) else c for c in comps)
+
+
+def decode_components(ops: Sequence[Op], text: str) -> list[Component]:
+    """The inverse of `encode_components`: numeric ops give floats, the others text."""
+    parts = text.split(SEP)
+    return [float(p) if op in NUMERIC_OPS else p for op, p in zip(ops, parts, strict=True)]
+
+
+def pack_ordered(ts: int, offset: int, value: Any) -> str:
+    """A first/last component: sorts as text by (event time, offset), carries the value.
+
+    Args:
+        ts: event time in ms (non-negative).
+        offset: the record's offset.
+        value: any JSON-serializable value (others are written with `str`).
+    """
+    return f"{ts:016d}{offset:016d}" + orjson.dumps(value, default=str).decode()
+
+
+def unpack_ordered(text: str) -> Any:
+    """The value of a `pack_ordered` component."""
+    return orjson.loads(text[ORDER_PREFIX_CHARS:])
+
+
+# --- window ids ---------------------------------------------------------------------------
+
+
+def window_id(key: str, start: int, end: int) -> str:
+    """The id of a window in `state` and `idx` (the scripts' `wid_of`)."""
+    return f"{start}|{end}|{key}"
+
+
+def parse_window_id(wid: str | bytes) -> tuple[str, int, int]:
+    """(key, start, end) of a window id (the scripts' `parse_wid`).
+
+    Raises:
+        ValueError: not a window id.
+    """
+    found = _WINDOW_ID.match(_text(wid))
+    if found is None:
+        raise ValueError(f"not a window id: {wid!r}")
+    return found.group(3), int(found.group(1)), int(found.group(2))
+
+
+# --- key layout ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionKeys:
+    """The keys of one input partition's state.
+
+    Attributes:
+        meta: hash with epoch, applied offset, max event time, watermark, outbox seq.
+        index: sorted set of window ids by the time they close.
+        state: hash of window id -> aggregate components.
+        outbox: hash of outbox entries not yet acknowledged.
+        key_prefix: prefix of the per-key sorted sets (sessions, sliding buckets).
+    """
+
+    meta: str
+    index: str
+    state: str
+    outbox: str
+    key_prefix: str
+
+    def all(self) -> list[str]:
+        """The fixed keys, in the order the apply script takes them."""
+        return [self.meta, self.index, self.state, self.outbox]
+
+    def of_key(self, key: str) -> str:
+        """The per-key sorted set of record key `key` (same hash tag)."""
+        return f"{self.key_prefix}k:{key}"
+
+    def key_of(self, name: str | bytes) -> str | None:
+        """The record key of a per-key sorted set's name; None for any other key."""
+        text = _text(name)
+        head = f"{self.key_prefix}k:"
+        return text[len(head) :] if text.startswith(head) else None
+
+
+def partition_keys(prefix: str, group: str, topic: str, partition: int) -> PartitionKeys:
+    """Keys of (group, topic, partition) under `prefix`, all in one hash slot.
+
+    The tag is `{group:topic:partition}`; braces in names are replaced so the tag
+    always ends where it should.
+    """
+    tag = _TAG_UNSAFE.sub("_", f"{group}:{topic}:{partition}")
+    base = f"{_TAG_UNSAFE.sub('_', prefix)}:{{{tag}}}:"
+    return PartitionKeys(f"{base}meta", f"{base}idx", f"{base}state", f"{base}outbox", base)
+
+
+@dataclass(frozen=True, slots=True)
+class StateLayout:
+    """Where a worker's window state lives and what the scripts need to know of it.
+
+    Attributes:
+        prefix / group: the first parts of every key.
+        kind: the window kind (tumbling, hopping, sliding, session).
+        size_ms: the window size (the script needs it for sliding windows).
+        emit: `final` (closed windows only) or `update` (every change).
+        ops: the merge operation of each component.
+        ttl_s: safety TTL on every key.
+    """
+
+    prefix: str
+    group: str
+    kind: str
+    size_ms: int
+    emit: str
+    ops: tuple[Op, ...]
+    ttl_s: int
+
+    def keys(self, tp: TP) -> PartitionKeys:
+        """The keys of one input partition."""
+        return partition_keys(self.prefix, self.group, tp[0], tp[1])
+
+
+# --- script arguments ---------------------------------------------------------------------
+
+
+def apply_argv(layout: StateLayout, keys: PartitionKeys, call: ApplyCall) -> list[str | int]:
+    """ARGV of apply.lua (see its header for the order)."""
+    argv: list[str | int] = [
+        call.epoch,
+        call.first_offset,
+        call.last_offset,
+        call.max_ts,
+        call.watermark,
+        layout.kind,
+        layout.size_ms,
+        layout.emit,
+        ",".join(layout.ops),
+        layout.ttl_s,
+        call.ack_seq,
+        encode_dlq_entries(call.dlq).decode() if call.dlq else "",
+        keys.key_prefix,
+    ]
+    for d in call.deltas:
+        argv.extend((d.key, d.start, d.end, encode_components(d.comps)))
+    return argv
+
+
+# --- outbox -------------------------------------------------------------------------------
+
+
+def outbox_field(seq: int, part: str) -> str:
+    """The outbox hash field of entry `seq`: `<seq>:o` (rows) or `<seq>:l` (DLQ entries)."""
+    return f"{seq}:{part}"
+
+
+def parse_outbox_field(name: str | bytes) -> tuple[int, str]:
+    """(seq, part) of an outbox hash field.
+
+    Raises:
+        ValueError: not an outbox field.
+    """
+    seq, sep, part = _text(name).partition(":")
+    if not sep or part not in (ROWS_PART, DLQ_PART):
+        raise ValueError(f"not an outbox field: {name!r}")
+    return int(seq), part
+
+
+_DLQ_FIELDS = tuple(f.name for f in fields(DlqEntry))
+_BYTES_FIELDS = frozenset({"key", "value"})
+
+
+def encode_dlq_entries(entries: Iterable[DlqEntry]) -> bytes:
+    """DLQ entries as one outbox blob: a JSON list of objects, bytes in base64."""
+    out = []
+    for entry in entries:
+        item: dict[str, Any] = {name: getattr(entry, name) for name in _DLQ_FIELDS}
+        item["key"] = _b64(entry.key)
+        item["value"] = _b64(entry.value)
+        item["headers"] = (
+            None if entry.headers is None else [[k, _b64(v)] for k, v in entry.headers]
+        )
+        out.append(item)
+    return orjson.dumps(out)
+
+
+def decode_dlq_entries(blob: bytes | str) -> list[DlqEntry]:
+    """The inverse of `encode_dlq_entries`.
+
+    An entry written before DLQ entries were structured (a `[topic, key, value,
+    headers]` list, its reason in `rill.*` headers) is read too, so an outbox left by
+    the previous version still drains after an upgrade.
+    """
+    if not blob:
+        return []
+    entries = []
+    for item in orjson.loads(blob):
+        if isinstance(item, list):
+            entries.append(_legacy_entry(item))
+            continue
+        known = {k: v for k, v in item.items() if k in _DLQ_FIELDS}
+        for name in _BYTES_FIELDS:
+            known[name] = _unb64(known.get(name))
+        headers = known.get("headers")
+        known["headers"] = None if headers is None else [(k, _unb64(v)) for k, v in headers]
+        entries.append(DlqEntry(**known))
+    return entries
+
+
+def _legacy_entry(item: list[Any]) -> DlqEntry:
+    topic, key, value, raw_headers = item
+    headers = [(k, _unb64(v)) for k, v in raw_headers]
+    reason = reason_of(headers)
+
+    def number(name: str) -> int:
+        text = reason.get(name, "")
+        return int(text) if text.lstrip("-").isdigit() else -1
+
+    return DlqEntry(
+        topic,
+        _unb64(key),
+        _unb64(value),
+        headers,
+        reason.get("rill.error.stage", "late"),
+        reason.get("rill.error.class", ""),
+        reason.get("rill.error.message", ""),
+        max(number("rill.error.attempts"), 1),
+        max(number("rill.error.timestamp"), 0),
+        reason.get("rill.source.topic", ""),
+        number("rill.source.partition"),
+        number("rill.source.offset"),
+    )
+
+
+# --- script replies -----------------------------------------------------------------------
+
+
+def decode_rows(ops: Sequence[Op], flat: Sequence[Any]) -> list[WindowRow]:
+    """Window rows from the scripts' flat `tag, key, start, end, comps, ...` list.
+
+    The tag is `c` for a closed window, `u` for an update; start and end are written
+    with `%.17g`, so they may read as floats.
+    """
+    rows = []
+    for i in range(0, len(flat), 5):
+        tag, key, start, end, comps = (_text(x) for x in flat[i : i + 5])
+        rows.append(
+            WindowRow(
+                tag == "c", key, int(float(start)), int(float(end)), decode_components(ops, comps)
+            )
+        )
+    return rows
+
+
+def decode_applied(ops: Sequence[Op], reply: Sequence[Any]) -> Applied:
+    """The apply script's reply.
+
+    `{'ok', seq, watermark, applied, rows, open windows}`, `{'stale', applied}` or
+    `{'fenced', epoch}`.
+    """
+    status = _text(reply[0])
+    if status == "stale":
+        return Applied("stale", applied=int(reply[1]))
+    if status == "fenced":
+        return Applied("fenced")
+    if status != "ok":
+        raise ValueError(f"apply script answered {status!r}")
+    return Applied(
+        "ok",
+        seq=int(reply[1]),
+        watermark=_time(reply[2]),
+        applied=int(reply[3]),
+        rows=decode_rows(ops, reply[4]),
+        open_windows=int(reply[5]),
+    )
+
+
+def decode_claim(ops: Sequence[Op], reply: Sequence[Any]) -> Claim:
+    """The claim script's reply: `{epoch, applied, max_ts, wm, seq, HGETALL outbox}`."""
+    epoch, applied, max_ts, wm, _seq, flat = reply
+    return Claim(
+        epoch=int(epoch),
+        applied=int(applied),
+        max_ts=_time(max_ts),
+        watermark=_time(wm),
+        outbox=decode_outbox(ops, dict(zip(flat[::2], flat[1::2], strict=True))),
+    )
+
+
+def decode_outbox(ops: Sequence[Op], raw: Mapping[Any, Any]) -> list[OutboxEntry]:
+    """Outbox hash fields -> entries, by sequence number."""
+    rows: dict[int, list[WindowRow]] = {}
+    dlq: dict[int, list[DlqEntry]] = {}
+    for name, value in raw.items():
+        seq, part = parse_outbox_field(name)
+        if part == ROWS_PART:
+            rows[seq] = decode_rows(ops, orjson.loads(value))
+        else:
+            dlq[seq] = decode_dlq_entries(value)
+    return [OutboxEntry(seq, rows.get(seq, []), dlq.get(seq, [])) for seq in sorted({*rows, *dlq})]
+
+
+def decode_state(
+    ops: Sequence[Op], raw: Mapping[Any, Any]
+) -> dict[tuple[str, int, int], list[Component]]:
+    """The state hash: window id -> components, as (key, start, end) -> components."""
+    return {parse_window_id(wid): decode_components(ops, _text(text)) for wid, text in raw.items()}
+
+
+def _time(value: Any) -> int:
+    text = _text(value)
+    return int(float(text)) if text else NO_TIME
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode()
+
+
+def _unb64(text: str | None) -> bytes | None:
+    return None if text is None else base64.b64decode(text)

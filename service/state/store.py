@@ -1,0 +1,112 @@
+"""The window-state seam: what the aggregator asks of a store, as plain values.
+
+`RedisWindowStore` (redis_store.py) is the real store; `MemoryWindowStore` (memory.py)
+runs the very same Lua scripts in-process on fakeredis, for unit tests. The runtime and
+the aggregator see only this Protocol and these types; every byte layout behind them
+lives in `state/codec.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from service.processing.dlq import DlqEntry
+from service.records import TP
+
+if TYPE_CHECKING:
+    # Types only: processing.windows imports the codec, which imports these types.
+    from service.processing.windows import Component, Delta
+
+NO_TIME = -(2**62)
+ApplyStatus = Literal["ok", "fenced", "stale"]
+
+
+@dataclass(frozen=True, slots=True)
+class WindowRow:
+    """One window as the script returns it: closed (`final`) or an update."""
+
+    final: bool
+    key: str
+    start: int
+    end: int
+    comps: list[Component]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """What one applied batch (or tick) left to deliver: window rows and DLQ entries."""
+
+    seq: int
+    rows: list[WindowRow]
+    dlq: list[DlqEntry]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A partition's state as its new owner finds it."""
+
+    epoch: int
+    applied: int
+    max_ts: int
+    watermark: int
+    outbox: list[OutboxEntry]
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyCall:
+    """One partition's part of a batch (or of an idle tick: no offsets, no deltas)."""
+
+    epoch: int
+    first_offset: int
+    last_offset: int
+    max_ts: int
+    watermark: int
+    ack_seq: int
+    deltas: Sequence[Delta]
+    dlq: Sequence[DlqEntry] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What the apply script did for one partition."""
+
+    status: ApplyStatus
+    seq: int = 0
+    watermark: int = NO_TIME
+    applied: int = -1
+    rows: list[WindowRow] = field(default_factory=list)
+    open_windows: int = 0
+
+
+class WindowStore(Protocol):
+    """Window state of the partitions this worker owns.
+
+    Every method raises `service.errors.StateError` when the store cannot be reached
+    or refuses (transient: the caller retries with the same inputs).
+    """
+
+    def ping(self) -> bool:
+        """The store answers."""
+        ...
+
+    def claim(self, tp: TP) -> Claim:
+        """Fence older owners out of `tp` (new epoch) and read its state and outbox."""
+        ...
+
+    def load_state(self, tp: TP) -> dict[tuple[str, int, int], list[Component]]:
+        """Every open window of `tp`: (key, start, end) -> components."""
+        ...
+
+    def apply(self, calls: Mapping[TP, ApplyCall]) -> dict[TP, Applied]:
+        """Apply every partition's call in one round trip; a reply per partition."""
+        ...
+
+    def ack(self, tp: TP, epoch: int, seq: int) -> None:
+        """Drop `tp`'s outbox entries up to `seq` (delivered), if `epoch` still owns it."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection."""
+        ...
