@@ -24,6 +24,7 @@ from service.kafka.producer import BatchProducer
 from service.kafka.reader import read_topic
 from service.observability.logging import configure_logging
 from service.ops import ReplayFilter, replay_record, summarize
+from service.planner import cli as plan_cli
 from service.processing.dlq import reason_of
 from service.records import InRecord, OutRecord
 from service.serde import Serde
@@ -247,6 +248,14 @@ def parser() -> argparse.ArgumentParser:
         "--since-ms", type=int, default=None, help="only records stamped at or after (epoch ms)"
     )
     sub.add_parser("check-config", help="validate the configuration and exit")
+    plan_cli.add_arguments(
+        sub.add_parser(
+            "plan",
+            help="simulate HPA and KEDA scaling on a traffic profile (no cluster needed)",
+            description=plan_cli.DESCRIPTION,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
     status = sub.add_parser("status", help="group members, offsets and lag per partition")
     status.add_argument("--group", help="default: RILL_GROUP_ID")
     status.add_argument("--topic", help="default: RILL_INPUT_TOPIC")
@@ -287,6 +296,8 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `rill` and `python -m service`."""
     args = parser().parse_args(argv)
+    if args.command == "plan":  # pure simulation: no settings, no brokers
+        return plan_cli.run(args)
     try:
         settings = load_settings(args.config)
         configure_logging(settings.log_level, settings.log_format)
