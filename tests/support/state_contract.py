@@ -1,0 +1,176 @@
+"""The contract between `state.codec` and the Lua scripts, once: the unit tier checks it
+on fakeredis, the integration tier on a real Redis and a real Redis Cluster.
+
+The scripts run through `RedisWindowStore`; what they leave is then read back with the raw
+client and parsed with the codec alone: keys, window ids, index and per-key members,
+outbox fields, and components merged by the script against `processing.windows.merge`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+from hypothesis import strategies as st
+from redis.cluster import RedisCluster
+
+from service.processing.dlq import DlqEntry
+from service.processing.windows import Component, Delta, Op, merge
+from service.records import TP
+from service.state import codec
+from service.state.client import RedisClient
+from service.state.codec import StateLayout
+from service.state.redis_store import RedisWindowStore
+from service.state.store import ApplyCall, Claim
+
+ALL_OPS: tuple[Op, ...] = ("add", "min", "max", "first", "last", "set")
+META_FIELDS = {"epoch", "applied", "max_ts", "wm", "seq"}
+RECORD_KEYS = ["a", "b|c", "ü k", "{x}"]  # separators, non-ASCII and braces in keys
+TP_UNDER_TEST: TP = ("orders{1}", 3)
+
+ENTRY = DlqEntry(
+    topic="dlq",
+    key=b"\x00key",
+    value=None,
+    headers=[("h", b"\xff"), ("none", None)],
+    stage="late",
+    error_class="RecordError",
+    message="event time 5 is behind the watermark 50 — ü",
+    attempts=2,
+    timestamp_ms=1_700_000_000_000,
+    source_topic="orders{1}",
+    source_partition=3,
+    source_offset=4,
+)
+
+_SEP_FREE_TEXT = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters=codec.SEP), max_size=12
+)
+_FLOATS = st.floats(allow_nan=False, allow_infinity=False)
+_ORDERED = st.builds(
+    codec.pack_ordered,
+    st.integers(0, 10**12),
+    st.integers(0, 10**9),
+    st.one_of(st.integers(-1000, 1000), _SEP_FREE_TEXT, st.none()),
+)
+components_st = st.tuples(_FLOATS, _FLOATS, _FLOATS, _ORDERED, _ORDERED, _SEP_FREE_TEXT).map(list)
+
+
+def _store(client: RedisClient, kind: str, size_ms: int = 60) -> RedisWindowStore:
+    layout = StateLayout(
+        prefix=f"contract-{uuid.uuid4().hex[:8]}",
+        group="g{0}",
+        kind=kind,
+        size_ms=size_ms,
+        emit="final",
+        ops=ALL_OPS,
+        ttl_s=600,
+    )
+    return RedisWindowStore(client, layout)
+
+
+def _comps(n: float) -> list[Component]:
+    return [n, n, n, codec.pack_ordered(int(n), 0, n), codec.pack_ordered(int(n), 0, n), "s"]
+
+
+def _call(
+    claim: Claim, first: int, last: int, wm: int, deltas: list[Delta], **kw: Any
+) -> ApplyCall:
+    return ApplyCall(claim.epoch, first, last, max(wm, 0), wm, -1, deltas, **kw)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _present(client: RedisClient, store: RedisWindowStore) -> set[str]:
+    """Every key under the partition's prefix (on a cluster: of every node)."""
+    pattern = store.keys(TP_UNDER_TEST).key_prefix.replace("[", "\\[") + "*"
+    if isinstance(client, RedisCluster):  # KEYS goes to one node unless told otherwise
+        return {_text(k) for k in client.keys(pattern, target_nodes=RedisCluster.PRIMARIES)}
+    return {_text(k) for k in client.keys(pattern)}
+
+
+def check_keys_and_members(client: RedisClient, kind: str) -> None:
+    """The scripts write exactly the keys the codec names, with members the codec parses."""
+    store = _store(client, kind)
+    keys = store.keys(TP_UNDER_TEST)
+    claim = store.claim(TP_UNDER_TEST)
+    deltas = [Delta(k, 10 * i, 10 * i + 1, _comps(i + 1.0)) for i, k in enumerate(RECORD_KEYS)]
+    # The watermark stays below every window: all open, every per-key set in use.
+    reply = store.apply({TP_UNDER_TEST: _call(claim, 0, 3, 0, deltas)})[TP_UNDER_TEST]
+    assert reply.status == "ok"
+    per_key = {keys.of_key(k) for k in RECORD_KEYS} if kind in ("session", "sliding") else set()
+    assert _present(client, store) == {keys.meta, keys.index, keys.state, *per_key}
+
+    meta = {_text(k): _text(v) for k, v in client.hgetall(keys.meta).items()}
+    assert set(meta) <= META_FIELDS
+    assert int(meta["epoch"]) == claim.epoch
+    assert int(meta["applied"]) == 3
+
+    state = client.hgetall(keys.state)
+    for wid in state:
+        key, start, end = codec.parse_window_id(wid)
+        assert codec.window_id(key, start, end) == _text(wid)
+        assert key in RECORD_KEYS
+    by_window = codec.decode_state(ALL_OPS, state)
+    assert by_window == {(d.key, d.start, d.end): d.comps for d in deltas}
+
+    for member, score in client.zrange(keys.index, 0, -1, withscores=True):
+        text = _text(member)
+        if text.startswith(codec.EVICT_MARK):  # a sliding bucket's eviction time
+            _key, start, _end = codec.parse_window_id(text[len(codec.EVICT_MARK) :])
+            assert score == start + store.layout.size_ms
+        else:
+            _key, _start, end = codec.parse_window_id(text)
+            assert score == end
+
+    for name in per_key:
+        record_key = keys.key_of(name)
+        for member, score in client.zrange(name, 0, -1, withscores=True):
+            key, start, _end = codec.parse_window_id(member)
+            assert key == record_key
+            assert score == start
+
+
+def check_outbox(client: RedisClient, kind: str) -> None:
+    """Outbox fields are `<seq>:o` rows and `<seq>:l` DLQ entries, as the codec reads them."""
+    store = _store(client, kind)
+    keys = store.keys(TP_UNDER_TEST)
+    claim = store.claim(TP_UNDER_TEST)
+    deltas = [Delta(k, 0, 1, _comps(2.0)) for k in RECORD_KEYS]
+    # The watermark passes every window (and every sliding bucket): all close.
+    call = _call(claim, 0, 4, 10_000, deltas, dlq=[ENTRY])
+    reply = store.apply({TP_UNDER_TEST: call})[TP_UNDER_TEST]
+    assert reply.status == "ok"
+    assert reply.open_windows == 0
+    assert _present(client, store) == {keys.meta, keys.outbox}
+
+    raw = client.hgetall(keys.outbox)
+    assert sorted(codec.parse_outbox_field(f) for f in raw) == [
+        (reply.seq, codec.DLQ_PART),
+        (reply.seq, codec.ROWS_PART),
+    ]
+    rows_field = codec.outbox_field(reply.seq, codec.ROWS_PART).encode()
+    dlq_field = codec.outbox_field(reply.seq, codec.DLQ_PART).encode()
+    assert codec.decode_rows(ALL_OPS, orjson.loads(raw[rows_field])) == reply.rows
+    assert codec.decode_dlq_entries(raw[dlq_field]) == [ENTRY]
+    size = store.layout.size_ms if kind == "sliding" else 0
+    assert {(r.final, r.key, r.start, r.end) for r in reply.rows} == {
+        (True, k, 1 - size if size else 0, 1) for k in RECORD_KEYS
+    }
+
+
+def check_script_merge_equals_python(
+    client: RedisClient, a: list[Component], b: list[Component]
+) -> None:
+    """Components merged by the script equal `processing.windows.merge` of the same two."""
+    store = _store(client, "tumbling")
+    claim = store.claim(TP_UNDER_TEST)
+    for offset, comps in enumerate((a, b)):
+        call = _call(claim, offset, offset, 0, [Delta("k", 0, 100, comps)])
+        assert store.apply({TP_UNDER_TEST: call})[TP_UNDER_TEST].status == "ok"
+    expected = merge(ALL_OPS, a, b)
+    got = store.load_state(TP_UNDER_TEST)[("k", 0, 100)]
+    assert got == codec.decode_components(ALL_OPS, codec.encode_components(expected))

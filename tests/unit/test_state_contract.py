@@ -1,0 +1,31 @@
+"""Contract: the Lua scripts and `state.codec` agree on the layout (scripts run on fakeredis)."""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+from hypothesis import given, settings
+
+from service.processing.windows import Component
+from tests.support import state_contract as contract
+
+KINDS = ["tumbling", "hopping", "sliding", "session"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_scripts_write_the_keys_and_members_the_codec_names(kind: str) -> None:
+    """Keys are exactly meta/idx/state (+ per-key sets); ids and members parse with the codec."""
+    contract.check_keys_and_members(fakeredis.FakeRedis(), kind)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_outbox_fields_parse_with_the_codec(kind: str) -> None:
+    """Outbox fields are `<seq>:o` / `<seq>:l`; rows and DLQ entries decode as sent."""
+    contract.check_outbox(fakeredis.FakeRedis(), kind)
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=contract.components_st, b=contract.components_st)
+def test_script_merge_equals_python_merge(a: list[Component], b: list[Component]) -> None:
+    """The script merges every op (add, min, max, first, last, set) as windows.merge does."""
+    contract.check_script_merge_equals_python(fakeredis.FakeRedis(), a, b)
