@@ -84,8 +84,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     cap.add_argument("--initial-replicas", type=int, help="Ready at t=0 (default: each min)")
     cap.add_argument("--initial-lag", type=float, default=0.0, help="records waiting at t=0")
     hpa = p.add_argument_group("HPA (both modes)")
-    hpa.add_argument("--min-replicas", type=int, default=1)
-    hpa.add_argument("--max-replicas", type=int, default=4)
+    hpa.add_argument("--min-replicas", type=int, default=1, help="minReplicas (default 1)")
+    hpa.add_argument("--max-replicas", type=int, default=4, help="maxReplicas, both modes")
     hpa.add_argument(
         "--target-lag", type=float, default=1000.0, help="lag per replica (AverageValue target)"
     )
@@ -137,8 +137,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     keda.add_argument("--activation-lag", type=int, default=10, help="activationLagThreshold")
     keda.add_argument("--polling-interval", type=float, default=30.0, help="pollingInterval (s)")
     keda.add_argument("--cooldown", type=float, default=300.0, help="cooldownPeriod (s)")
-    keda.add_argument("--allow-idle-consumers", action="store_true")
-    keda.add_argument("--limit-to-partitions-with-lag", action="store_true")
+    keda.add_argument(
+        "--allow-idle-consumers",
+        action="store_true",
+        help="no cap of lag at partitions x threshold",
+    )
+    keda.add_argument(
+        "--limit-to-partitions-with-lag",
+        action="store_true",
+        help="cap at partitions that have lag x threshold",
+    )
     out = p.add_argument_group("output")
     out.add_argument("--every", type=float, default=30.0, help="table row step (s)")
     out.add_argument("--tick", type=float, default=1.0, help="simulation step (s)")
