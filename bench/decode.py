@@ -30,7 +30,7 @@ from service.serde import AvroSerde, JsonSerde, ProtobufSerde  # noqa: E402
 from service.serde.avro_registry import RegistryAvroSerde, prepare_avro  # noqa: E402
 from service.serde.json_registry import RegistryJsonSerde, prepare_json  # noqa: E402
 from service.serde.protobuf_serde import load_message_class  # noqa: E402
-from service.serde.registry import SchemaCache  # noqa: E402
+from service.serde.schema_cache import SchemaCache  # noqa: E402
 from service.serde.wire import ConfluentWire, PlainWire  # noqa: E402
 
 N = 50_000

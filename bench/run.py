@@ -29,12 +29,13 @@ sys.path.insert(0, str(ROOT))
 
 from service.app import build_plan  # noqa: E402 - after the path set-up above
 from service.config import load_settings  # noqa: E402
-from service.demo import PROJECTION_SETTINGS, demo_orders  # noqa: E402
+from service.demo import demo_orders  # noqa: E402
 from service.kafka.admin import ensure_topics  # noqa: E402
 from service.observability.logging import configure_logging  # noqa: E402
 from service.processing.batch import process_batch  # noqa: E402
 from service.records import InRecord  # noqa: E402
 from service.runtime.worker import Worker  # noqa: E402
+from tests.support.demo_configs import PROJECTION_SETTINGS  # noqa: E402
 
 HEADER_IN = b"\x00\x00\x00\x00\x01"
 HEADER_OUT = b"\x00\x00\x00\x00\x02"

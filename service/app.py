@@ -1,17 +1,24 @@
-"""Build the processing plan from settings: serdes plus the declarative or Python pipeline."""
+"""The processing plan: built from settings without I/O, opened by the worker.
+
+`build_plan` reads settings and schema files only, so `rill check-config` touches no
+network. `open_plan` starts the clients the plan holds, inside the worker's
+`ExitStack`.
+"""
 
 from __future__ import annotations
 
 import importlib
+from contextlib import ExitStack
 
 from service import __version__
-from service.config import Settings
+from service.config import Settings, WindowSettings
 from service.errors import ConfigError
+from service.kafka.registry_client import RegistryResolver
 from service.pipeline import Pipeline
 from service.processing.batch import Plan
 from service.processing.steps import declarative_pipeline
 from service.processing.windows import Aggregation, WindowPlan, WindowSpec
-from service.serdes import build_serdes
+from service.serde.build import build_serdes
 
 
 def load_app(spec: str) -> Pipeline:
@@ -36,54 +43,76 @@ def load_app(spec: str) -> Pipeline:
 
 def build_pipeline(settings: Settings) -> Pipeline:
     """The Python pipeline named by RILL_APP, else the declarative one."""
-    if settings.app:
-        return load_app(settings.app)
+    p = settings.pipeline
+    if p.app:
+        return load_app(p.app)
     return declarative_pipeline(
-        settings.filter_field,
-        settings.filter_op,
-        settings.filter_value,
-        settings.key_by,
-        settings.project,
-        settings.rename,
+        p.filter_field,
+        p.filter_op,
+        p.filter_value,
+        p.key_by,
+        list(p.project) if p.project is not None else None,
+        dict(p.rename),
     )
 
 
 def build_plan(settings: Settings) -> Plan:
-    """Everything the pure batch function needs."""
-    s = settings
-    pipeline = build_pipeline(s)
-    decoder, encoder, resolver = build_serdes(s)
+    """Everything the pure batch function needs; opens no connection.
+
+    Clients the plan holds (the schema registry) are not started: see `open_plan`.
+    """
+    pipeline = build_pipeline(settings)
+    serdes = build_serdes(settings)
+    topics, limits = settings.topics, settings.pipeline
     return Plan(
-        decoder=pipeline.decoder or decoder,
-        encoder=pipeline.encoder or encoder,
+        decoder=pipeline.decoder or serdes.decoder,
+        encoder=pipeline.encoder or serdes.encoder,
         steps=tuple(pipeline.steps),
-        output_topic=s.output_topic,
-        dlq_topic=s.dlq_topic,
-        max_record_bytes=s.max_record_bytes,
-        transform_retries=s.transform_retries,
+        output_topic=topics.output,
+        dlq_topic=topics.dlq,
+        max_record_bytes=limits.max_record_bytes,
+        transform_retries=limits.transform_retries,
         version=__version__,
-        window=pipeline.window_plan if s.app else build_window(s),
-        late_topic=s.late_topic,
-        resolver=resolver,
+        window=pipeline.window_plan if limits.app else build_window(settings.window),
+        late_topic=topics.late,
+        resolver=serdes.registry,
     )
 
 
-def build_window(settings: Settings) -> WindowPlan | None:
+def open_plan(plan: Plan, stack: ExitStack) -> None:
+    """Start the clients the plan holds; `stack` closes them.
+
+    The worker calls this first inside its `ExitStack`. Today the one client is the
+    schema registry: started, closed by `stack`, and asked once for the output schema
+    id, which goes to the encoder (registered first when RILL_OUTPUT_AUTO_REGISTER).
+
+    Raises:
+        ConfigError: the output schema is not usable under its subject.
+        RillError: the registry cannot be reached for the output schema id.
+    """
+    registry: RegistryResolver | None = plan.resolver
+    if registry is None:
+        return
+    registry.start()
+    stack.callback(registry.close)
+    registry.resolve_output()
+
+
+def build_window(window: WindowSettings) -> WindowPlan | None:
     """The window step of the declarative settings, or None for a stateless pipeline."""
-    s = settings
-    if s.window_type == "none":
+    if window.kind == "none":
         return None
     spec = WindowSpec(
-        s.window_type,
-        size_ms=s.window_size_ms,
-        advance_ms=s.window_advance_ms,
-        gap_ms=s.window_gap_ms,
-        grace_ms=s.window_grace_ms,
+        window.kind,
+        size_ms=window.size_ms,
+        advance_ms=window.advance_ms,
+        gap_ms=window.gap_ms,
+        grace_ms=window.grace_ms,
     )
     return WindowPlan(
         spec,
-        tuple(Aggregation.parse(a) for a in s.aggregates),
-        s.window_time_field or None,
-        s.window_emit,
-        s.window_idle_timeout_ms,
+        tuple(Aggregation.parse(a) for a in window.aggregates),
+        window.time_field,
+        window.emit,
+        window.idle_timeout_ms,
     )

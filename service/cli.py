@@ -7,7 +7,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 import structlog
@@ -16,6 +16,7 @@ from service import __version__
 from service.app import build_plan
 from service.config import Settings, load_settings
 from service.demo import demo_orders
+from service.dlq_tools import ReplayFilter, replay_record, summarize
 from service.errors import ConfigError, RillError
 from service.kafka.admin import ensure_topics, partition_count
 from service.kafka.clients import producer_config
@@ -23,12 +24,11 @@ from service.kafka.groups import group_status
 from service.kafka.producer import BatchProducer
 from service.kafka.reader import read_topic
 from service.observability.logging import configure_logging
-from service.ops import ReplayFilter, replay_record, summarize
 from service.planner import cli as plan_cli
 from service.processing.dlq import reason_of
 from service.records import InRecord, OutRecord
 from service.serde import Serde
-from service.serdes import side_serde
+from service.serde.build import side_serde
 
 log = structlog.get_logger("rill.cli")
 
@@ -49,9 +49,9 @@ def _cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _cmd_produce_demo(settings: Settings, args: argparse.Namespace) -> int:
-    topic = args.topic or settings.input_topic
-    serde = side_serde(settings, "input")
-    common = settings.librdkafka_common()
+    topic = args.topic or settings.topics.input
+    serde = side_serde(settings.input)
+    common = settings.kafka.librdkafka_common()
     if partition_count(common, topic) is None:
         ensure_topics(common, [topic], args.partitions)
     producer = BatchProducer(producer_config(settings)).start()
@@ -95,20 +95,13 @@ def _render(value: bytes | None, serde: Serde | None) -> Any:
 
 
 def _cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
-    sides: dict[str, Literal["input", "output"]] = {
-        settings.input_topic: "input",
-        settings.output_topic: "output",
-    }
+    sides = {settings.topics.input: settings.input, settings.topics.output: settings.output}
     side = sides.get(args.topic)
     # A registry-framed topic is shown undecoded (tail holds no registry client).
-    serde = (
-        side_serde(settings, side)
-        if side and getattr(settings, f"{side}_wire") != "registry"
-        else None
-    )
+    serde = side_serde(side) if side and side.wire != "registry" else None
     count = 0
     for rec in read_topic(
-        settings.librdkafka_common(),
+        settings.kafka.librdkafka_common(),
         args.topic,
         from_beginning=not args.from_end,
         idle_timeout_s=args.timeout,
@@ -134,9 +127,9 @@ def _cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     status = group_status(
-        settings.librdkafka_common(),
-        args.group or settings.group_id,
-        args.topic or settings.input_topic,
+        settings.kafka.librdkafka_common(),
+        args.group or settings.kafka.group_id,
+        args.topic or settings.topics.input,
     )
     if args.json:
         print(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
@@ -159,8 +152,8 @@ def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 def _dlq_records(settings: Settings, args: argparse.Namespace) -> list[InRecord]:
     return list(
         read_topic(
-            settings.librdkafka_common(),
-            args.topic or settings.dlq_topic,
+            settings.kafka.librdkafka_common(),
+            args.topic or settings.topics.dlq,
             idle_timeout_s=args.timeout,
             max_records=args.max,
         )
@@ -173,7 +166,7 @@ def _cmd_dlq_inspect(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         print(orjson.dumps(groups, option=orjson.OPT_INDENT_2).decode())
         return 0
-    print(f"{len(records)} DLQ records in {args.topic or settings.dlq_topic}")
+    print(f"{len(records)} DLQ records in {args.topic or settings.topics.dlq}")
     for g in groups:
         print(
             f"  {g['count']:>7}  {g['stage']:<10} {g['error_class']:<24} "
@@ -193,7 +186,7 @@ def _cmd_dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
         max_offset=args.max_offset,
         message_contains=args.contains,
     )
-    target = args.to or settings.input_topic
+    target = args.to or settings.topics.input
     replay = [replay_record(r, target) for r in _dlq_records(settings, args) if chosen.matches(r)]
     if args.dry_run:
         print(f"would replay {len(replay)} records to {target}")
@@ -207,6 +200,7 @@ def _cmd_dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(settings: Settings, _args: argparse.Namespace) -> int:
+    # Builds the plan only: no connection is opened (the worker opens them in `run`).
     plan = build_plan(settings)
     print(f"configuration is valid; pipeline steps: {[s.name for s in plan.steps]}")
     return 0
@@ -300,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return plan_cli.run(args)
     try:
         settings = load_settings(args.config)
-        configure_logging(settings.log_level, settings.log_format)
+        configure_logging(settings.observability.log_level, settings.observability.log_format)
         name = f"dlq {args.dlq_command}" if args.command == "dlq" else args.command
         return COMMANDS[name](settings, args)
     except ConfigError as exc:

@@ -39,16 +39,3 @@ def demo_orders(
             "created_at": ts,
             "note": None if rng.random() < 0.8 else "gift",
         }
-
-
-# The demo as a stateless projection pipeline (the built-in default windows instead):
-# keep five fields, rename amount to total, write Avro with the order_out schema.
-PROJECTION_SETTINGS: dict[str, Any] = {
-    "window_type": "none",
-    "project": ["order_id", "customer_id", "amount", "currency", "created_at"],
-    "rename": {"amount": "total"},
-    "output_format": "avro",
-    "output_schema": "order_out.avsc",
-    "output_wire": "confluent",
-    "output_schema_id": 2,
-}

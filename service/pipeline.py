@@ -112,12 +112,20 @@ class Pipeline:
             idle_timeout_ms: after this long without records a partition's watermark
                 follows the wall clock (0: never).
             aggregates: e.g. ["count", "sum:amount as total"].
+
+        Raises:
+            ConfigError: a window that cannot assign records (size 0, hopping without
+                an advance or with one above the size, session without a gap, negative
+                grace, unknown kind, emit mode or aggregate), naming the argument.
         """
-        spec = WindowSpec(
-            kind, size_ms=size_ms, advance_ms=advance_ms, gap_ms=gap_ms, grace_ms=grace_ms
-        )
-        aggs = tuple(Aggregation.parse(a) for a in aggregates)
-        self.window_plan = WindowPlan(spec, aggs, time_field, emit, idle_timeout_ms)
+        try:
+            spec = WindowSpec(
+                kind, size_ms=size_ms, advance_ms=advance_ms, gap_ms=gap_ms, grace_ms=grace_ms
+            )
+            aggs = tuple(Aggregation.parse(a) for a in aggregates)
+            self.window_plan = WindowPlan(spec, aggs, time_field, emit, idle_timeout_ms)
+        except ConfigError as exc:
+            raise ConfigError(f"Pipeline {self.name!r}: window(): {exc}") from exc
         return self
 
     def reduce(

@@ -24,25 +24,84 @@ from typing import Any, Literal, TypeAlias
 
 import orjson
 
-from service.errors import RecordError
+from service.errors import ConfigError, RecordError
 from service.records import InRecord
 
 WindowKind: TypeAlias = Literal["tumbling", "hopping", "sliding", "session"]
+WINDOW_KINDS: tuple[WindowKind, ...] = ("tumbling", "hopping", "sliding", "session")
+EMIT_MODES = ("final", "update")
 Op: TypeAlias = Literal["add", "min", "max", "first", "last", "set"]
 Component: TypeAlias = float | str
 AGG_FUNCTIONS = ("count", "sum", "min", "max", "mean", "first", "last")
 SEP = "\x1f"
 
 
+def _arg(name: str) -> str:
+    return name
+
+
+def check_window(
+    kind: str,
+    size_ms: int,
+    advance_ms: int,
+    gap_ms: int,
+    grace_ms: int,
+    name: Callable[[str], str] = _arg,
+) -> None:
+    """Refuse a window definition that cannot assign records.
+
+    The one check of the Python API (`WindowSpec`) and of the settings, so a bad window
+    fails at start, never at the first record.
+
+    Args:
+        kind: tumbling, hopping, sliding or session.
+        size_ms: the window length (tumbling, hopping, sliding).
+        advance_ms: the hop (hopping).
+        gap_ms: the inactivity gap that closes a session.
+        grace_ms: how long after its end a window still takes late records.
+        name: how to name an argument in the message (`advance_ms`, or a setting).
+
+    Raises:
+        ConfigError: naming the argument and how to fix it.
+    """
+    if kind not in WINDOW_KINDS:
+        raise ConfigError(
+            f"{name('kind')}={kind!r} is not a window kind: use one of {', '.join(WINDOW_KINDS)}"
+        )
+    if kind in ("tumbling", "hopping", "sliding") and size_ms <= 0:
+        raise ConfigError(
+            f"a {kind} window needs {name('size_ms')} > 0 (got {size_ms}): set the window length"
+        )
+    if kind == "hopping" and not 0 < advance_ms <= size_ms:
+        raise ConfigError(
+            f"a hopping window needs 0 < {name('advance_ms')} <= {name('size_ms')} (got "
+            f"{advance_ms} and {size_ms}): set the hop, e.g. half the size"
+        )
+    if kind == "session" and gap_ms <= 0:
+        raise ConfigError(
+            f"a session window needs {name('gap_ms')} > 0 (got {gap_ms}): set the inactivity "
+            "gap that closes a session"
+        )
+    if grace_ms < 0:
+        raise ConfigError(f"{name('grace_ms')} must be >= 0 (got {grace_ms}): use 0 for no grace")
+
+
 @dataclass(frozen=True, slots=True)
 class WindowSpec:
-    """What windows a record falls into, and how late it may be."""
+    """What windows a record falls into, and how late it may be.
+
+    Raises:
+        ConfigError: the definition cannot assign records (see `check_window`).
+    """
 
     kind: WindowKind
     size_ms: int = 0
     advance_ms: int = 0
     gap_ms: int = 0
     grace_ms: int = 0
+
+    def __post_init__(self) -> None:
+        check_window(self.kind, self.size_ms, self.advance_ms, self.gap_ms, self.grace_ms)
 
     def assign(self, ts: int) -> list[tuple[int, int]]:
         """The `[start, end)` windows (or sliding buckets / session seeds) of event time ts."""
@@ -83,14 +142,18 @@ class Aggregation:
 
     @classmethod
     def parse(cls, spec: str) -> Aggregation:
-        """`count`, `sum:amount`, `mean:amount` or `max:amount as top`."""
+        """`count`, `sum:amount`, `mean:amount` or `max:amount as top`.
+
+        Raises:
+            ConfigError: an unknown function, or a function other than count without a field.
+        """
         text, _, alias = spec.partition(" as ")
         fn, _, fld = text.strip().partition(":")
         fn = fn.strip()
         if fn not in AGG_FUNCTIONS:
-            raise ValueError(f"unknown aggregation {fn!r} (one of {', '.join(AGG_FUNCTIONS)})")
+            raise ConfigError(f"unknown aggregation {fn!r}: use one of {', '.join(AGG_FUNCTIONS)}")
         if fn != "count" and not fld.strip():
-            raise ValueError(f"aggregation {fn!r} needs a field, e.g. {fn}:amount")
+            raise ConfigError(f"aggregation {fn!r} needs a field, e.g. {fn}:amount")
         name = alias.strip() or (fn if fn == "count" else f"{fn}_{fld.strip()}")
         return cls(fn, fld.strip() or None, name)
 
@@ -291,13 +354,31 @@ def merge_sessions(seeds: Iterable[Delta], ops: Sequence[Op]) -> Iterable[Delta]
 
 @dataclass(frozen=True, slots=True)
 class WindowPlan:
-    """The window step of a pipeline."""
+    """The window step of a pipeline.
+
+    Raises:
+        ConfigError: no aggregations, an unknown emit mode or a negative idle timeout.
+    """
 
     spec: WindowSpec
     aggregations: tuple[Aggregation, ...]
     time_field: str | None
     emit: str
     idle_timeout_ms: int
+
+    def __post_init__(self) -> None:
+        if not self.aggregations:
+            raise ConfigError("a window needs aggregates, e.g. aggregates=['count', 'sum:amount']")
+        if self.emit not in EMIT_MODES:
+            raise ConfigError(
+                f"emit={self.emit!r} is not an emit mode: use final (once, when the window "
+                "closes) or update (each batch that changes it)"
+            )
+        if self.idle_timeout_ms < 0:
+            raise ConfigError(
+                f"idle_timeout_ms must be >= 0 (got {self.idle_timeout_ms}): use 0 to never "
+                "advance an idle partition's watermark"
+            )
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ import fastavro
 
 from service.errors import EncodeError
 from service.serde.avro_serde import read_avro, write_avro
-from service.serde.registry import SchemaCache
+from service.serde.schema_cache import SchemaCache
 from service.serde.wire import ConfluentWire
 
 HEADER_SIZE = 5
@@ -42,17 +42,25 @@ class RegistryAvroSerde:
 
     Args:
         cache: writer schemas by id (filled at the edge).
-        output: the output schema and its id, for encoding.
+        output_schema: the schema records are encoded with.
+        output_id: its registry id; when the worker starts it is handed over by
+            `use_output_id`.
     """
 
     def __init__(
-        self, cache: SchemaCache, output: tuple[dict[str, Any], int] | None = None
+        self,
+        cache: SchemaCache,
+        output_schema: dict[str, Any] | None = None,
+        output_id: int | None = None,
     ) -> None:
         self.cache = cache
         self._known = cache.known
-        self._output = (
-            (fastavro.parse_schema(output[0]), ConfluentWire(output[1])) if output else None
-        )
+        self._schema = fastavro.parse_schema(output_schema) if output_schema else None
+        self._wire = ConfluentWire(output_id) if output_id is not None else None
+
+    def use_output_id(self, schema_id: int) -> None:
+        """Write `schema_id` in the header of every value from now on."""
+        self._wire = ConfluentWire(schema_id)
 
     def decode(self, data: bytes | None) -> Any:
         """Bytes to a record in the reader shape."""
@@ -70,7 +78,6 @@ class RegistryAvroSerde:
 
     def encode(self, record: Any) -> bytes:
         """A record to wire-format bytes with the output schema's id."""
-        if self._output is None:
-            raise EncodeError("no output schema configured for the registry serde")
-        schema, wire = self._output
-        return write_avro(wire.header(), schema, record)
+        if self._schema is None or self._wire is None:
+            raise EncodeError("no output schema and id for the registry Avro serde")
+        return write_avro(self._wire.header(), self._schema, record)

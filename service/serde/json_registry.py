@@ -8,7 +8,7 @@ import jsonschema
 import orjson
 
 from service.errors import DecodeError, EncodeError
-from service.serde.registry import SchemaCache
+from service.serde.schema_cache import SchemaCache
 
 HEADER_SIZE = 5
 
@@ -32,6 +32,10 @@ class RegistryJsonSerde:
     def __init__(self, cache: SchemaCache, output_id: int | None = None) -> None:
         self.cache = cache
         self.output_id = output_id
+
+    def use_output_id(self, schema_id: int) -> None:
+        """Write `schema_id` in the header of every value from now on."""
+        self.output_id = schema_id
 
     def decode(self, data: bytes | None) -> Any:
         """Bytes to a dict that the writer's JSON Schema accepts."""

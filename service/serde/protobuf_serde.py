@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError as ProtoDecodeError
 from google.protobuf.message import Message
 
 from service.errors import ConfigError, DecodeError, EncodeError
-from service.serde.registry import SchemaCache
+from service.serde.schema_cache import SchemaCache
 from service.serde.wire import Wire
 
 HEADER_SIZE = 5
@@ -130,6 +130,8 @@ class ProtobufSerde:
         wire: plain, or fixed-id Confluent framing (with message indexes).
         cache: with the registry, the known schema ids (instead of `wire`).
         output_id: the schema id written with the registry.
+        registry_output: encode in the registry wire format, with the id handed over
+            by `use_output_id` when the worker starts.
     """
 
     def __init__(
@@ -138,11 +140,18 @@ class ProtobufSerde:
         wire: Wire | None = None,
         cache: SchemaCache | None = None,
         output_id: int | None = None,
+        registry_output: bool = False,
     ) -> None:
         self.cls = message_class
         self.wire = wire
         self.cache = cache
         self.output_id = output_id
+        self._registry_output = registry_output or output_id is not None
+
+    def use_output_id(self, schema_id: int) -> None:
+        """Write `schema_id` in the header of every value from now on (registry wire)."""
+        self.output_id = schema_id
+        self._registry_output = True
 
     def decode(self, data: bytes | None) -> Any:
         """Bytes to a dict of the message's fields."""
@@ -173,7 +182,9 @@ class ProtobufSerde:
             raise EncodeError(
                 f"record does not fit {self.cls.DESCRIPTOR.full_name}: {exc}"
             ) from exc
-        if self.output_id is not None:
+        if self._registry_output:
+            if self.output_id is None:
+                raise EncodeError("no output schema id for the registry Protobuf serde")
             header = b"\x00" + self.output_id.to_bytes(4, "big") + b"\x00"
         elif self.wire is not None and self.wire.header():
             header = self.wire.header() + b"\x00"

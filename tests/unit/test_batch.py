@@ -9,13 +9,14 @@ import pytest
 
 from service.app import build_plan
 from service.config import load_settings
-from service.demo import PROJECTION_SETTINGS, demo_orders
+from service.demo import demo_orders
 from service.pipeline import Pipeline
 from service.processing import dlq
 from service.processing.batch import Plan, process_batch
 from service.records import InRecord
 from service.serde import JsonSerde
 from service.serde.wire import PlainWire
+from tests.support.demo_configs import PROJECTION_SETTINGS
 
 
 def _rec(

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from service.app import build_plan, load_app
+from service.cli import main
 from service.config import load_settings
 from service.errors import ConfigError
+from service.kafka.clients import consumer_config, producer_config
 from service.pipeline import Pipeline
 
 
@@ -30,6 +34,13 @@ def test_defaults_are_the_demo_pipeline() -> None:
         ({"output_format": "avro"}, "RILL_OUTPUT_SCHEMA"),
         ({"window_type": "hopping", "window_advance_ms": 0}, "RILL_WINDOW_ADVANCE_MS"),
         ({"window_type": "session"}, "RILL_WINDOW_GAP_MS"),
+        ({"window_type": "tumbling", "window_size_ms": 0}, "RILL_WINDOW_SIZE_MS"),
+        (
+            {"window_type": "hopping", "window_size_ms": 100, "window_advance_ms": 200},
+            "RILL_WINDOW_ADVANCE_MS",
+        ),
+        ({"window_type": "daily"}, "RILL_WINDOW_TYPE"),
+        ({"window_emit": "often"}, "RILL_WINDOW_EMIT"),
         ({"aggregates": "median:amount"}, "RILL_AGGREGATES"),
         ({"aggregates": "sum"}, "RILL_AGGREGATES"),
         ({"input_schema_id": None}, "RILL_INPUT_SCHEMA_ID"),
@@ -129,3 +140,68 @@ def test_bad_security_and_operations_settings(overrides: dict[str, object], name
     """Security and operations settings fail at start naming the variable to fix."""
     with pytest.raises(ConfigError, match=names):
         load_settings(**overrides)
+
+
+def test_grouped_views_read_the_flat_settings() -> None:
+    """settings.kafka/input/output/window/state/retry... mirror the RILL_* fields."""
+    s = load_settings(
+        group_id="g",
+        processing_guarantee="exactly_once",
+        output_format="protobuf",
+        output_schema="order.avsc",
+        output_proto_message="x.Y",
+        window_type="hopping",
+        window_size_ms=1000,
+        window_advance_ms=500,
+        redis_prefix="p",
+        retry_base_s=0.5,
+        late_topic="late",
+    )
+    assert (s.kafka.group_id, s.kafka.exactly_once) == ("g", True)
+    assert (s.input.side, s.input.format, s.input.wire, s.input.schema_id) == (
+        "input",
+        "avro",
+        "confluent",
+        1,
+    )
+    assert (s.output.format, s.output.proto_message) == ("protobuf", "x.Y")
+    assert s.output.env("schema") == "RILL_OUTPUT_SCHEMA"
+    assert (s.window.kind, s.window.size_ms, s.window.advance_ms) == ("hopping", 1000, 500)
+    assert (s.state.prefix, s.retry.base_s, s.topics.late) == ("p", 0.5, "late")
+    assert s.state.url.get_secret_value() == "redis://127.0.0.1:16379/0"
+
+
+def test_kafka_extra_scoped_keys_reach_only_their_client() -> None:
+    """kafka_extra `consumer.` / `producer.` keys go to that client, others to both."""
+    s = load_settings(
+        kafka_extra={"client.id": "c", "consumer.fetch.max.bytes": "1", "producer.linger.ms": "7"}
+    )
+    consumer, producer = consumer_config(s), producer_config(s)
+    assert consumer["client.id"] == producer["client.id"] == "c"
+    assert consumer["fetch.max.bytes"] == "1"
+    assert "fetch.max.bytes" not in producer
+    assert producer["linger.ms"] == "7"
+    assert "consumer.fetch.max.bytes" not in s.kafka.librdkafka_common()
+
+
+def test_check_config_opens_no_connection(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """rill check-config with registry serdes and an unreachable registry passes: no I/O."""
+
+    def refuse(*_args: Any, **_kwargs: Any) -> None:
+        raise AssertionError("check-config opened a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    for name, value in {
+        "RILL_INPUT_WIRE": "registry",
+        "RILL_OUTPUT_FORMAT": "avro",
+        "RILL_OUTPUT_SCHEMA": "order_out.avsc",
+        "RILL_OUTPUT_WIRE": "registry",
+        "RILL_OUTPUT_AUTO_REGISTER": "true",
+        "RILL_SCHEMA_REGISTRY_URL": "http://127.0.0.1:9",
+    }.items():
+        monkeypatch.setenv(name, value)
+    assert main(["check-config"]) == 0
+    assert "configuration is valid" in capsys.readouterr().out

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 import struct
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka.schema_registry import Schema
 
-from service.errors import DecodeError
-from service.kafka.registry import RegistryResolver, record_name_of, subject_name
+from service.app import build_plan, open_plan
+from service.config import load_settings
+from service.errors import ConfigError, DecodeError, EncodeError, RillError
+from service.kafka.registry_client import RegistryResolver, record_name_of, subject_name
 from service.records import InRecord
 from service.serde.avro_registry import RegistryAvroSerde, prepare_avro
 from service.serde.json_registry import RegistryJsonSerde, prepare_json
 from service.serde.protobuf_serde import ProtobufSerde, load_message_class
-from service.serde.registry import SchemaCache, peek_schema_id
+from service.serde.schema_cache import SchemaCache, peek_schema_id
 from service.serde.wire import ConfluentWire, PlainWire
 
 V1 = {"type": "record", "name": "P", "fields": [{"name": "a", "type": "int"}]}
@@ -35,7 +39,7 @@ def test_avro_registry_decodes_writer_into_reader_and_caches_by_id() -> None:
     cache = SchemaCache(prepare_avro(READER))
     resolver = RegistryResolver({"url": "mock://unit-avro"}, cache).start()
     schema_id = resolver.client.register_schema("t-value", Schema(json.dumps(V1), "AVRO"))
-    writer = RegistryAvroSerde(SchemaCache(prepare_avro(None)), output=(V1, schema_id))
+    writer = RegistryAvroSerde(SchemaCache(prepare_avro(None)), V1, schema_id)
     values = [writer.encode({"a": i}) for i in range(50)]
     resolver.prefetch([_rec(v) for v in values])
     resolver.prefetch([_rec(v) for v in values])
@@ -97,3 +101,58 @@ def test_subject_name_strategies() -> None:
     assert subject_name("topic", "orders", name) == "orders-value"
     assert subject_name("record", "orders", name) == "shop.Order"
     assert subject_name("topic_record", "orders", name) == "orders-shop.Order"
+
+
+ORDER_OUT = {
+    "order_id": "o-1",
+    "customer_id": "c-001",
+    "total": 12.5,
+    "currency": "EUR",
+    "created_at": 1_767_225_600_000,
+}
+
+
+def _registry_output(url: str, **overrides: Any) -> dict[str, Any]:
+    return {
+        "output_format": "avro",
+        "output_schema": "order_out.avsc",
+        "output_wire": "registry",
+        "schema_registry_url": url,
+        "window_type": "none",
+        **overrides,
+    }
+
+
+def test_plan_holds_an_unstarted_registry_that_open_plan_starts_and_closes() -> None:
+    """build_plan opens nothing; open_plan registers the output schema, hands the encoder
+    its id, and the ExitStack closes the client."""
+    plan = build_plan(
+        load_settings(**_registry_output("mock://open-plan", output_auto_register=True))
+    )
+    registry = plan.resolver
+    with pytest.raises(RillError, match="before start"):
+        _ = registry.client
+    with pytest.raises(EncodeError, match="no output schema and id"):
+        plan.encoder.encode(ORDER_OUT)
+    with ExitStack() as stack:
+        open_plan(plan, stack)
+        subject = registry.client.get_latest_version("orders-by-customer-value")
+        data = plan.encoder.encode(ORDER_OUT)
+        assert peek_schema_id(data) == subject.schema_id
+    with pytest.raises(RillError, match="before start"):
+        _ = registry.client
+
+
+def test_open_plan_refuses_an_unregistered_output_schema_without_auto_register() -> None:
+    """Without RILL_OUTPUT_AUTO_REGISTER the output schema must already be registered."""
+    plan = build_plan(load_settings(**_registry_output("mock://open-plan-unregistered")))
+    with ExitStack() as stack, pytest.raises(ConfigError, match="RILL_OUTPUT_AUTO_REGISTER"):
+        open_plan(plan, stack)
+
+
+def test_open_plan_without_registry_opens_nothing() -> None:
+    """A plan with plain and fixed-id serdes has no client to open."""
+    plan = build_plan(load_settings())
+    assert plan.resolver is None
+    with ExitStack() as stack:
+        open_plan(plan, stack)

@@ -3,6 +3,9 @@
 Every field here is a documented setting (see README, "Configuration"). The built-in
 defaults are the demo pipeline, so `rill run` with no configuration processes the demo
 order events. Anything wrong fails at start with a `ConfigError` naming the setting.
+
+The flat fields are the parsing layer (one per environment variable); code reads the
+grouped views (`settings.kafka`, `settings.input`, `settings.window`...; see `views`).
 """
 
 from __future__ import annotations
@@ -29,18 +32,29 @@ from pydantic_settings import (
 )
 from pydantic_settings.exceptions import SettingsError
 
+from service.config.checks import check_settings
+from service.config.views import (
+    ConsumerSettings,
+    FilterOp,
+    Format,
+    Guarantee,
+    KafkaSettings,
+    ObservabilitySettings,
+    PipelineSettings,
+    ProducerSettings,
+    RegistrySettings,
+    RetrySettings,
+    SerdeSettings,
+    StateSettings,
+    TopicSettings,
+    WindowSettings,
+    WindowType,
+    Wire,
+)
 from service.errors import ConfigError
-from service.processing.windows import Aggregation
 
-SCHEMA_DIR = Path(__file__).parent / "schemas"
+SCHEMA_DIR = Path(__file__).parent.parent / "schemas"
 ENV_PREFIX = "RILL_"
-# kafka_extra keys with these prefixes go only to that client (see kafka.clients).
-CLIENT_SCOPES = ("consumer.", "producer.")
-
-Format = Literal["avro", "json", "protobuf"]
-Wire = Literal["plain", "confluent", "registry"]
-FilterOp = Literal["eq", "ne", "gt", "ge", "lt", "le", "in", "not_in", "exists"]
-Guarantee = Literal["at_least_once", "exactly_once"]
 
 
 class Settings(BaseSettings):
@@ -105,7 +119,7 @@ class Settings(BaseSettings):
     app: str | None = None
 
     # Windowed aggregation (window_type none: a stateless pipeline).
-    window_type: Literal["none", "tumbling", "hopping", "sliding", "session"] = "tumbling"
+    window_type: WindowType = "tumbling"
     window_size_ms: int = Field(default=10_000, ge=0)
     window_advance_ms: int = Field(default=0, ge=0)
     window_gap_ms: int = Field(default=0, ge=0)
@@ -188,124 +202,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
-        for side in ("input", "output"):
-            self._check_side(side)
-            if (
-                getattr(self, f"{side}_wire") == "confluent"
-                and getattr(self, f"{side}_schema_id") is None
-            ):
-                raise ValueError(
-                    f"{side}_wire is confluent but {side}_schema_id is not set: set "
-                    f"RILL_{side.upper()}_SCHEMA_ID to the schema's registry id"
-                )
-        if self.dlq_topic in (self.input_topic, self.output_topic):
-            raise ValueError(
-                "dlq_topic must differ from input_topic and output_topic: set RILL_DLQ_TOPIC"
-            )
-        self._check_window()
-        self._check_security()
-        if self.health_stall_s * 1000 >= self.max_poll_interval_ms:
-            raise ValueError(
-                "health_stall_s must be below max_poll_interval_ms, so liveness fails before "
-                "the group evicts the worker: lower RILL_HEALTH_STALL_S"
-            )
-        if self.input_topic == self.output_topic:
-            raise ValueError(
-                "output_topic equals input_topic, which would loop: set RILL_OUTPUT_TOPIC"
-            )
+        check_settings(self)
         return self
-
-    def _check_side(self, side: str) -> None:
-        fmt, wire = getattr(self, f"{side}_format"), getattr(self, f"{side}_wire")
-        schema = getattr(self, f"{side}_schema")
-        name = side.upper()
-        if wire == "registry" and not self.schema_registry_url:
-            raise ValueError(f"{side}_wire is registry: set RILL_SCHEMA_REGISTRY_URL")
-        reader_optional = side == "input" and wire == "registry"
-        if fmt == "avro" and schema is None and not reader_optional:
-            raise ValueError(
-                f"{side}_format is avro but {side}_schema is not set: set "
-                f"RILL_{name}_SCHEMA to an .avsc file"
-            )
-        if fmt == "protobuf" and (schema is None or not getattr(self, f"{side}_proto_message")):
-            raise ValueError(
-                f"{side}_format is protobuf: set RILL_{name}_SCHEMA (.proto or descriptor "
-                f"set) and RILL_{name}_PROTO_MESSAGE (the full message name)"
-            )
-        if side == "output" and wire == "registry" and fmt == "json" and schema is None:
-            raise ValueError(
-                "output_wire registry with json needs RILL_OUTPUT_SCHEMA (a JSON Schema file)"
-            )
-
-    def registry_config(self) -> dict[str, Any]:
-        """SchemaRegistryClient settings; rill retries lookups itself."""
-        conf: dict[str, Any] = {
-            "url": self.schema_registry_url,
-            "timeout": self.schema_registry_timeout_s,
-            "max.retries": 0,
-        }
-        if self.schema_registry_username is not None:
-            password = (
-                self.schema_registry_password.get_secret_value()
-                if self.schema_registry_password
-                else ""
-            )
-            conf["basic.auth.user.info"] = f"{self.schema_registry_username}:{password}"
-        if self.schema_registry_ca_location is not None:
-            conf["ssl.ca.location"] = self.schema_registry_ca_location
-        return conf
-
-    def _check_security(self) -> None:
-        protocol = self.kafka_security_protocol
-        if protocol.startswith("SASL"):
-            missing = [
-                f"RILL_KAFKA_SASL_{name.upper()}"
-                for name, value in (
-                    ("mechanism", self.kafka_sasl_mechanism),
-                    ("username", self.kafka_sasl_username),
-                    ("password", self.kafka_sasl_password),
-                )
-                if value is None
-            ]
-            if missing:
-                raise ValueError(f"kafka_security_protocol {protocol} needs {', '.join(missing)}")
-        for name in (
-            "kafka_ssl_ca_location",
-            "kafka_ssl_certificate_location",
-            "kafka_ssl_key_location",
-            "redis_ssl_ca_certs",
-            "schema_registry_ca_location",
-        ):
-            path = getattr(self, name)
-            if path is not None and not Path(path).is_file():
-                raise ValueError(f"{name}: {path} is not a file: set RILL_{name.upper()}")
-        url = self.redis_url.get_secret_value()
-        if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(
-                "redis_url must start with redis://, rediss:// (TLS) or unix://: set RILL_REDIS_URL"
-            )
-
-    def _check_window(self) -> None:
-        kind = self.window_type
-        if kind == "none":
-            return
-        if kind in ("tumbling", "hopping", "sliding") and self.window_size_ms <= 0:
-            raise ValueError(f"window_type {kind} needs RILL_WINDOW_SIZE_MS > 0")
-        if kind == "hopping" and not 0 < self.window_advance_ms <= self.window_size_ms:
-            raise ValueError(
-                "window_type hopping needs 0 < RILL_WINDOW_ADVANCE_MS <= RILL_WINDOW_SIZE_MS"
-            )
-        if kind == "session" and self.window_gap_ms <= 0:
-            raise ValueError("window_type session needs RILL_WINDOW_GAP_MS > 0")
-        if not self.aggregates:
-            raise ValueError("a window needs RILL_AGGREGATES, e.g. count,sum:amount")
-        for spec in self.aggregates:
-            try:
-                Aggregation.parse(spec)
-            except ValueError as exc:
-                raise ValueError(f"RILL_AGGREGATES: {exc}") from exc
-        if self.late_topic in (self.input_topic, self.output_topic):
-            raise ValueError("late_topic must differ from input and output: set RILL_LATE_TOPIC")
 
     @classmethod
     def settings_customise_sources(
@@ -319,26 +217,71 @@ class Settings(BaseSettings):
         # Environment overrides the YAML file, which arrives as init arguments.
         return env_settings, init_settings, file_secret_settings
 
+    # The grouped views: what code reads (the flat fields are the parsing layer).
+
+    @property
+    def kafka(self) -> KafkaSettings:
+        """Connection, security, group, guarantee; `librdkafka_common()`."""
+        return KafkaSettings.of(self)
+
+    @property
+    def consumer(self) -> ConsumerSettings:
+        """Batch size, poll timeout and the group consumer's bounds."""
+        return ConsumerSettings.of(self)
+
+    @property
+    def producer(self) -> ProducerSettings:
+        """Linger, batch bytes, compression, queue bound, delivery timeout."""
+        return ProducerSettings.of(self)
+
+    @property
+    def topics(self) -> TopicSettings:
+        """Input, output, DLQ and late topics."""
+        return TopicSettings.of(self)
+
+    @property
+    def input(self) -> SerdeSettings:
+        """How input values are serialized."""
+        return SerdeSettings.of(self, "input")
+
+    @property
+    def output(self) -> SerdeSettings:
+        """How output values are serialized."""
+        return SerdeSettings.of(self, "output")
+
+    @property
+    def registry(self) -> RegistrySettings:
+        """The Schema Registry and the output subject."""
+        return RegistrySettings.of(self)
+
+    @property
+    def pipeline(self) -> PipelineSettings:
+        """The declarative steps, RILL_APP and record limits."""
+        return PipelineSettings.of(self)
+
+    @property
+    def window(self) -> WindowSettings:
+        """The declarative window step."""
+        return WindowSettings.of(self)
+
+    @property
+    def state(self) -> StateSettings:
+        """Redis, where window state lives."""
+        return StateSettings.of(self)
+
+    @property
+    def retry(self) -> RetrySettings:
+        """Backoff and circuit breakers."""
+        return RetrySettings.of(self)
+
+    @property
+    def observability(self) -> ObservabilitySettings:
+        """Metrics, health, logs and traces."""
+        return ObservabilitySettings.of(self)
+
     def librdkafka_common(self) -> dict[str, Any]:
-        """Connection settings shared by consumer, producer and admin client."""
-        conf: dict[str, Any] = {
-            "bootstrap.servers": self.bootstrap_servers,
-            "security.protocol": self.kafka_security_protocol,
-        }
-        optional = {
-            "sasl.mechanisms": self.kafka_sasl_mechanism,
-            "sasl.username": self.kafka_sasl_username,
-            "ssl.ca.location": self.kafka_ssl_ca_location,
-            "ssl.certificate.location": self.kafka_ssl_certificate_location,
-            "ssl.key.location": self.kafka_ssl_key_location,
-        }
-        conf.update({k: v for k, v in optional.items() if v is not None})
-        conf.update({k: v for k, v in self.kafka_extra.items() if not k.startswith(CLIENT_SCOPES)})
-        if self.kafka_sasl_password is not None:
-            conf["sasl.password"] = self.kafka_sasl_password.get_secret_value()
-        if self.kafka_ssl_key_password is not None:
-            conf["ssl.key.password"] = self.kafka_ssl_key_password.get_secret_value()
-        return conf
+        """Same as `kafka.librdkafka_common()` (kept while readers move to the views)."""
+        return self.kafka.librdkafka_common()
 
 
 def resolve_schema_path(value: str) -> Path:

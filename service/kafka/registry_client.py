@@ -1,4 +1,8 @@
-"""The Schema Registry edge: fetch writer schemas by id, register or look up output ids."""
+"""The Schema Registry edge: fetch writer schemas by id, register or look up the output id.
+
+Nothing here talks to the registry before `start()`; the worker opens it in its
+`ExitStack` (`service.app.open_plan`), so building a plan does no I/O.
+"""
 
 from __future__ import annotations
 
@@ -12,31 +16,36 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, Schema
 
 from service.errors import ConfigError, RillError
 from service.records import InRecord
-from service.serde.registry import SchemaCache, peek_schema_id
+from service.serde.schema_cache import OutputSchema, SchemaCache, peek_schema_id
 
 log = structlog.get_logger("rill.registry")
 NOT_FOUND = 404
 
 
 class RegistryResolver:
-    """Keeps a `SchemaCache` filled: each unknown id is fetched once, with bounded retries.
+    """Keeps a `SchemaCache` filled (each unknown id is fetched once, with bounded
+    retries) and finds the output schema's id.
 
     Args:
         conf: SchemaRegistryClient configuration (url, auth, TLS, timeout).
-        cache: the cache the decoder reads.
+        cache: the cache the decoder reads (None: the input does not use the registry).
         retries: attempts per unknown id and batch while the registry does not answer.
         backoff_s: wait between attempts (doubling).
+        output: the output schema whose id the encoder needs (None: the output does not
+            use the registry).
     """
 
     def __init__(
         self,
         conf: dict[str, Any],
-        cache: SchemaCache | None,
+        cache: SchemaCache | None = None,
         retries: int = 3,
         backoff_s: float = 0.2,
+        output: OutputSchema | None = None,
     ) -> None:
         self._conf = conf
         self.cache = cache
+        self.output = output
         self._retries = retries
         self._backoff_s = backoff_s
         self._client: SchemaRegistryClient | None = None
@@ -47,6 +56,30 @@ class RegistryResolver:
         # new_client gives the in-memory mock for mock:// URLs (unit tests only).
         self._client = SchemaRegistryClient.new_client(self._conf)
         return self
+
+    def close(self) -> None:
+        """Close the client's HTTP session."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def resolve_output(self) -> int | None:
+        """Look up (or register) the output schema and hand its id to the encoder.
+
+        Returns:
+            The id, or None when the output does not use the registry.
+
+        Raises:
+            ConfigError: the subject does not hold the schema (and auto-register is off),
+                or the registry refuses it.
+            RillError: the registry cannot be reached.
+        """
+        out = self.output
+        if out is None:
+            return None
+        schema_id = self.output_id(out.subject, out.text, out.schema_type, out.auto_register)
+        out.encoder.use_output_id(schema_id)
+        return schema_id
 
     @property
     def client(self) -> SchemaRegistryClient:

@@ -1,8 +1,10 @@
-"""Schemas by id, for values in the Confluent wire format: a cache the decoders read.
+"""Schemas of the registry wire format, as plain values: a cache the decoders read, and
+the output schema an encoder waits for.
 
-The registry is only asked at the edge (`kafka.registry.RegistryResolver.prefetch`),
-once per unknown id and batch; the decoders only look up this cache, so decoding
-stays pure and no record causes an HTTP request.
+The registry is only asked at the edge (`kafka.registry_client.RegistryResolver`): once
+per unknown id and batch (`prefetch`), and once at start for the output schema id
+(`resolve_output`); the serdes only read these values, so decoding stays pure and no
+record causes an HTTP request.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from service.errors import DecodeError
 
@@ -52,3 +54,29 @@ class SchemaCache:
         if prepared is None:
             raise DecodeError(self.failed.get(schema_id, f"unknown schema id {schema_id}"))
         return schema_id, prepared
+
+
+class TakesOutputId(Protocol):
+    """An encoder that writes the registry id of its output schema, known only at start."""
+
+    def use_output_id(self, schema_id: int) -> None:
+        """Write `schema_id` in the header of every value from now on."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSchema:
+    """The output schema to look up (or register) when the worker starts.
+
+    Attributes:
+        subject: the registry subject (after the subject name strategy).
+        text: the schema text (.avsc, .proto or JSON Schema).
+        schema_type: AVRO, PROTOBUF or JSON.
+        auto_register: register the schema when the subject does not hold it.
+        encoder: the encoder that is handed the id.
+    """
+
+    subject: str
+    text: str
+    schema_type: str
+    auto_register: bool
+    encoder: TakesOutputId
