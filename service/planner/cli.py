@@ -81,6 +81,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     cap.add_argument(
         "--rebalance-pause", type=float, default=3.0, help="no consumption after a join/leave (s)"
     )
+    cap.add_argument(
+        "--inflight",
+        type=float,
+        default=1.0,
+        help="seconds of input consumed but not yet committed (adds rate x this to the "
+        "committed lag the autoscalers see; 0: an ideal consumer)",
+    )
     cap.add_argument("--initial-replicas", type=int, help="Ready at t=0 (default: each min)")
     cap.add_argument("--initial-lag", type=float, default=0.0, help="records waiting at t=0")
     hpa = p.add_argument_group("HPA (both modes)")
@@ -268,7 +275,11 @@ def build(args: argparse.Namespace) -> tuple[dict[str, list[Sample]], str]:
         limit_to_partitions_with_lag=args.limit_to_partitions_with_lag,
     )
     params = GroupParams(args.partitions, rps, args.start_delay, args.rebalance_pause)
-    common: dict[str, Any] = {"initial_lag": args.initial_lag, "tick_s": args.tick}
+    common: dict[str, Any] = {
+        "initial_lag": args.initial_lag,
+        "tick_s": args.tick,
+        "inflight_s": args.inflight,
+    }
     hpa_runs = simulate(
         profile,
         params,

@@ -132,7 +132,7 @@ class Sample:
     desired: int
     ready: int
     capacity_rps: float
-    lag: float
+    lag: float  # the backlog: records produced and not yet consumed
     lag_s: float
 
 
@@ -145,6 +145,7 @@ def simulate(
     initial_lag: float = 0.0,
     tick_s: float = 1.0,
     metric_delay_s: float = 0.0,
+    inflight_s: float = 0.0,
 ) -> list[Sample]:
     """Run the profile through the group under `scaler`, one tick at a time.
 
@@ -156,6 +157,8 @@ def simulate(
         initial_lag: records waiting at t = 0.
         tick_s: the time step.
         metric_delay_s: how old the lag metric is when the controller reads it.
+        inflight_s: seconds of input consumed but not yet committed; committed-offset lag,
+            which is what the controllers see, is higher than the backlog by rate x this.
 
     Returns:
         One sample per tick, from 0 to the profile's duration.
@@ -166,17 +169,19 @@ def simulate(
     samples: list[Sample] = []
     for i in range(math.floor(profile.duration_s / tick_s + _EPS) + 1):
         now = i * tick_s
-        history.append(math.floor(group.total_lag() + 0.5))
+        rate = profile.rate_at(now)
+        uncommitted = rate * inflight_s / params.partitions
+        committed_lags = tuple(math.floor(lag + uncommitted + 0.5) for lag in group.lags)
+        history.append(sum(committed_lags))
         seen = Observation(
             spec_replicas=group.spec_replicas,
             ready_replicas=group.ready_replicas(now),
-            partition_lags=tuple(group.partition_lags()),
+            partition_lags=committed_lags,
             metric_records=history[max(0, i - delay_ticks)],
         )
         new = scaler.step(now, seen)
         if new is not None:
             group.scale_to(new, now)
-        rate = profile.rate_at(now)
         samples.append(
             Sample(
                 t_s=now,
