@@ -1,15 +1,106 @@
 {{- define "rill.name" -}}{{ .Release.Name }}-rill{{- end -}}
-{{- define "rill.labels" -}}
+
+{{/* Selector labels: stable for the life of a release (a Deployment's selector is immutable). */}}
+{{- define "rill.selectorLabels" -}}
 app.kubernetes.io/name: rill
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
+
+{{- define "rill.labels" -}}
+{{ include "rill.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{- define "rill.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{ default (include "rill.name" .) .Values.serviceAccount.name }}
+{{- else -}}
+{{ default "default" .Values.serviceAccount.name }}
+{{- end -}}
+{{- end -}}
+
+{{- define "rill.image" -}}
+{{ .Values.image.repository }}:{{ default .Chart.AppVersion .Values.image.tag }}
+{{- end -}}
+
+{{/*
+The grace period SIGTERM needs to drain (see values.yaml and docs/kubernetes.md):
+delivery timeout, plus in exactly-once the transaction commit (bounded by the smaller of
+the delivery and transaction timeouts), plus a margin for poll, close and leaving the group.
+*/}}
+{{- define "rill.gracePeriod" -}}
+{{- $p := .Values.processing -}}
+{{- $delivery := int (ceil (float64 $p.deliveryTimeoutSeconds)) -}}
+{{- $commit := 0 -}}
+{{- if eq $p.guarantee "exactly_once" -}}
+{{- $txn := int (ceil (divf (float64 $p.transactionTimeoutMs) 1000.0)) -}}
+{{- $commit = min $delivery $txn -}}
+{{- end -}}
+{{- add $delivery $commit (int .Values.drainMarginSeconds) -}}
+{{- end -}}
+
+{{/* Cross-value checks JSON Schema cannot express; values.schema.json does the rest. */}}
 {{- define "rill.checks" -}}
-{{- if .Values.autoscaling.enabled -}}
-{{- if gt (int .Values.autoscaling.maxReplicas) (int .Values.autoscaling.partitions) -}}
-{{- fail (printf "autoscaling.maxReplicas (%d) must not exceed autoscaling.partitions (%d): extra replicas get no partition" (int .Values.autoscaling.maxReplicas) (int .Values.autoscaling.partitions)) -}}
+{{- $a := .Values.autoscaling -}}
+{{- if gt (int $a.maxReplicas) (int $a.partitions) -}}
+{{- fail (printf "autoscaling.maxReplicas (%d) must not exceed autoscaling.partitions (%d): extra replicas get no partition" (int $a.maxReplicas) (int $a.partitions)) -}}
 {{- end -}}
-{{- if not (has .Values.autoscaling.mode (list "hpa" "keda")) -}}
-{{- fail "autoscaling.mode must be hpa or keda" -}}
+{{- if gt (int $a.minReplicas) (int $a.maxReplicas) -}}
+{{- fail (printf "autoscaling.minReplicas (%d) must not exceed autoscaling.maxReplicas (%d)" (int $a.minReplicas) (int $a.maxReplicas)) -}}
+{{- end -}}
+{{- if and $a.enabled (eq $a.mode "hpa") (lt (int $a.minReplicas) 1) -}}
+{{- fail "autoscaling.minReplicas must be at least 1 in mode hpa (scale to zero needs mode keda)" -}}
+{{- end -}}
+{{- if and .Values.schemas.existingConfigMap .Values.schemas.existingSecret -}}
+{{- fail "schemas: set existingConfigMap or existingSecret, not both" -}}
+{{- end -}}
+{{- if and (or .Values.schemas.existingConfigMap .Values.schemas.existingSecret) (or .Values.schemas.files .Values.schemas.binaryFiles) -}}
+{{- fail "schemas: files/binaryFiles make a ConfigMap of their own; do not combine them with existingConfigMap or existingSecret" -}}
+{{- end -}}
+{{- if .Values.terminationGracePeriodSeconds -}}
+{{- if lt (int .Values.terminationGracePeriodSeconds) (int (include "rill.gracePeriod" .)) -}}
+{{- fail (printf "terminationGracePeriodSeconds (%d) is below the drain time the timeouts allow (%s s): raise it or leave it empty to derive it" (int .Values.terminationGracePeriodSeconds) (include "rill.gracePeriod" .)) -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The bits of pod spec that change pods when they change. */}}
+{{- define "rill.pipelineConfigMap" -}}
+{{- default (printf "%s-pipeline" (include "rill.name" .)) .Values.existingPipelineConfigMap -}}
+{{- end -}}
+
+{{- define "rill.hasPipeline" -}}
+{{- if or .Values.pipeline .Values.existingPipelineConfigMap -}}true{{- end -}}
+{{- end -}}
+
+{{- define "rill.hasSchemas" -}}
+{{- if or .Values.schemas.files .Values.schemas.binaryFiles .Values.schemas.existingConfigMap .Values.schemas.existingSecret -}}true{{- end -}}
+{{- end -}}
+
+{{/* librdkafka SASL mechanism -> KEDA's `sasl` mode. */}}
+{{- define "rill.kedaSasl" -}}
+{{- $m := .Values.kafka.sasl.mechanism -}}
+{{- if eq $m "PLAIN" -}}plaintext
+{{- else if eq $m "SCRAM-SHA-256" -}}scram_sha256
+{{- else if eq $m "SCRAM-SHA-512" -}}scram_sha512
+{{- else -}}none
+{{- end -}}
+{{- end -}}
+
+{{- define "rill.saslEnabled" -}}
+{{- if hasPrefix "SASL" .Values.kafka.securityProtocol -}}true{{- end -}}
+{{- end -}}
+
+{{- define "rill.tlsEnabled" -}}
+{{- if has .Values.kafka.securityProtocol (list "SSL" "SASL_SSL") -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+PromQL matchers that pick this release's workers: the ServiceMonitor's targets carry the
+Service name as `job` and the namespace as `namespace`.
+*/}}
+{{- define "rill.promSelector" -}}
+namespace="{{ .Release.Namespace }}",job="{{ include "rill.name" . }}"
 {{- end -}}
