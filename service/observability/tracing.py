@@ -49,7 +49,6 @@ class BatchTracer:
     """
 
     def __init__(self, enabled: bool, exporter: str | SpanExporter = "otlp") -> None:
-        self.enabled = enabled
         self._propagator = TraceContextTextMapPropagator()
         self._tracer: trace.Tracer | None = None
         if enabled:

@@ -210,6 +210,52 @@ def test_protobuf_three_writer_versions_decode_with_the_reader_type(
     ]
 
 
+def test_output_schema_registered_at_start_and_written_with_its_id(
+    endpoints: Endpoints, registry_url: str, unique: str, tmp_path: Path
+) -> None:
+    """The worker registers the output schema when it starts (not when the plan is built)
+    and every output value carries that id."""
+    schema = tmp_path / "payment_out.avsc"
+    schema.write_text(json.dumps(PAYMENT_V2))
+    env = worker_env(
+        endpoints.bootstrap,
+        endpoints.redis_url,
+        unique,
+        input_format="json",
+        input_wire="plain",
+        input_schema="",
+        output_format="avro",
+        output_schema=str(schema),
+        output_wire="registry",
+        output_auto_register="true",
+        schema_registry_url=registry_url,
+        window_type="none",
+        filter_field="",
+        key_by="id",
+    )
+    topic, subject = env["RILL_INPUT_TOPIC"], f"{env['RILL_OUTPUT_TOPIC']}-value"
+    items: list[tuple[bytes | None, bytes | None]] = [
+        (f"p{i}".encode(), json.dumps({"id": f"p{i}", "amount": i}).encode()) for i in range(50)
+    ]
+    create_topics(endpoints.bootstrap, [topic], partitions=2)
+    produce(endpoints.bootstrap, topic, items)
+    proc = start_worker(env, tmp_path / "w.log")
+    try:
+        sink = read_all(endpoints.bootstrap, env["RILL_OUTPUT_TOPIC"], 50)
+    finally:
+        code = stop_worker(proc)
+    assert code == 0
+    registered = SchemaRegistryClient({"url": registry_url}).get_latest_version(subject)
+    parsed = fastavro.parse_schema(PAYMENT_V2)
+    got = {}
+    for r in sink:
+        value = r.value or b""
+        assert value[:5] == struct.pack(">bI", 0, registered.schema_id)
+        record = fastavro.schemaless_reader(BytesIO(value[5:]), parsed, parsed)
+        got[record["id"]] = record
+    assert got == {f"p{i}": {"id": f"p{i}", "amount": i, "currency": "EUR"} for i in range(50)}
+
+
 @pytest.fixture
 def own_registry() -> Iterator[tuple[str, int]]:
     """A registry of this test only, which it stops mid-run."""
