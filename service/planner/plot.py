@@ -41,16 +41,28 @@ def write_png(
     first = next(iter(runs.values()))
     minutes = [s.t_s / 60 for s in first]
     axes[0].plot(minutes, [s.input_rps for s in first], color="black", label="input")
-    for name, samples in runs.items():
+    for n, (name, samples) in enumerate(runs.items()):
+        c = f"C{n}"  # one colour per autoscaler across the panels
         axes[0].step(
-            minutes, [s.capacity_rps for s in samples], where="post", label=f"{name} capacity"
+            minutes,
+            [s.capacity_rps for s in samples],
+            where="post",
+            color=c,
+            label=f"{name} capacity",
         )
-        axes[1].step(minutes, [s.desired for s in samples], where="post", label=f"{name} desired")
         axes[1].step(
-            minutes, [s.ready for s in samples], where="post", linestyle="--", label=f"{name} ready"
+            minutes, [s.desired for s in samples], where="post", color=c, label=f"{name} desired"
         )
-        axes[2].plot(minutes, [s.lag for s in samples], label=name)
-        axes[3].plot(minutes, [s.lag_s for s in samples], label=name)
+        axes[1].step(
+            minutes,
+            [s.ready for s in samples],
+            where="post",
+            color=c,
+            linestyle="--",
+            label=f"{name} ready",
+        )
+        axes[2].plot(minutes, [s.lag for s in samples], color=c, label=name)
+        axes[3].plot(minutes, [s.lag_s for s in samples], color=c, label=name)
     axes[3].axhline(slo_lag_s, color="grey", linestyle=":", label=f"SLO {slo_lag_s:g} s")
     labels = ["records/s", "replicas", "lag (records)", "lag (s)"]
     for ax, label in zip(axes, labels, strict=True):
