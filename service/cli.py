@@ -54,7 +54,7 @@ def _cmd_produce_demo(settings: Settings, args: argparse.Namespace) -> int:
     common = settings.kafka.librdkafka_common()
     if partition_count(common, topic) is None:
         ensure_topics(common, [topic], args.partitions)
-    producer = BatchProducer(producer_config(settings)).start()
+    producer = BatchProducer(producer_config(settings), __version__).start()
     interval = 1.0 / args.rate if args.rate > 0 else 0.0
     started = time.monotonic()
     sent = 0
@@ -191,7 +191,7 @@ def _cmd_dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
     if args.dry_run:
         print(f"would replay {len(replay)} records to {target}")
         return 0
-    producer = BatchProducer(producer_config(settings)).start()
+    producer = BatchProducer(producer_config(settings), __version__).start()
     producer.send(replay)
     refused = producer.flush(60)
     producer.close()

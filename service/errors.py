@@ -1,4 +1,15 @@
-"""The one exception hierarchy of rill; third-party errors are raised `from` these."""
+"""The one exception hierarchy of rill; third-party errors are raised `from` these.
+
+Every failure of a dependency is mapped, at the edge that talks to it, to one of three
+kinds, and the runtime acts on the kind alone:
+
+- `TransientError`: try again later with the same inputs (broker or Redis away, timed out);
+  back-pressure retries it with backoff behind a circuit breaker.
+- `RefusedError`: this one record will never be accepted (too large, invalid); the record
+  goes to the DLQ with the reason, never away.
+- `FatalError`: the process cannot go on (a fenced transactional producer, a fatal
+  librdkafka error, a script that fails on its own inputs); restart.
+"""
 
 
 class RillError(Exception):
@@ -36,5 +47,31 @@ class EncodeError(RecordError):
         super().__init__("encode", message)
 
 
-class DeliveryError(RillError):
-    """Kafka refused to deliver a batch's outputs or DLQ entries; the batch is not committed."""
+class TransientError(RillError):
+    """A dependency failed for now; the same step is retried with the same inputs."""
+
+
+class DeliveryError(TransientError):
+    """Kafka did not deliver a batch's outputs, DLQ entries or offsets (yet)."""
+
+
+class StateError(TransientError):
+    """Redis refused or could not be reached."""
+
+
+class RefusedError(RillError):
+    """A dependency refused one record for good.
+
+    Args:
+        code: the dependency's name for the reason (e.g. MSG_SIZE_TOO_LARGE).
+        message: its message.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class FatalError(RillError):
+    """The process cannot go on; a restart (and the recovery protocol) is needed."""

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+if TYPE_CHECKING:
+    from service.processing.dlq import DlqEntry
 
 Headers: TypeAlias = list[tuple[str, bytes | None]]
+# (topic, partition) of an input partition.
+TP: TypeAlias = tuple[str, int]
 
 
 @dataclass(slots=True)
@@ -44,19 +49,25 @@ class BatchResult:
 
     Attributes:
         outputs: records for the sink.
-        dlq: records for the DLQ topic, each with its reason headers.
+        dlq: entries for the DLQ (or late) topic, each with its reason.
         filtered: how many input records a filter step dropped.
         next_offsets: per (topic, partition), the offset to commit (last + 1).
         dlq_reasons: per (stage, error class), how many DLQ entries.
+        keyed: the records that go on to the window step.
+        seqs: per input partition, the window outbox sequence this batch's delivery
+            completes (acknowledged once delivered).
+        sent: the outputs were queued to the producer already (a retried delivery only
+            waits again).
     """
 
     outputs: list[OutRecord] = field(default_factory=list)
-    dlq: list[OutRecord] = field(default_factory=list)
+    dlq: list[DlqEntry] = field(default_factory=list)
     filtered: int = 0
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     dlq_reasons: dict[tuple[str, str], int] = field(default_factory=dict)
     consumed: int = 0
     keyed: list[Any] = field(default_factory=list)
+    seqs: dict[tuple[str, int], int] = field(default_factory=dict)
     sent: bool = False
 
     def extra(self) -> dict[str, Any]:

@@ -1,18 +1,37 @@
-"""The batch producer: idempotent, waits for every delivery of a batch."""
+"""The batch producer: idempotent or transactional; DLQ entries rendered to headers here."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, cast
 
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
-from service.errors import ConfigError, DeliveryError, RillError
+from service.errors import ConfigError, DeliveryError, FatalError, RefusedError, RillError
+from service.kafka.errors import classify, from_exception
+from service.processing.dlq import DlqEntry, render
 from service.records import OutRecord
 
 log = structlog.get_logger("rill.producer")
+
+# (offset, metadata) committed for one input partition inside a transaction.
+OffsetMeta = tuple[int, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A record Kafka did not take, and why (transient, refused or fatal)."""
+
+    record: OutRecord
+    error: RillError
+
+    @property
+    def refused(self) -> bool:
+        """Kafka will never take this record."""
+        return isinstance(self.error, RefusedError)
 
 
 class BatchProducer:
@@ -20,12 +39,14 @@ class BatchProducer:
 
     Args:
         conf: librdkafka producer configuration.
+        version: rill's version, for the DLQ headers.
     """
 
-    def __init__(self, conf: dict[str, Any]) -> None:
+    def __init__(self, conf: dict[str, Any], version: str) -> None:
         self._conf = conf
+        self._version = version
         self._producer: Producer | None = None
-        self._failed: list[tuple[OutRecord, KafkaError]] = []
+        self._failed: list[Failure] = []
 
     def start(self) -> BatchProducer:
         """Create the client."""
@@ -45,13 +66,13 @@ class BatchProducer:
     def _delivered(self, err: KafkaError | None, msg: Any) -> None:
         if err is not None:
             record = OutRecord(msg.topic(), msg.key(), msg.value(), msg.headers())
-            self._failed.append((record, err))
+            self._failed.append(Failure(record, classify(err)))
 
     @property
     def client(self) -> Producer:
         """The underlying client."""
         if self._producer is None:
-            raise DeliveryError("producer used before start()")
+            raise RillError("producer used before start()")
         return self._producer
 
     def send(self, records: Iterable[OutRecord]) -> None:
@@ -64,9 +85,17 @@ class BatchProducer:
                     break
                 except BufferError:
                     poll(0.05)
+                except KafkaException as exc:
+                    # Refused before queueing (e.g. larger than message.max.bytes).
+                    self._failed.append(Failure(r, from_exception(exc)))
+                    break
 
-    def flush(self, timeout_s: float) -> list[tuple[OutRecord, KafkaError]]:
-        """Wait for every queued delivery; returns the records Kafka refused.
+    def send_dlq(self, entries: Iterable[DlqEntry]) -> None:
+        """Queue DLQ entries, each rendered to a record with its reason headers."""
+        self.send(render(e, self._version) for e in entries)
+
+    def flush(self, timeout_s: float) -> list[Failure]:
+        """Wait for every queued delivery; returns the records Kafka did not take.
 
         Raises:
             DeliveryError: deliveries still outstanding after `timeout_s`.
@@ -75,25 +104,37 @@ class BatchProducer:
         if remaining:
             raise DeliveryError(f"{remaining} records not delivered within {timeout_s}s")
         failed, self._failed = self._failed, []
+        fatal = next((f for f in failed if isinstance(f.error, FatalError)), None)
+        if fatal is not None:
+            raise fatal.error
         return failed
 
     def transaction(
         self,
         records: Iterable[OutRecord],
-        offsets: dict[tuple[str, int], tuple[int, str]],
+        dlq: Iterable[DlqEntry],
+        offsets: dict[tuple[str, int], OffsetMeta],
         group_metadata: Any,
         timeout_s: float,
     ) -> None:
-        """Produce `records` and commit `offsets` for the group in ONE Kafka transaction.
+        """Produce records and DLQ entries and commit `offsets` in ONE Kafka transaction.
 
         Raises:
             DeliveryError: the transaction was aborted (or its outcome is unknown after
                 retries); nothing of it is visible to read_committed readers.
+            FatalError: the producer is fenced or unusable.
         """
         client = self.client
         try:
             client.begin_transaction()
             self.send(records)
+            self.send_dlq(dlq)
+            if self._failed:
+                # Refused before queueing: committing would drop it silently.
+                failed = self._failed[0]
+                client.abort_transaction(timeout_s)
+                self._failed = []
+                raise DeliveryError(f"transaction aborted: {failed.error}")
             if offsets:
                 client.send_offsets_to_transaction(
                     [TopicPartition(t, p, o, meta) for (t, p), (o, meta) in offsets.items()],
@@ -102,13 +143,13 @@ class BatchProducer:
                 )
             self._commit(timeout_s)
         except KafkaException as exc:
-            err = exc.args[0]
-            if err.fatal():
-                raise RillError(f"fatal producer error, restart needed: {err}") from exc
+            error = from_exception(exc)
+            if isinstance(error, FatalError):
+                raise error from exc
             with contextlib.suppress(KafkaException):
                 client.abort_transaction(timeout_s)
             self._failed = []
-            raise DeliveryError(f"transaction aborted: {err}") from exc
+            raise DeliveryError(f"transaction aborted: {error}") from exc
 
     def _commit(self, timeout_s: float) -> None:
         for attempt in range(3):

@@ -13,7 +13,7 @@ import orjson
 
 from service.errors import RecordError
 from service.pipeline import Step
-from service.processing.dlq import add_to_dlq, dlq_record
+from service.processing.dlq import DlqEntry, add_to_dlq
 from service.processing.windows import Keyed, WindowPlan, WindowResult
 from service.records import BatchResult, InRecord, OutRecord
 from service.serde import Serde
@@ -184,53 +184,37 @@ def _window_key(items: list[tuple[Any, Any]]) -> str | None:
     return str(key)
 
 
-def encode_results(
-    results: Sequence[WindowResult], plan: Plan, now_ms: int
-) -> tuple[list[OutRecord], list[OutRecord]]:
-    """Window results as sink records; a result the output serde refuses goes to the DLQ.
+def emit(result: BatchResult, windows: Sequence[WindowResult], plan: Plan, now_ms: int) -> None:
+    """Window results into a batch: encoded to the sink, or to the DLQ when the serde refuses.
 
-    Returns:
-        (sink records, DLQ records).
+    The one path for window results, whether a batch, an idle tick or a reconcile made them.
     """
-    outputs, dlq = [], []
-    for res in results:
+    dlq: list[DlqEntry] = []
+    for res in windows:
         value = res.as_record()
         key = res.key.encode()
         try:
-            outputs.append(OutRecord(plan.output_topic, key, plan.encoder.encode(value)))
+            result.outputs.append(OutRecord(plan.output_topic, key, plan.encoder.encode(value)))
         except RecordError as exc:
-            source = InRecord(plan.output_topic, -1, -1, key, orjson.dumps(value), None, now_ms)
             dlq.append(
-                dlq_record(
-                    source,
+                DlqEntry(
                     plan.dlq_topic,
+                    key,
+                    orjson.dumps(value, default=str),
+                    None,
                     exc.stage,
                     type(exc).__name__,
                     str(exc),
-                    1,
-                    now_ms,
-                    plan.version,
+                    timestamp_ms=now_ms,
+                    source_topic=plan.output_topic,
                 )
             )
-    return outputs, dlq
+    add_to_dlq(result, dlq)
 
 
 def dlq_entry(
     plan: Plan, record: InRecord, error: RecordError, now_ms: int, attempts: int = 1
-) -> OutRecord:
-    """The DLQ record of one input record (late ones go to the late topic when set).
-
-    The error class named is that of the cause (e.g. the KeyError a step raised).
-    """
+) -> DlqEntry:
+    """The DLQ entry of one input record (late ones go to the late topic when set)."""
     topic = plan.late_topic if error.stage == "late" and plan.late_topic else plan.dlq_topic
-    cause = error.__cause__ if error.__cause__ is not None else error
-    return dlq_record(
-        record,
-        topic,
-        error.stage,
-        type(cause).__name__,
-        str(error),
-        attempts,
-        now_ms,
-        plan.version,
-    )
+    return DlqEntry.of(record, topic, error, now_ms, attempts)

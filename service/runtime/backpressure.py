@@ -10,12 +10,12 @@ from typing import TypeVar
 import structlog
 
 from service.config import Settings
-from service.errors import DeliveryError, RillError
-from service.kafka.consumer import GroupConsumer
+from service.errors import RillError, TransientError
 from service.observability.health import HealthState
 from service.observability.metrics import Metrics
+from service.records import TP
+from service.runtime.ports import Consumer
 from service.runtime.retry import STATE_VALUE, Backoff, BreakerState, CircuitBreaker
-from service.state.redis_store import TP, StateError
 
 log = structlog.get_logger("rill.backpressure")
 T = TypeVar("T")
@@ -63,7 +63,7 @@ class BackPressure:
         self.metrics.circuit_state.labels(name).set(STATE_VALUE[state])
         log.warning("circuit breaker", dependency=name, state=state)
 
-    def run(self, name: str, step: Callable[[], T], consumer: GroupConsumer) -> T:
+    def run(self, name: str, step: Callable[[], T], consumer: Consumer) -> T:
         """Run `step`, retrying transient failures with backoff behind the breaker.
 
         While it fails, the partitions are paused and the consumer keeps polling, so the
@@ -75,7 +75,7 @@ class BackPressure:
             if breaker.allow():
                 try:
                     value = step()
-                except (StateError, DeliveryError) as exc:
+                except TransientError as exc:
                     breaker.failure()
                     self.metrics.retries.labels(name).inc()
                     log.warning(
@@ -96,7 +96,7 @@ class BackPressure:
             self.set_paused(consumer, True)
             self._wait(consumer, backoff.next_delay())
 
-    def set_paused(self, consumer: GroupConsumer, paused: bool) -> None:
+    def set_paused(self, consumer: Consumer, paused: bool) -> None:
         """Pause or resume every claimed partition."""
         if paused == self.paused:
             return
@@ -111,7 +111,7 @@ class BackPressure:
             self.on_resume()
             log.info("partitions resumed", partitions=len(claimed))
 
-    def _wait(self, consumer: GroupConsumer, seconds: float) -> None:
+    def _wait(self, consumer: Consumer, seconds: float) -> None:
         """Wait while polling (paused partitions yield nothing; the group sees us alive)."""
         deadline = time.monotonic() + seconds
         while not self.stop.is_set():

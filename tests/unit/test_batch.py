@@ -34,7 +34,7 @@ def _json_plan(pipeline: Pipeline, retries: int = 2, max_bytes: int = 10_000) ->
 
 
 def _reasons(result: Any) -> list[dict[str, str]]:
-    return [dlq.reason_of(r.headers) for r in result.dlq]
+    return [dlq.reason_of(dlq.render(e, "test").headers) for e in result.dlq]
 
 
 def test_stateless_plan_transforms_demo_orders() -> None:
@@ -111,7 +111,7 @@ def test_replayed_record_reason_replaced() -> None:
     plan = _json_plan(Pipeline())
     old = [(dlq.ERROR_STAGE, b"transform"), ("keep", b"me")]
     result = process_batch([_rec(b"nope", 0, headers=old)], plan, 0)
-    headers = result.dlq[0].headers or []
+    headers = dlq.render(result.dlq[0], "test").headers or []
     assert [v for k, v in headers if k == dlq.ERROR_STAGE] == [b"decode"]
     assert ("keep", b"me") in headers
 

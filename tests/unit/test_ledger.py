@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.runtime.exactly_once import Ledger, outbox_seq, seq_meta
+from service.runtime.ledger import Ledger, outbox_seq, seq_meta
 
 
 def test_offsets_carry_outbox_sequence_and_tick_partitions_keep_their_position() -> None:

@@ -1,0 +1,353 @@
+"""Pure window aggregation: keyed records and per-partition clocks in, apply requests out;
+store replies in, window results and DLQ entries out.
+
+No Redis, no Kafka: the store is asked through `WindowStore` by `runtime.windowing`, which
+hands this module the replies. Clocks, ownership (epoch, applied offset, acknowledged
+outbox sequence) and the accumulators of user reducers live here. Records at or below a
+partition's applied offset were already applied (a replay after a crash): they never touch
+state again, which makes state exactly-once in both guarantee modes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from service.errors import FatalError, RecordError, RillError
+from service.processing.dlq import DlqEntry
+from service.processing.windows import (
+    Aggregation,
+    Component,
+    Keyed,
+    PartitionBatch,
+    PartitionClock,
+    WindowPlan,
+    WindowResult,
+    event_time,
+    ops_of,
+    record_components,
+    results,
+)
+from service.records import TP, InRecord
+from service.state.store import NO_TIME, Applied, ApplyCall, Claim, WindowRow
+
+# A user reducer's accumulator of one window: (key, start, end, component index).
+Slot = tuple[str, int, int, int]
+DlqOf = Callable[[InRecord, RecordError], DlqEntry]
+
+
+@dataclass(slots=True)
+class Owned:
+    """What this worker knows about a partition it owns."""
+
+    epoch: int
+    applied: int
+    clock: PartitionClock
+    acked: int = 0
+    last_record_wall_ms: int = 0
+    watermark_at_last_record: int = NO_TIME
+
+
+@dataclass(slots=True)
+class Prepared:
+    """One batch (or idle tick) as apply calls, before the store has seen it.
+
+    Nothing of the aggregator changes until `Aggregator.take` gets the replies, so a
+    failed round trip is retried with the very same calls.
+    """
+
+    calls: dict[TP, ApplyCall] = field(default_factory=dict)
+    clocks: dict[TP, PartitionClock] = field(default_factory=dict)
+    pending: dict[TP, dict[Slot, Any]] = field(default_factory=dict)
+    dlq: list[DlqEntry] = field(default_factory=list)
+    late: int = 0
+    skipped: int = 0
+    records: bool = True
+
+
+@dataclass(slots=True)
+class EngineResult:
+    """What one batch did to window state."""
+
+    results: list[WindowResult] = field(default_factory=list)
+    dlq: list[DlqEntry] = field(default_factory=list)
+    late: int = 0
+    fenced: set[TP] = field(default_factory=set)
+    seqs: dict[TP, int] = field(default_factory=dict)
+    skipped: int = 0
+    open_windows: dict[TP, int] = field(default_factory=dict)
+    stale: list[TP] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Outbox:
+    """What a partition's last owner left undelivered."""
+
+    results: list[WindowResult]
+    dlq: list[DlqEntry]
+    seq: int
+
+
+class Aggregator:
+    """Window aggregation for the partitions this worker owns.
+
+    Args:
+        plan: the window definition.
+        dlq_of: builds the DLQ (or late topic) entry of a late or unusable record; these
+            travel in the outbox with the state change that dropped them.
+    """
+
+    def __init__(self, plan: WindowPlan, dlq_of: DlqOf) -> None:
+        self.plan = plan
+        self.dlq_of = dlq_of
+        self.ops = ops_of(plan.aggregations)
+        self.owned: dict[TP, Owned] = {}
+        # User reducers fold in Python: their accumulators of open windows are cached
+        # here (this worker is the fenced owner) and written to the store with each batch.
+        self._custom: list[tuple[Aggregation, int]] = []
+        index = 0
+        for agg in plan.aggregations:
+            if agg.custom is not None:
+                self._custom.append((agg, index))
+            index += len(agg.ops)
+        self._accs: dict[TP, dict[Slot, Any]] = {}
+
+    @property
+    def needs_state(self) -> bool:
+        """A claim must load the open windows (user reducers fold from them)."""
+        return bool(self._custom)
+
+    def claimed(
+        self,
+        tp: TP,
+        claim: Claim,
+        now_wall_ms: int,
+        state: Mapping[tuple[str, int, int], list[Component]] | None = None,
+    ) -> None:
+        """Take ownership of `tp` as the store handed it over."""
+        self.owned[tp] = Owned(
+            claim.epoch,
+            claim.applied,
+            PartitionClock(claim.max_ts, claim.watermark),
+            last_record_wall_ms=now_wall_ms,
+            watermark_at_last_record=claim.watermark,
+        )
+        if self._custom:
+            accs: dict[Slot, Any] = {}
+            for (key, start, end), comps in (state or {}).items():
+                for _, index in self._custom:
+                    accs[(key, start, end, index)] = orjson.loads(str(comps[index]))
+            self._accs[tp] = accs
+
+    def outbox(self, claim: Claim, after_seq: int = 0) -> Outbox:
+        """The results and DLQ entries of a claim's outbox after `after_seq` (delivered)."""
+        found: list[WindowResult] = []
+        dlq: list[DlqEntry] = []
+        last = 0
+        for entry in claim.outbox:
+            last = max(last, entry.seq)
+            if entry.seq > after_seq:
+                found.extend(self.results_of(entry.rows))
+                dlq.extend(entry.dlq)
+        return Outbox(found, dlq, last)
+
+    def acknowledge(self, tp: TP, seq: int) -> None:
+        """Outputs up to `seq` of `tp` are delivered."""
+        owned = self.owned.get(tp)
+        if owned is not None and seq > owned.acked:
+            owned.acked = seq
+
+    def revoke(self, tps: Iterable[TP]) -> None:
+        """Forget partitions this worker no longer owns."""
+        for tp in tps:
+            self.owned.pop(tp, None)
+            self._accs.pop(tp, None)
+
+    def restart_idle_clocks(self, now_wall_ms: int) -> None:
+        """Time spent paused by back-pressure is not idleness: count idle time from now."""
+        for owned in self.owned.values():
+            owned.last_record_wall_ms = now_wall_ms
+
+    def prepare(
+        self, keyed: Sequence[Keyed], carry: Mapping[TP, Sequence[DlqEntry]] | None = None
+    ) -> Prepared:
+        """Pre-aggregate a batch per partition into one apply call each.
+
+        Args:
+            keyed: the batch's records that reach the window.
+            carry: more of the batch's DLQ entries per partition to keep in the outbox
+                (a new owner re-emits them with the window results).
+        """
+        out = Prepared()
+        batches: dict[TP, PartitionBatch] = {}
+        dropped: dict[TP, list[DlqEntry]] = {}
+        for item in keyed:
+            rec = item.record
+            tp = (rec.topic, rec.partition)
+            owned = self.owned.get(tp)
+            if owned is None:
+                raise RillError(f"record of {tp}, which this worker does not own")
+            if rec.offset <= owned.applied:
+                out.skipped += 1
+                continue
+            batch = batches.get(tp)
+            if batch is None:
+                batch = batches[tp] = PartitionBatch(first_offset=rec.offset)
+                out.clocks[tp] = PartitionClock(owned.clock.max_ts, owned.clock.watermark)
+            batch.last_offset = rec.offset
+            error = self._take(item, batch, out.clocks[tp], out.pending.setdefault(tp, {}))
+            if error is not None:
+                dropped.setdefault(tp, []).append(self.dlq_of(rec, error))
+                out.late += error.stage == "late"
+        for entries in dropped.values():
+            out.dlq.extend(entries)
+        for tp, batch in batches.items():
+            kept = [*dropped.get(tp, []), *(carry or {}).get(tp, [])]
+            out.calls[tp] = self._call(tp, batch, out.clocks[tp], kept)
+        return out
+
+    def prepare_tick(self, now_wall_ms: int, busy: Iterable[TP] = ()) -> Prepared:
+        """Advance the watermark of idle partitions by wall clock.
+
+        A partition is idle when no record of it arrived for the idle timeout and none
+        is waiting for it (`busy`).
+        """
+        out = Prepared(records=False)
+        timeout = self.plan.idle_timeout_ms
+        if timeout <= 0:
+            return out
+        waiting = set(busy)
+        for tp, owned in self.owned.items():
+            idle_for = now_wall_ms - owned.last_record_wall_ms
+            if tp in waiting or idle_for < timeout or owned.watermark_at_last_record <= NO_TIME:
+                continue
+            wm = max(owned.clock.watermark, owned.watermark_at_last_record + idle_for)
+            out.clocks[tp] = PartitionClock(owned.clock.max_ts, wm)
+            out.calls[tp] = self._call(tp, PartitionBatch(), out.clocks[tp], [])
+        return out
+
+    def take(
+        self, prepared: Prepared, replies: Mapping[TP, Applied], now_wall_ms: int
+    ) -> EngineResult:
+        """The store's replies to `prepared`: results, fenced and stale partitions.
+
+        A stale reply means the script ran but its reply was lost (a retried round trip):
+        the caller claims the partition again and takes its outbox.
+        """
+        out = EngineResult(dlq=prepared.dlq, late=prepared.late, skipped=prepared.skipped)
+        for tp, applied in replies.items():
+            if applied.status == "fenced":
+                out.fenced.add(tp)
+                self.revoke([tp])
+                continue
+            if applied.status == "stale":
+                out.stale.append(tp)
+                continue
+            if applied.status != "ok":
+                raise FatalError(f"apply of {tp} answered {applied.status}")
+            owned = self.owned[tp]
+            owned.clock = prepared.clocks[tp]
+            if prepared.records:
+                owned.last_record_wall_ms = now_wall_ms
+                owned.watermark_at_last_record = owned.clock.watermark
+            owned.applied = max(owned.applied, applied.applied)
+            owned.clock.watermark = max(owned.clock.watermark, applied.watermark)
+            out.seqs[tp] = applied.seq
+            out.open_windows[tp] = applied.open_windows
+            out.results.extend(self.results_of(applied.rows))
+            accs = prepared.pending.get(tp)
+            if accs:
+                cache = self._accs.setdefault(tp, {})
+                cache.update(accs)
+                watermark = owned.clock.watermark
+                for slot in [s for s in cache if s[2] <= watermark]:
+                    del cache[slot]
+        return out
+
+    def results_of(self, rows: Iterable[WindowRow]) -> list[WindowResult]:
+        """Window results of the store's rows."""
+        aggs = self.plan.aggregations
+        return [WindowResult(r.key, r.start, r.end, results(aggs, r.comps), r.final) for r in rows]
+
+    def _call(
+        self, tp: TP, batch: PartitionBatch, clock: PartitionClock, dlq: list[DlqEntry]
+    ) -> ApplyCall:
+        owned = self.owned[tp]
+        return ApplyCall(
+            epoch=owned.epoch,
+            first_offset=batch.first_offset,
+            last_offset=batch.last_offset,
+            max_ts=clock.max_ts,
+            watermark=clock.watermark,
+            ack_seq=owned.acked or -1,
+            deltas=batch.as_deltas(self.plan.spec, self.ops),
+            dlq=dlq,
+        )
+
+    def _take(
+        self,
+        item: Keyed,
+        batch: PartitionBatch,
+        clock: PartitionClock,
+        pending: dict[Slot, Any],
+    ) -> RecordError | None:
+        """Window one record into the batch; returns why it cannot be, if so."""
+        plan, rec = self.plan, item.record
+        try:
+            ts = event_time(item.value, plan.time_field, rec.timestamp_ms)
+            comps = record_components(plan.aggregations, item.value, ts, rec.offset)
+            if not clock.observe(ts, plan.spec.grace_ms):
+                return RecordError(
+                    "late",
+                    f"event time {ts} is behind the watermark {clock.watermark} "
+                    f"(grace {plan.spec.grace_ms} ms)",
+                )
+            spans = plan.spec.assign(ts)
+            if self._custom:
+                folded = self._fold(
+                    rec.topic_partition(), item.key, spans, item.value, comps, pending
+                )
+            else:
+                folded = [(span, comps) for span in spans]
+        except RecordError as exc:
+            return exc
+        for span, span_comps in folded:
+            batch.add(self.ops, item.key, span, span_comps)
+        return None
+
+    def _fold(
+        self,
+        tp: TP,
+        key: str,
+        spans: Sequence[tuple[int, int]],
+        value: Any,
+        comps: list[Component],
+        pending: dict[Slot, Any],
+    ) -> list[tuple[tuple[int, int], list[Component]]]:
+        """Fold one record into the user accumulators of its windows (into `pending`)."""
+        cache = self._accs.get(tp, {})
+        new: dict[Slot, Any] = {}
+        out = []
+        for span in spans:
+            span_comps = list(comps)
+            for agg, index in self._custom:
+                assert agg.custom is not None
+                slot = (key, span[0], span[1], index)
+                if slot in pending:
+                    acc = pending[slot]
+                elif slot in cache:
+                    acc = cache[slot]
+                else:
+                    acc = agg.custom.initializer()
+                try:
+                    acc = agg.custom.reducer(acc, value)
+                    span_comps[index] = orjson.dumps(acc).decode()
+                except Exception as exc:
+                    raise RecordError("transform", f"reducer {agg.name}: {exc}") from exc
+                new[slot] = acc
+            out.append((span, span_comps))
+        pending.update(new)
+        return out

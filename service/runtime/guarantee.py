@@ -1,0 +1,305 @@
+"""Delivery guarantees: one object per mode, so the worker never branches on the mode.
+
+A `Guarantee` does two things for the worker:
+
+- `reconcile(tp)`: on assignment, claim the partition's window state and re-emit what
+  its last owner left undelivered in the outbox;
+- `deliver(batch)`: put a batch's outputs and DLQ entries into Kafka, then mark its
+  input offsets done, in the order written in each `deliver` (the commit protocol).
+
+Both then acknowledge the window outbox sequences the delivery completed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+from service.errors import DeliveryError
+from service.kafka.producer import Failure
+from service.processing.batch import Plan, emit
+from service.processing.dlq import DlqEntry, add_to_dlq
+from service.records import TP, BatchResult
+from service.runtime.ledger import Ledger
+from service.runtime.ports import Consumer, Producer
+from service.runtime.windowing import Outbox, WindowEngine
+
+log = structlog.get_logger("rill.guarantee")
+TRUNCATED = "rill.value.truncated"
+
+
+def now_ms() -> int:
+    """Wall clock in milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """What a delivery did: sink records delivered, records Kafka refused moved to the DLQ."""
+
+    outputs: int
+    moved: int
+    commit_s: float
+
+
+OnDelivered = Callable[[BatchResult, Delivered], None]
+
+
+class Guarantee(Protocol):
+    """What the worker asks of a delivery mode."""
+
+    # The batch's DLQ entries travel in the window outbox too (a new owner that skips
+    # the applied records re-emits them).
+    carries_dlq: bool
+
+    def reconcile(self, tp: TP) -> None:
+        """Claim `tp` and re-emit what its last owner left undelivered."""
+        ...
+
+    def deliver(self, batch: BatchResult) -> Delivered:
+        """Deliver one batch and mark its offsets done."""
+        ...
+
+    def revoked(self, tps: Sequence[TP]) -> None:
+        """Partitions went away."""
+        ...
+
+    def start(self) -> None:
+        """Get the producer ready (before the consumer joins the group)."""
+        ...
+
+
+class _Base:
+    def __init__(
+        self,
+        plan: Plan,
+        producer: Producer,
+        consumer: Consumer,
+        engine: WindowEngine | None,
+        *,
+        source_topic: str,
+        timeout_s: float,
+        on_delivered: OnDelivered | None = None,
+    ) -> None:
+        self.plan = plan
+        self.producer = producer
+        self.consumer = consumer
+        self.engine = engine
+        self.source_topic = source_topic
+        self.timeout_s = timeout_s
+        self.on_delivered = on_delivered
+
+    def _acknowledge(self, seqs: dict[TP, int]) -> None:
+        if self.engine is not None:
+            for tp, seq in seqs.items():
+                self.engine.acknowledge(tp, seq)
+
+    def _done(self, batch: BatchResult, delivered: Delivered) -> Delivered:
+        self._acknowledge(batch.seqs)
+        if self.on_delivered is not None:
+            self.on_delivered(batch, delivered)
+        return delivered
+
+    def _reemit(self, tp: TP, left: Outbox, next_offsets: dict[TP, int]) -> BatchResult:
+        batch = BatchResult(next_offsets=next_offsets, seqs={tp: left.seq})
+        emit(batch, left.results, self.plan, now_ms())
+        add_to_dlq(batch, left.dlq)
+        return batch
+
+    def revoked(self, tps: Sequence[TP]) -> None:
+        """Nothing to forget by default."""
+
+    def start(self) -> None:
+        """Nothing to prepare by default."""
+
+    @staticmethod
+    def _nothing(batch: BatchResult) -> bool:
+        # An idle tick that closed nothing: only its outbox sequence to acknowledge.
+        return not (batch.outputs or batch.dlq or batch.next_offsets)
+
+
+class AtLeastOnce(_Base):
+    """Offsets are stored only after every output and DLQ entry of a batch is delivered.
+
+    A crash anywhere before step 5 redoes the batch after restart (duplicates possible,
+    nothing lost).
+    """
+
+    carries_dlq = False
+
+    def deliver(self, batch: BatchResult) -> Delivered:
+        """Deliver one batch's outputs, then mark its offsets done.
+
+        Raises:
+            DeliveryError: something is not delivered yet (the retry waits for it again);
+                the batch's offsets are not stored.
+        """
+        if self._nothing(batch):
+            return self._done(batch, Delivered(0, 0, 0.0))
+        producer = self.producer
+        # 1. Queue every sink output and DLQ entry once; librdkafka batches them per
+        #    partition. A retried call only waits for what is still queued.
+        if not batch.sent:
+            producer.send(batch.outputs)
+            producer.send_dlq(batch.dlq)
+            batch.sent = True
+        # 2. Wait for every delivery report (DeliveryError while deliveries are outstanding).
+        failed = producer.flush(self.timeout_s)
+        # 3. Transient refusals (broker away, timed out) are queued again: retry later.
+        transient = [f for f in failed if not f.refused]
+        if transient:
+            producer.send(f.record for f in transient)
+            raise DeliveryError(f"{len(transient)} deliveries failed for now: {transient[0].error}")
+        # 4. What Kafka refused for good (too large, invalid) goes to the DLQ, never away;
+        #    if the DLQ does not take it either, it is queued again and retried.
+        moved = self._refused_to_dlq([f for f in failed if f.refused])
+        # 5. Everything is delivered: store the offsets; auto-commit, revoke and close commit them.
+        started = time.perf_counter()
+        self.consumer.store_offsets(batch.next_offsets)
+        return self._done(
+            batch, Delivered(len(batch.outputs) - moved, moved, time.perf_counter() - started)
+        )
+
+    def _refused_to_dlq(self, refused: list[Failure]) -> int:
+        if not refused:
+            return 0
+        plan = self.plan
+        entries = [refused_entry(f, plan.dlq_topic, self.source_topic, now_ms()) for f in refused]
+        log.warning(
+            "records refused by Kafka moved to the DLQ",
+            count=len(entries),
+            reason=str(refused[0].error),
+        )
+        self.producer.send_dlq(entries)
+        again = self.producer.flush(self.timeout_s)
+        if again:
+            self.producer.send(f.record for f in again)
+            raise DeliveryError(f"DLQ did not take {len(again)} records: {again[0].error}")
+        return sum(1 for f in refused if f.record.topic != plan.dlq_topic)
+
+    def reconcile(self, tp: TP) -> None:
+        """Claim `tp`; deliver its outbox (at least once) and drop it."""
+        if self.engine is None:
+            return
+        left = self.engine.assign(tp, now_ms())
+        if left.results or left.dlq:
+            self.deliver(self._reemit(tp, left, {}))
+            log.info(
+                "outbox re-emitted",
+                topic=tp[0],
+                partition=tp[1],
+                results=len(left.results),
+                dlq=len(left.dlq),
+            )
+        else:
+            self._acknowledge({tp: left.seq})
+        self.engine.flush_acks([tp])
+
+
+class ExactlyOnce(_Base):
+    """Outputs, DLQ entries and input offsets in ONE Kafka transaction per delivery.
+
+    The offsets carry the window outbox sequence delivered (offset metadata), so a new
+    owner re-emits exactly the outbox entries no committed transaction delivered.
+    """
+
+    carries_dlq = True
+
+    ledger: Ledger
+
+    def __init__(
+        self,
+        plan: Plan,
+        producer: Producer,
+        consumer: Consumer,
+        engine: WindowEngine | None,
+        *,
+        source_topic: str,
+        timeout_s: float,
+        on_delivered: OnDelivered | None = None,
+    ) -> None:
+        super().__init__(
+            plan,
+            producer,
+            consumer,
+            engine,
+            source_topic=source_topic,
+            timeout_s=timeout_s,
+            on_delivered=on_delivered,
+        )
+        self.ledger = Ledger()
+
+    def deliver(self, batch: BatchResult) -> Delivered:
+        """1. the offsets to commit, each with its outbox sequence; 2. one transaction of
+        outputs, DLQ entries and offsets for the group's current generation (aborted on
+        any failure: the caller retries from 1); 3. the ledger learns what is committed.
+        """
+        if self._nothing(batch):
+            return self._done(batch, Delivered(0, 0, 0.0))
+        # 1. Offsets of the batch's partitions, and of tick-only partitions at their position.
+        offsets = self.ledger.offsets(batch.next_offsets, batch.seqs)
+        # 2. The transaction: read_committed readers see all of it or none.
+        started = time.perf_counter()
+        self.producer.transaction(
+            batch.outputs, batch.dlq, offsets, self.consumer.group_metadata(), self.timeout_s
+        )
+        # 3. Kafka has it.
+        self.ledger.committed(offsets, batch.seqs)
+        return self._done(batch, Delivered(len(batch.outputs), 0, time.perf_counter() - started))
+
+    def reconcile(self, tp: TP) -> None:
+        """Claim `tp` and re-emit exactly the outbox entries no committed transaction delivered.
+
+        They go out with the partition's offset (past the applied records) in one transaction.
+        """
+        if self.engine is None:
+            return
+        committed, meta = self.consumer.committed([tp])[tp]
+        delivered = self.ledger.claimed(tp, committed, meta)
+        left = self.engine.assign(tp, now_ms(), after_seq=delivered)
+        if left.results or left.dlq:
+            offset = max(committed, self.engine.owned[tp].applied + 1)
+            self.deliver(self._reemit(tp, left, {tp: offset}))
+            log.info(
+                "outbox re-emitted in a transaction",
+                topic=tp[0],
+                partition=tp[1],
+                results=len(left.results),
+                dlq=len(left.dlq),
+                offset=offset,
+            )
+        elif left.seq:
+            self._acknowledge({tp: left.seq})
+        self.engine.flush_acks([tp])
+
+    def revoked(self, tps: Sequence[TP]) -> None:
+        """Forget the ledger of revoked partitions."""
+        self.ledger.forget(tps)
+
+    def start(self) -> None:
+        """Fence older producers of this transactional id."""
+        self.producer.init_transactions(self.timeout_s)
+
+
+def refused_entry(failure: Failure, dlq_topic: str, source_topic: str, now: int) -> DlqEntry:
+    """A record Kafka refused for good, as a DLQ entry; a refused DLQ record loses its value."""
+    record, error = failure.record, failure.error
+    code = getattr(error, "code", type(error).__name__)
+    message = getattr(error, "message", str(error))
+    value, headers = record.value, record.headers
+    if record.topic == dlq_topic:
+        value = None
+        headers = [*(headers or []), (TRUNCATED, str(len(record.value or b"")).encode())]
+    return DlqEntry(
+        dlq_topic, record.key, value, headers, "produce", code, message, 1, now, source_topic
+    )
+
+
+GUARANTEES: dict[str, type[AtLeastOnce] | type[ExactlyOnce]] = {
+    "at_least_once": AtLeastOnce,
+    "exactly_once": ExactlyOnce,
+}

@@ -1,0 +1,115 @@
+"""The Kafka seams the runtime drives, as Protocols.
+
+`kafka.consumer.GroupConsumer` and `kafka.producer.BatchProducer` are the real ones; unit
+tests of the runtime use an in-memory twin (tests/support/memory_kafka.py). Integration
+tests use the real broker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from service.config import Settings
+from service.kafka.producer import Failure, OffsetMeta
+from service.processing.dlq import DlqEntry
+from service.processing.windows import WindowPlan
+from service.records import TP, InRecord, OutRecord
+from service.state.store import WindowStore
+
+
+class Consumer(Protocol):
+    """A group member handing out batches of plain records."""
+
+    def start(self) -> object:
+        """Join the group (assignments arrive through the callbacks given at creation)."""
+        ...
+
+    def close(self) -> None:
+        """Commit what is stored and leave the group."""
+        ...
+
+    def consume(self, max_records: int, timeout_s: float) -> list[InRecord]:
+        """Up to `max_records` records."""
+        ...
+
+    def store_offsets(self, next_offsets: dict[TP, int]) -> None:
+        """Mark offsets as done (committed by the auto-commit, a revoke or close)."""
+        ...
+
+    def committed(self, pairs: list[TP], timeout_s: float = 10.0) -> dict[TP, tuple[int, str]]:
+        """The group's committed offsets (-1 where none) and their metadata."""
+        ...
+
+    def group_metadata(self) -> Any:
+        """The group generation, for offsets committed in a transaction."""
+        ...
+
+    def rewind(self, records: list[InRecord]) -> None:
+        """Seek each partition back to the first of `records`."""
+        ...
+
+    def pause(self, pairs: list[TP]) -> None:
+        """Stop fetching these partitions while staying in the group."""
+        ...
+
+    def resume(self, pairs: list[TP]) -> None:
+        """Fetch these partitions again."""
+        ...
+
+
+class Producer(Protocol):
+    """Batches of records and DLQ entries out; idempotent or transactional."""
+
+    def close(self) -> None:
+        """Deliver what is queued, then drop the client."""
+        ...
+
+    def send(self, records: Iterable[OutRecord]) -> None:
+        """Queue records."""
+        ...
+
+    def send_dlq(self, entries: Iterable[DlqEntry]) -> None:
+        """Queue DLQ entries (rendered with their reason headers)."""
+        ...
+
+    def flush(self, timeout_s: float) -> list[Failure]:
+        """Wait for every queued delivery; the records Kafka did not take."""
+        ...
+
+    def transaction(
+        self,
+        records: Iterable[OutRecord],
+        dlq: Iterable[DlqEntry],
+        offsets: dict[TP, OffsetMeta],
+        group_metadata: Any,
+        timeout_s: float,
+    ) -> None:
+        """Records, DLQ entries and input offsets in one transaction."""
+        ...
+
+    def init_transactions(self, timeout_s: float) -> None:
+        """Fence older producers of this transactional id."""
+        ...
+
+
+PartitionsCallback = Callable[[list[TP]], None]
+StatsCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Edges:
+    """How a worker opens its clients: the real ones by default, in-memory twins in unit tests.
+
+    Attributes:
+        consumer: (settings, on_assign, on_revoke, on_stats) -> an unstarted group consumer.
+        producer: settings -> a started producer.
+        store: (settings, window plan) -> a connected window store.
+        create_topics: settings -> None, makes sure the topics exist.
+    """
+
+    consumer: Callable[[Settings, PartitionsCallback, PartitionsCallback, StatsCallback], Consumer]
+    producer: Callable[[Settings], Producer]
+    store: Callable[[Settings, WindowPlan], WindowStore]
+    create_topics: Callable[[Settings], None]

@@ -1,0 +1,219 @@
+"""An in-memory twin of the Kafka edge, for unit tests of the runtime's pure logic.
+
+It implements `service.runtime.ports.Consumer` and `Producer` over plain lists: one group,
+every partition assigned to the one consumer, transactions all-or-nothing. Faults are
+injected on cue (`refuse`, `fail_flushes`, `fail_transactions`). Integration tests use the
+real broker; this twin only lets the commit order and the worker loop be tested without one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.errors import DeliveryError, RillError
+from service.kafka.producer import Failure, OffsetMeta
+from service.processing.dlq import DlqEntry, render
+from service.records import TP, InRecord, OutRecord
+
+
+@dataclass
+class MemoryBroker:
+    """Topics as lists of records per partition, and the group's committed offsets."""
+
+    logs: dict[TP, list[OutRecord]] = field(default_factory=dict)
+    committed: dict[TP, tuple[int, str]] = field(default_factory=dict)
+    partitions: dict[str, int] = field(default_factory=dict)
+
+    def create(self, topic: str, partitions: int) -> None:
+        """A topic with this many partitions."""
+        self.partitions[topic] = partitions
+        for p in range(partitions):
+            self.logs.setdefault((topic, p), [])
+
+    def append(self, record: OutRecord, partition: int = 0) -> int:
+        """Append one record; returns its offset."""
+        log = self.logs.setdefault((record.topic, partition), [])
+        log.append(record)
+        return len(log) - 1
+
+    def records(self, topic: str) -> list[OutRecord]:
+        """Every record of a topic, partition by partition."""
+        return [r for (t, _), log in sorted(self.logs.items()) if t == topic for r in log]
+
+
+class MemoryConsumer:
+    """One group member that owns every partition of `topic`.
+
+    Args:
+        broker: where the records are.
+        topic: the input topic.
+        on_assign / on_revoke: the worker's callbacks.
+        on_idle: called when a poll finds every partition read to its end and none
+            paused (e.g. to stop the worker).
+    """
+
+    def __init__(
+        self,
+        broker: MemoryBroker,
+        topic: str,
+        on_assign: Callable[[list[TP]], None],
+        on_revoke: Callable[[list[TP]], None],
+        on_idle: Callable[[], None] | None = None,
+    ) -> None:
+        self.broker = broker
+        self.topic = topic
+        self.on_assign = on_assign
+        self.on_revoke = on_revoke
+        self.on_idle = on_idle
+        self.positions: dict[TP, int] = {}
+        self.stored: dict[TP, int] = {}
+        self.paused: set[TP] = set()
+        self.closed = False
+
+    def start(self) -> MemoryConsumer:
+        """Assign every partition, from the committed offsets."""
+        pairs = [(self.topic, p) for p in range(self.broker.partitions.get(self.topic, 1))]
+        for tp in pairs:
+            self.positions[tp] = max(self.broker.committed.get(tp, (0, ""))[0], 0)
+        self.on_assign(pairs)
+        return self
+
+    def revoke(self, pairs: list[TP]) -> None:
+        """Take partitions away, as a rebalance would."""
+        self.commit()
+        self.on_revoke(pairs)
+        for tp in pairs:
+            self.positions.pop(tp, None)
+
+    def consume(self, max_records: int, timeout_s: float) -> list[InRecord]:
+        """Up to `max_records` records of the unpaused partitions."""
+        out: list[InRecord] = []
+        for tp, pos in sorted(self.positions.items()):
+            if tp in self.paused:
+                continue
+            log = self.broker.logs.get(tp, [])
+            for offset in range(pos, min(len(log), pos + max_records - len(out))):
+                r = log[offset]
+                out.append(InRecord(tp[0], tp[1], offset, r.key, r.value, r.headers, 1_000))
+            self.positions[tp] = pos + sum(1 for r in out if r.topic_partition() == tp)
+        drained = not self.paused and all(
+            pos >= len(self.broker.logs.get(tp, [])) for tp, pos in self.positions.items()
+        )
+        if not out and drained and self.on_idle is not None:
+            self.on_idle()
+        return out
+
+    def store_offsets(self, next_offsets: dict[TP, int]) -> None:
+        """Mark offsets as done."""
+        self.stored.update(next_offsets)
+
+    def commit(self) -> None:
+        """Commit the stored offsets."""
+        for tp, offset in self.stored.items():
+            self.broker.committed[tp] = (offset, "")
+
+    def committed(self, pairs: list[TP], timeout_s: float = 10.0) -> dict[TP, tuple[int, str]]:
+        """The committed offsets (-1 where none) and their metadata."""
+        return {tp: self.broker.committed.get(tp, (-1, "")) for tp in pairs}
+
+    def group_metadata(self) -> Any:
+        """The group generation (one generation here)."""
+        return "generation-1"
+
+    def rewind(self, records: list[InRecord]) -> None:
+        """Seek back to the first of `records` per partition."""
+        for r in reversed(records):
+            self.positions[r.topic_partition()] = r.offset
+
+    def pause(self, pairs: list[TP]) -> None:
+        """Stop handing out these partitions."""
+        self.paused.update(pairs)
+
+    def resume(self, pairs: list[TP]) -> None:
+        """Hand them out again."""
+        self.paused.difference_update(pairs)
+
+    def close(self) -> None:
+        """Commit and leave."""
+        self.commit()
+        self.closed = True
+
+
+class MemoryProducer:
+    """Records queued by `send`, appended to the broker by `flush` or a transaction.
+
+    Args:
+        broker: where records go.
+        refuse: the error for a record Kafka would not take (None: taken).
+        fail_flushes: how many flushes raise DeliveryError (deliveries outstanding).
+        fail_transactions: how many transactions abort.
+    """
+
+    def __init__(
+        self,
+        broker: MemoryBroker,
+        refuse: Callable[[OutRecord], RillError | None] | None = None,
+        fail_flushes: int = 0,
+        fail_transactions: int = 0,
+    ) -> None:
+        self.broker = broker
+        self.refuse = refuse or (lambda _r: None)
+        self.fail_flushes = fail_flushes
+        self.fail_transactions = fail_transactions
+        self.queued: list[OutRecord] = []
+        self.transactions = 0
+        self.initialized = False
+
+    def send(self, records: Iterable[OutRecord]) -> None:
+        """Queue records."""
+        self.queued.extend(records)
+
+    def send_dlq(self, entries: Iterable[DlqEntry]) -> None:
+        """Queue DLQ entries, rendered."""
+        self.send(render(e, "test") for e in entries)
+
+    def flush(self, timeout_s: float) -> list[Failure]:
+        """Deliver what is queued; returns what was refused."""
+        if self.fail_flushes:
+            self.fail_flushes -= 1
+            raise DeliveryError("records not delivered within the timeout")
+        failed = []
+        for record in self.queued:
+            error = self.refuse(record)
+            if error is None:
+                self.broker.append(record)
+            else:
+                failed.append(Failure(record, error))
+        self.queued = []
+        return failed
+
+    def transaction(
+        self,
+        records: Iterable[OutRecord],
+        dlq: Iterable[DlqEntry],
+        offsets: dict[TP, OffsetMeta],
+        group_metadata: Any,
+        timeout_s: float,
+    ) -> None:
+        """All or nothing: records, DLQ entries and offsets."""
+        batch = [*records, *(render(e, "test") for e in dlq)]
+        if self.fail_transactions:
+            self.fail_transactions -= 1
+            raise DeliveryError("transaction aborted: broker away")
+        for record in batch:
+            if self.refuse(record) is not None:
+                raise DeliveryError(f"transaction aborted: {record.topic} refused a record")
+        for record in batch:
+            self.broker.append(record)
+        self.broker.committed.update(offsets)
+        self.transactions += 1
+
+    def init_transactions(self, timeout_s: float) -> None:
+        """Ready for transactions."""
+        self.initialized = True
+
+    def close(self) -> None:
+        """Nothing queued is lost here: flush it."""
+        self.flush(0)
