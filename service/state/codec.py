@@ -24,6 +24,7 @@ so comparing the strings orders them by (event time, offset).
 from __future__ import annotations
 
 import base64
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -52,6 +53,7 @@ ROWS_PART: Final = "o"
 DLQ_PART: Final = "l"
 NUMERIC_OPS: Final = frozenset({"add", "min", "max"})
 _TAG_UNSAFE = re.compile(r"[{}]")
+_INTEGER = re.compile(r"-?[0-9]+")
 _WINDOW_ID = re.compile(r"^(-?\d+)\|(-?\d+)\|(.*)$", re.DOTALL)
 
 
@@ -59,25 +61,39 @@ _WINDOW_ID = re.compile(r"^(-?\d+)\|(-?\d+)\|(.*)$", re.DOTALL)
 
 
 def encode_components(comps: Sequence[Component]) -> str:
-    """Components as one string for the script (floats round-trip exactly via repr)."""
-    return SEP.join(repr(c) if isinstance(c, float) else c for c in comps)
+    """Components as one string for the script.
+
+    Floats are written with `repr` (round-trips exactly, and always has a `.`, an `e` or
+    is inf/nan); ints as plain digits, so the scripts keep them exact integers.
+    """
+    return SEP.join(c if isinstance(c, str) else repr(c) for c in comps)
 
 
 def decode_components(ops: Sequence[Op], text: str) -> list[Component]:
-    """The inverse of `encode_components`: numeric ops give floats, the others text."""
+    """The inverse of `encode_components`: numeric ops give ints (plain digits) or
+    floats, the others text."""
     parts = text.split(SEP)
-    return [float(p) if op in NUMERIC_OPS else p for op, p in zip(ops, parts, strict=True)]
+    return [_number(p) if op in NUMERIC_OPS else p for op, p in zip(ops, parts, strict=True)]
+
+
+def _number(text: str) -> int | float:
+    return int(text) if _INTEGER.fullmatch(text) else float(text)
 
 
 def pack_ordered(ts: int, offset: int, value: Any) -> str:
     """A first/last component: sorts as text by (event time, offset), carries the value.
 
     Args:
-        ts: event time in ms (non-negative).
+        ts: event time in ms, above -10**15 (a negative one is `-` and ts + 10**15 in
+            15 digits, which sorts below every non-negative one and in time order).
         offset: the record's offset.
         value: any JSON-serializable value (others are written with `str`).
     """
-    return f"{ts:016d}{offset:016d}" + orjson.dumps(value, default=str).decode()
+    try:
+        text = orjson.dumps(value, default=str).decode()
+    except TypeError:  # an integer beyond 64 bits (or a non-text dict key): json writes it
+        text = json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
+    return (f"{ts:016d}" if ts >= 0 else f"-{ts + 10**15:015d}") + f"{offset:016d}" + text
 
 
 def unpack_ordered(text: str) -> Any:

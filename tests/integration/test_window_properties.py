@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 
 from service.state.client import RedisClient, connect
 from service.state.codec import StateLayout
@@ -45,6 +45,7 @@ def make_store(redis_client: RedisClient) -> props.StoreFactory:
     max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(raw=props.records_st, cuts=props.cuts_st)
+@example(**props.SPLIT_WINDOW)
 def test_windows_equal_reference_model(
     make_store: props.StoreFactory,
     kind: str,

@@ -172,3 +172,12 @@ def test_state_in_a_layout_this_version_cannot_read_is_fatal() -> None:
     store.client.hset(store.keys(TP0).outbox, "1:zz", "?")
     with pytest.raises(RillError, match="not in the layout"):
         store.claim(TP0)
+
+
+def test_two_batches_of_one_window_merge_in_the_script() -> None:
+    """A window fed by two batches holds both: count and sum add, max keeps the larger."""
+    store = _store()
+    claim = store.claim(TP0)
+    store.apply({TP0: _call(claim, 0, 0, 10, [Delta("k", 0, 100, [1.0, 5.0])])})
+    store.apply({TP0: _call(claim, 1, 1, 20, [Delta("k", 0, 100, [2.0, 3.0])])})
+    assert store.load_state(TP0) == {("k", 0, 100): [3.0, 5.0]}

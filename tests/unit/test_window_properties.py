@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import fakeredis
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 
 from service.state.codec import StateLayout
 from service.state.memory import MemoryWindowStore
@@ -26,6 +26,7 @@ def _memory() -> props.StoreFactory:
 @pytest.mark.parametrize("kind", list(props.SPECS))
 @settings(max_examples=100, deadline=None)
 @given(raw=props.records_st, cuts=props.cuts_st)
+@example(**props.SPLIT_WINDOW)
 def test_windows_equal_reference_model(
     kind: str, emit: str, raw: list[tuple[int, str, int, int]], cuts: list[int]
 ) -> None:
