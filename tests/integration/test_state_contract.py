@@ -9,22 +9,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from service.processing.windows import Component
-from service.state.client import RedisClient, connect
-from tests.integration.conftest import Endpoints
+from service.state.client import RedisClient
 from tests.support import state_contract as contract
+from tests.support.redis_clients import MODES, real_redis
 
 pytestmark = pytest.mark.integration
 
 KINDS = ["tumbling", "hopping", "sliding", "session"]
 
 
-@pytest.fixture(params=["single", "cluster"])
-def client(request: pytest.FixtureRequest, endpoints: Endpoints) -> Iterator[RedisClient]:
+@pytest.fixture(params=MODES)
+def client(request: pytest.FixtureRequest) -> Iterator[RedisClient]:
     """A client of the real Redis, or of the real 3-node Redis Cluster."""
-    if request.param == "cluster":
-        made = connect(request.getfixturevalue("redis_cluster_url"), cluster=True)
-    else:
-        made = connect(endpoints.redis_url)
+    made = real_redis(request)
     yield made
     made.close()
 

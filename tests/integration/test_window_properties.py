@@ -8,25 +8,22 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 
-from service.state.client import RedisClient, connect
+from service.state.client import RedisClient
 from service.state.codec import StateLayout
 from service.state.redis_store import RedisWindowStore
 from service.state.store import WindowStore
-from tests.integration.conftest import Endpoints
 from tests.support import window_properties as props
+from tests.support.redis_clients import MODES, real_redis
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["single", "cluster"])
-def redis_client(request: pytest.FixtureRequest, endpoints: Endpoints) -> Iterator[RedisClient]:
+@pytest.fixture(params=MODES)
+def redis_client(request: pytest.FixtureRequest) -> Iterator[RedisClient]:
     """A client of the real Redis, or of the real 3-node Redis Cluster."""
-    if request.param == "cluster":
-        client = connect(request.getfixturevalue("redis_cluster_url"), cluster=True)
-    else:
-        client = connect(endpoints.redis_url)
-    yield client
-    client.close()
+    made = real_redis(request)
+    yield made
+    made.close()
 
 
 @pytest.fixture
