@@ -26,6 +26,7 @@ import orjson
 
 from service.errors import ConfigError, RecordError
 from service.records import InRecord
+from service.state.codec import pack_ordered, unpack_ordered
 
 WindowKind: TypeAlias = Literal["tumbling", "hopping", "sliding", "session"]
 WINDOW_KINDS: tuple[WindowKind, ...] = ("tumbling", "hopping", "sliding", "session")
@@ -33,7 +34,6 @@ EMIT_MODES = ("final", "update")
 Op: TypeAlias = Literal["add", "min", "max", "first", "last", "set"]
 Component: TypeAlias = float | str
 AGG_FUNCTIONS = ("count", "sum", "min", "max", "mean", "first", "last")
-SEP = "\x1f"
 
 
 def _arg(name: str) -> str:
@@ -203,7 +203,7 @@ def record_components(
         except (KeyError, TypeError):
             raise RecordError("transform", f"aggregate field {agg.field!r} is missing") from None
         if agg.fn in ("first", "last"):
-            out.append(f"{ts:016d}{offset:016d}" + orjson.dumps(got, default=str).decode())
+            out.append(pack_ordered(ts, offset, got))
         elif agg.fn == "mean":
             out.extend((_number(got, agg), 1.0))
         else:
@@ -230,19 +230,6 @@ def merge(ops: Sequence[Op], a: Sequence[Component], b: Sequence[Component]) -> 
     return out
 
 
-def encode_components(comps: Sequence[Component]) -> str:
-    """Components as one string for the script (floats round-trip exactly via repr)."""
-    return SEP.join(repr(c) if isinstance(c, float) else c for c in comps)
-
-
-def decode_components(ops: Sequence[Op], text: str) -> list[Component]:
-    """The inverse of `encode_components`, for what the script returns."""
-    parts = text.split(SEP)
-    return [
-        float(p) if op in ("add", "min", "max") else p for op, p in zip(ops, parts, strict=True)
-    ]
-
-
 def results(aggs: Sequence[Aggregation], comps: Sequence[Component]) -> dict[str, Any]:
     """Final values of the aggregates from their components."""
     out: dict[str, Any] = {}
@@ -260,7 +247,7 @@ def results(aggs: Sequence[Aggregation], comps: Sequence[Component]) -> dict[str
         elif agg.fn == "custom":
             out[agg.name] = orjson.loads(str(comp))
         elif agg.fn in ("first", "last"):
-            out[agg.name] = orjson.loads(str(comp)[32:])
+            out[agg.name] = unpack_ordered(str(comp))
         else:
             out[agg.name] = float(comp)
     return out
