@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from contextlib import ExitStack
+from dataclasses import replace
 
 from service import __version__
 from service.config import Settings, WindowSettings
@@ -64,6 +65,10 @@ def build_plan(settings: Settings) -> Plan:
     pipeline = build_pipeline(settings)
     serdes = build_serdes(settings)
     topics, limits = settings.topics, settings.pipeline
+    window = pipeline.window_plan if limits.app else build_window(settings.window)
+    if window is not None:
+        # RILL_WINDOW_MAX_FUTURE_MS holds for the Python API's window too.
+        window = replace(window, max_future_ms=settings.window.max_future_ms)
     return Plan(
         decoder=pipeline.decoder or serdes.decoder,
         encoder=pipeline.encoder or serdes.encoder,
@@ -73,8 +78,9 @@ def build_plan(settings: Settings) -> Plan:
         max_record_bytes=limits.max_record_bytes,
         transform_retries=limits.transform_retries,
         version=__version__,
-        window=pipeline.window_plan if limits.app else build_window(settings.window),
+        window=window,
         late_topic=topics.late,
+        max_message_bytes=settings.producer.message_max_bytes,
         resolver=serdes.registry,
     )
 

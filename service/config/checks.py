@@ -35,6 +35,12 @@ def check_settings(s: Settings) -> None:
             "health_stall_s must be below max_poll_interval_ms, so liveness fails before "
             "the group evicts the worker: lower RILL_HEALTH_STALL_S"
         )
+    if "producer.message.max.bytes" in s.kafka.extra:
+        # process_batch checks outputs and DLQ copies against the same limit.
+        raise ValueError(
+            "set the producer's message.max.bytes with RILL_PRODUCER_MESSAGE_MAX_BYTES, "
+            "not in RILL_KAFKA_EXTRA"
+        )
 
 
 def check_side(serde: SerdeSettings, registry_url: str | None) -> None:

@@ -106,6 +106,7 @@ class Settings(BaseSettings):
     schema_registry_ca_location: str | None = None
     schema_registry_timeout_s: float = Field(default=5.0, gt=0)
     schema_registry_retries: int = Field(default=3, ge=1, le=20)
+    schema_registry_retry_interval_s: float = Field(default=30.0, gt=0)
     output_subject_strategy: Literal["topic", "record", "topic_record"] = "topic"
     output_auto_register: bool = False
 
@@ -127,6 +128,7 @@ class Settings(BaseSettings):
     window_time_field: str | None = "created_at"
     window_emit: Literal["final", "update"] = "final"
     window_idle_timeout_ms: int = Field(default=5_000, ge=0)
+    window_max_future_ms: int = Field(default=3_600_000, ge=0)
     aggregates: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["count", "sum:amount as total", "max:amount", "mean:amount"]
     )
@@ -141,6 +143,7 @@ class Settings(BaseSettings):
     producer_linger_ms: int = Field(default=20, ge=0, le=60_000)
     producer_batch_bytes: int = Field(default=1_048_576, gt=0)
     producer_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    producer_message_max_bytes: int = Field(default=1_000_000, ge=1_000, le=1_000_000_000)
 
     # Redis (window state).
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:16379/0")

@@ -134,6 +134,7 @@ class ProducerSettings:
     compression: str
     queue_kbytes: int
     delivery_timeout_s: float
+    message_max_bytes: int
 
     @classmethod
     def of(cls, s: Settings) -> ProducerSettings:
@@ -144,6 +145,7 @@ class ProducerSettings:
             compression=s.producer_compression,
             queue_kbytes=s.producer_queue_kbytes,
             delivery_timeout_s=s.delivery_timeout_s,
+            message_max_bytes=s.producer_message_max_bytes,
         )
 
 
@@ -209,6 +211,7 @@ class RegistrySettings:
     ca_location: str | None
     timeout_s: float
     retries: int
+    retry_interval_s: float
     subject_strategy: Literal["topic", "record", "topic_record"]
     auto_register: bool
 
@@ -222,6 +225,7 @@ class RegistrySettings:
             ca_location=s.schema_registry_ca_location,
             timeout_s=s.schema_registry_timeout_s,
             retries=s.schema_registry_retries,
+            retry_interval_s=s.schema_registry_retry_interval_s,
             subject_strategy=s.output_subject_strategy,
             auto_register=s.output_auto_register,
         )
@@ -279,6 +283,7 @@ class WindowSettings:
     emit: Literal["final", "update"]
     idle_timeout_ms: int
     aggregates: tuple[str, ...]
+    max_future_ms: int
 
     @classmethod
     def of(cls, s: Settings) -> WindowSettings:
@@ -293,6 +298,7 @@ class WindowSettings:
             emit=s.window_emit,
             idle_timeout_ms=s.window_idle_timeout_ms,
             aggregates=tuple(s.aggregates),
+            max_future_ms=s.window_max_future_ms,
         )
 
 

@@ -46,6 +46,8 @@ def producer_config(settings: Settings) -> dict[str, Any]:
             "compression.type": producer.compression,
             "message.timeout.ms": int(producer.delivery_timeout_s * 1000),
             "queue.buffering.max.kbytes": producer.queue_kbytes,
+            # The limit process_batch checks outputs and DLQ copies against.
+            "message.max.bytes": producer.message_max_bytes,
         }
     )
     if kafka.exactly_once:

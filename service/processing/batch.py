@@ -6,7 +6,7 @@ Every input record ends in exactly one place: outputs, the DLQ, or the filtered 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -14,7 +14,14 @@ import orjson
 from service.errors import RecordError
 from service.pipeline import Step
 from service.processing.dlq import DlqEntry, add_to_dlq
-from service.processing.windows import Keyed, WindowPlan, WindowResult
+from service.processing.sizes import fit_dlq, too_large
+from service.processing.windows import (
+    Keyed,
+    WindowPlan,
+    WindowResult,
+    check_future,
+    event_time,
+)
 from service.records import BatchResult, InRecord, OutRecord
 from service.serde import Serde
 
@@ -33,6 +40,8 @@ class Plan:
     version: str
     window: WindowPlan | None = None
     late_topic: str | None = None
+    # The producer's message.max.bytes: no output or DLQ record over it is produced.
+    max_message_bytes: int = 1_000_000
     # The schema registry edge (fills the decoder's schema cache before each batch);
     # held here so the worker finds it, never called by the pure functions.
     resolver: Any = None
@@ -71,9 +80,23 @@ def _new_key(step: Step, value: Any) -> Any:
     return key
 
 
+@dataclass(frozen=True, slots=True)
+class ItemError:
+    """In place of the key of a flat_map item that a later step refused (a null key_by):
+    that item alone goes to the DLQ."""
+
+    error: RecordError
+
+
 def _run_many(steps: Sequence[Step], items: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
-    """The steps after a flat_map, on each of its outputs."""
-    return [out for key, value in items for out in run_steps(steps, key, value)]
+    """The steps after a flat_map, on each of its outputs, each on its own."""
+    out: list[tuple[Any, Any]] = []
+    for key, value in items:
+        try:
+            out.extend(run_steps(steps, key, value))
+        except RecordError as exc:
+            out.append((ItemError(exc), value))
+    return out
 
 
 def _transform(
@@ -136,52 +159,144 @@ def process_batch(records: Sequence[InRecord], plan: Plan, now_ms: int) -> Batch
             result.filtered += 1
             continue
         if plan.window is not None:
-            window_key = _window_key(items)
-            if window_key is None:
-                to_dlq(
-                    record,
-                    RecordError(
-                        "transform",
-                        "a windowed aggregation needs a key: set key_by, or produce keyed records",
-                    ),
-                    attempts,
-                )
+            keyed, failed = to_window(plan.window, record, items, now_ms)
+        else:
+            keyed, failed = [], _item_errors(items)
+        if failed:
+            if len(failed) == len(items):
+                to_dlq(record, _whole(failed, len(items)), attempts)
                 continue
-            result.keyed.extend(Keyed(record, window_key, v) for _, v in items)
+            add_to_dlq(result, item_entries(plan, record, failed, len(items), attempts, now_ms))
+        if plan.window is not None:
+            result.keyed.extend(keyed)
             continue
         try:
             encoded = [
                 OutRecord(plan.output_topic, encode_key(k), plan.encoder.encode(v), None)
                 for k, v in items
+                if not isinstance(k, ItemError)
             ]
         except RecordError as exc:
             to_dlq(record, exc, attempts)
             continue
-        too_big = next(
-            (o for o in encoded if o.value and len(o.value) > plan.max_record_bytes), None
-        )
-        if too_big is not None:
-            to_dlq(
-                record,
-                RecordError(
-                    "encode",
-                    f"output of {len(too_big.value or b'')} bytes "
-                    f"exceeds max_record_bytes={plan.max_record_bytes}",
-                ),
-                attempts,
-            )
+        why = _oversize(encoded, plan)
+        if why is not None:
+            to_dlq(record, RecordError("encode", why), attempts)
             continue
         outputs.extend(encoded)
     return result
 
 
-def _window_key(items: list[tuple[Any, Any]]) -> str | None:
-    key = items[0][0]
+def _oversize(encoded: Sequence[OutRecord], plan: Plan) -> str | None:
+    """Why one of a record's outputs cannot be produced, or None."""
+    for out in encoded:
+        if out.value and len(out.value) > plan.max_record_bytes:
+            return (
+                f"output of {len(out.value)} bytes exceeds max_record_bytes={plan.max_record_bytes}"
+            )
+        why = too_large(out, plan.max_message_bytes)
+        if why is not None:
+            return why
+    return None
+
+
+NULL_KEY = "a windowed aggregation needs a key: set key_by, or produce keyed records"
+
+
+def window_key(key: Any) -> str | None:
+    """The window key of an item's key (None: the item has none)."""
     if key is None:
         return None
     if isinstance(key, bytes):
         return key.decode("utf-8", "replace")
     return str(key)
+
+
+# (index among the record's items, key, value, why) of an item that goes to the DLQ.
+Failed = tuple[int, Any, Any, RecordError]
+
+
+def _item_errors(items: Sequence[tuple[Any, Any]]) -> list[Failed]:
+    return [(i, None, v, k.error) for i, (k, v) in enumerate(items) if isinstance(k, ItemError)]
+
+
+def to_window(
+    window: WindowPlan, record: InRecord, items: Sequence[tuple[Any, Any]], now_ms: int
+) -> tuple[list[Keyed], list[Failed]]:
+    """A record's items on their way into the window, each under its own key.
+
+    An item without a key, or with an event time no window can take (missing, not
+    finite, outside the years 1-9999, more than `window.max_future_ms` ahead of the wall
+    clock) does not reach the window.
+
+    Returns:
+        (items for the window, items that fail and why).
+    """
+    keyed: list[Keyed] = []
+    failed: list[Failed] = []
+    for index, (key, value) in enumerate(items):
+        error = _unwindowable(window, record, key, value, now_ms)
+        if error is None:
+            keyed.append(Keyed(record, str(window_key(key)), value))
+        else:
+            failed.append((index, None if isinstance(key, ItemError) else key, value, error))
+    return keyed, failed
+
+
+def _whole(failed: Sequence[Failed], count: int) -> RecordError:
+    """The reason of a record none of whose items could go on (the first item's)."""
+    error = failed[0][3]
+    return _renamed(error, f"{error} (all {count} items)") if count > 1 else error
+
+
+def item_entries(
+    plan: Plan,
+    record: InRecord,
+    failed: Sequence[Failed],
+    count: int,
+    attempts: int,
+    now_ms: int,
+) -> list[DlqEntry]:
+    """DLQ entries of some of a record's items (the others went on).
+
+    When every item fails the record itself is the DLQ entry (replayable as it is);
+    when only some do, each is one: the item as JSON under its key, with the record's
+    reason and source position (`item i of n: ...`).
+    """
+    entries = []
+    for index, key, value, error in failed:
+        entry = DlqEntry.of(
+            record,
+            plan.dlq_topic,
+            _renamed(error, f"item {index + 1} of {count}: {error}"),
+            now_ms,
+            attempts,
+        )
+        item = replace(entry, key=encode_key(key), value=orjson.dumps(value, default=str))
+        entries.append(fit_dlq(item, plan.version, plan.max_message_bytes))
+    return entries
+
+
+def _unwindowable(
+    window: WindowPlan, record: InRecord, key: Any, value: Any, now_ms: int
+) -> RecordError | None:
+    """Why one item cannot be windowed, or None."""
+    if isinstance(key, ItemError):
+        return key.error
+    if key is None:
+        return RecordError("transform", NULL_KEY)
+    try:
+        ts = event_time(value, window.time_field, record.timestamp_ms)
+    except RecordError as exc:
+        return exc
+    return check_future(ts, now_ms, window.max_future_ms)
+
+
+def _renamed(error: RecordError, message: str) -> RecordError:
+    """`error` with another message (same stage and cause)."""
+    out = RecordError(error.stage, message)
+    out.__cause__ = error.__cause__
+    return out
 
 
 def emit(result: BatchResult, windows: Sequence[WindowResult], plan: Plan, now_ms: int) -> None:
@@ -194,27 +309,36 @@ def emit(result: BatchResult, windows: Sequence[WindowResult], plan: Plan, now_m
         value = res.as_record()
         key = res.key.encode()
         try:
-            result.outputs.append(OutRecord(plan.output_topic, key, plan.encoder.encode(value)))
+            out = OutRecord(plan.output_topic, key, plan.encoder.encode(value))
+            why = too_large(out, plan.max_message_bytes)
+            if why is not None:
+                raise RecordError("encode", why)
         except RecordError as exc:
-            dlq.append(
-                DlqEntry(
-                    plan.dlq_topic,
-                    key,
-                    orjson.dumps(value, default=str),
-                    None,
-                    exc.stage,
-                    type(exc).__name__,
-                    str(exc),
-                    timestamp_ms=now_ms,
-                    source_topic=plan.output_topic,
-                )
+            entry = DlqEntry(
+                plan.dlq_topic,
+                key,
+                orjson.dumps(value, default=str),
+                None,
+                exc.stage,
+                type(exc).__name__,
+                str(exc),
+                timestamp_ms=now_ms,
+                source_topic=plan.output_topic,
             )
+            dlq.append(fit_dlq(entry, plan.version, plan.max_message_bytes))
+            continue
+        result.outputs.append(out)
     add_to_dlq(result, dlq)
 
 
 def dlq_entry(
     plan: Plan, record: InRecord, error: RecordError, now_ms: int, attempts: int = 1
 ) -> DlqEntry:
-    """The DLQ entry of one input record (late ones go to the late topic when set)."""
+    """The DLQ entry of one input record (late ones go to the late topic when set).
+
+    A copy that would exceed the producer's limit keeps a reference to the source record
+    instead of its value (`sizes.fit_dlq`).
+    """
     topic = plan.late_topic if error.stage == "late" and plan.late_topic else plan.dlq_topic
-    return DlqEntry.of(record, topic, error, now_ms, attempts)
+    entry = DlqEntry.of(record, topic, error, now_ms, attempts)
+    return fit_dlq(entry, plan.version, plan.max_message_bytes)

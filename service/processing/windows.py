@@ -12,12 +12,19 @@ window never receives another record.
   the window is `[first, last + gap)`.
 
 Aggregates are lists of components, each merged by one associative operation (`add`,
-`min`, `max`, `first`, `last`); the Redis script merges them the same way.
+`min`, `max`, `first`, `last`); the Redis script merges them the same way. Numeric
+components stay integers while every input is an integer (exact at any size, in Python
+and in the scripts), and become floats once a float is merged in.
+
+Event times are integer milliseconds within the years 1-9999 (`EARLIEST_MS`,
+`LATEST_MS`); a non-finite, unparsable or out-of-range time is a DLQ entry, never a crash.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
@@ -32,8 +39,15 @@ WindowKind: TypeAlias = Literal["tumbling", "hopping", "sliding", "session"]
 WINDOW_KINDS: tuple[WindowKind, ...] = ("tumbling", "hopping", "sliding", "session")
 EMIT_MODES = ("final", "update")
 Op: TypeAlias = Literal["add", "min", "max", "first", "last", "set"]
-Component: TypeAlias = float | str
+Component: TypeAlias = int | float | str
+Number: TypeAlias = int | float
 AGG_FUNCTIONS = ("count", "sum", "min", "max", "mean", "first", "last")
+# Event times a datetime can hold (0001-01-01 to 9999-12-31, UTC): the range every
+# encoding of a time (first/last ordering, Avro timestamp-millis, ISO text) represents.
+EARLIEST_MS = -62_135_596_800_000
+LATEST_MS = 253_402_300_799_999
+DEFAULT_MAX_FUTURE_MS = 3_600_000
+_INTEGER = re.compile(r"-?[0-9]+")
 
 
 def _arg(name: str) -> str:
@@ -180,10 +194,18 @@ def ops_of(aggs: Sequence[Aggregation]) -> list[Op]:
     return [op for agg in aggs for op in agg.ops]
 
 
-def _number(value: Any, agg: Aggregation) -> float:
+def _number(value: Any, agg: Aggregation) -> Number:
+    """The field's number as it is: an int stays an int, so sums of ints stay exact."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise RecordError("transform", f"{agg.fn}:{agg.field} needs a number, got {value!r}")
-    return float(value)
+    return value
+
+
+def _num(comp: Component) -> Number:
+    """A numeric component (text only where a caller kept the stored form)."""
+    if isinstance(comp, str):
+        return int(comp) if _INTEGER.fullmatch(comp) else float(comp)
+    return comp
 
 
 def record_components(
@@ -193,7 +215,7 @@ def record_components(
     out: list[Component] = []
     for agg in aggs:
         if agg.fn == "count":
-            out.append(1.0)
+            out.append(1)
             continue
         if agg.fn == "custom":
             out.append("")  # the window engine folds it from the stored accumulator
@@ -205,22 +227,26 @@ def record_components(
         if agg.fn in ("first", "last"):
             out.append(pack_ordered(ts, offset, got))
         elif agg.fn == "mean":
-            out.extend((_number(got, agg), 1.0))
+            out.extend((_number(got, agg), 1))
         else:
             out.append(_number(got, agg))
     return out
 
 
 def merge(ops: Sequence[Op], a: Sequence[Component], b: Sequence[Component]) -> list[Component]:
-    """Merge two component lists (the same rule as the Redis script)."""
+    """Merge two component lists (the same rule as the Redis script).
+
+    int + int stays an int (exact at any size); min and max keep the winning component
+    as it is (the first of equals).
+    """
     out: list[Component] = []
     for op, x, y in zip(ops, a, b, strict=True):
         if op == "add":
-            out.append(float(x) + float(y))
+            out.append(_num(x) + _num(y))
         elif op == "min":
-            out.append(min(float(x), float(y)))
+            out.append(x if _num(x) <= _num(y) else y)
         elif op == "max":
-            out.append(max(float(x), float(y)))
+            out.append(x if _num(x) >= _num(y) else y)
         elif op == "first":
             out.append(min(str(x), str(y)))
         elif op == "set":
@@ -236,36 +262,91 @@ def results(aggs: Sequence[Aggregation], comps: Sequence[Component]) -> dict[str
     i = 0
     for agg in aggs:
         if agg.fn == "mean":
-            total, count = float(comps[i]), float(comps[i + 1])
+            total, count = _num(comps[i]), _num(comps[i + 1])
             out[agg.name] = total / count if count else None
             i += 2
             continue
         comp = comps[i]
         i += 1
         if agg.fn == "count":
-            out[agg.name] = int(float(comp))
+            out[agg.name] = int(_num(comp))
         elif agg.fn == "custom":
             out[agg.name] = orjson.loads(str(comp))
         elif agg.fn in ("first", "last"):
             out[agg.name] = unpack_ordered(str(comp))
         else:
-            out[agg.name] = float(comp)
+            out[agg.name] = _num(comp)
     return out
 
 
+class EventTimeError(ValueError):
+    """An event time no window can hold (non-finite, out of range, too far ahead).
+
+    The DLQ entry names this class, so such records can be found and replayed
+    (`rill dlq replay --error-class EventTimeError`), e.g. once the future has come.
+    """
+
+
+def _time_error(message: str) -> RecordError:
+    error = RecordError("transform", message)
+    error.__cause__ = EventTimeError(message)
+    return error
+
+
+def datetime_ms(value: dt.datetime) -> int:
+    """Milliseconds since the epoch, exactly (a naive datetime is local time, as in Python).
+
+    The whole seconds are an exact float; the milliseconds come from the integer
+    microseconds, never through a float product (which is 1 ms off for some times).
+    """
+    try:
+        seconds = int(value.replace(microsecond=0).timestamp())
+    except (OverflowError, OSError, ValueError) as exc:
+        raise _time_error(f"event time {value!r} cannot be converted: {exc}") from None
+    return seconds * 1000 + value.microsecond // 1000
+
+
 def event_time(value: Any, time_field: str | None, kafka_ts: int) -> int:
-    """Event time in ms: a field (int ms, float ms, datetime) or the Kafka timestamp."""
+    """Event time in ms: a field (int ms, float ms, datetime) or the Kafka timestamp.
+
+    Raises:
+        RecordError: the field is missing or not a time, not finite, or outside the years
+            1-9999 (`EARLIEST_MS`..`LATEST_MS`); stage transform, cause `EventTimeError`.
+    """
     if time_field is None:
-        return kafka_ts
+        return in_range(kafka_ts, "the Kafka timestamp")
     try:
         got = value[time_field]
     except (KeyError, TypeError):
         raise RecordError("transform", f"event time field {time_field!r} is missing") from None
     if isinstance(got, dt.datetime):
-        return int(got.timestamp() * 1000)
+        return in_range(datetime_ms(got), f"event time field {time_field!r}")
+    if isinstance(got, float) and not math.isfinite(got):
+        raise _time_error(f"event time field {time_field!r} is not finite: {got!r}")
     if isinstance(got, int | float) and not isinstance(got, bool):
-        return int(got)
+        return in_range(int(got), f"event time field {time_field!r}")
     raise RecordError("transform", f"event time field {time_field!r} is not a timestamp: {got!r}")
+
+
+def in_range(ts: int, what: str) -> int:
+    """`ts` when it is within the years 1-9999, else a RecordError naming `what`."""
+    if not EARLIEST_MS <= ts <= LATEST_MS:
+        raise _time_error(f"{what} is {ts} ms, outside the years 1-9999")
+    return ts
+
+
+def check_future(ts: int, now_ms: int, max_future_ms: int) -> RecordError | None:
+    """Why `ts` is too far ahead of the wall clock to be windowed, or None (0: no limit).
+
+    One such record would move its partition's watermark for good, making every later
+    record late; it goes to the DLQ instead.
+    """
+    if max_future_ms <= 0 or ts <= now_ms + max_future_ms:
+        return None
+    return _time_error(
+        f"event time {ts} is {ts - now_ms} ms ahead of the wall clock {now_ms} "
+        f"(RILL_WINDOW_MAX_FUTURE_MS={max_future_ms})"
+    )
 
 
 @dataclass(slots=True)
@@ -343,6 +424,10 @@ def merge_sessions(seeds: Iterable[Delta], ops: Sequence[Op]) -> Iterable[Delta]
 class WindowPlan:
     """The window step of a pipeline.
 
+    Attributes:
+        max_future_ms: a record whose event time is further than this ahead of the wall
+            clock goes to the DLQ (0: no limit).
+
     Raises:
         ConfigError: no aggregations, an unknown emit mode or a negative idle timeout.
     """
@@ -352,6 +437,7 @@ class WindowPlan:
     time_field: str | None
     emit: str
     idle_timeout_ms: int
+    max_future_ms: int = DEFAULT_MAX_FUTURE_MS
 
     def __post_init__(self) -> None:
         if not self.aggregations:
@@ -365,6 +451,10 @@ class WindowPlan:
             raise ConfigError(
                 f"idle_timeout_ms must be >= 0 (got {self.idle_timeout_ms}): use 0 to never "
                 "advance an idle partition's watermark"
+            )
+        if self.max_future_ms < 0:
+            raise ConfigError(
+                f"max_future_ms must be >= 0 (got {self.max_future_ms}): use 0 for no limit"
             )
 
 

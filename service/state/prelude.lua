@@ -12,14 +12,96 @@ end
 
 local function fmt(n) return string.format('%.17g', n) end
 
+-- Numeric components: plain digits are exact integers (of any size: Lua numbers are
+-- doubles, so big ones are added and compared as decimal text); anything else
+-- (with '.', 'e', inf, nan) is a float, and a float result always keeps a float mark.
+local function is_int(s) return string.find(s, '^%-?%d+$') ~= nil end
+local function fmt_float(n)
+  local s = fmt(n)
+  if is_int(s) then s = s .. '.0' end
+  return s
+end
+
+local function digits(s)
+  local neg = string.sub(s, 1, 1) == '-'
+  local d = string.gsub(neg and string.sub(s, 2) or s, '^0+', '')
+  if d == '' then return false, '0' end
+  return neg, d
+end
+
+-- Compare two digit strings without sign or leading zeros.
+local function cmp_abs(a, b)
+  if #a ~= #b then return (#a < #b) and -1 or 1 end
+  if a == b then return 0 end
+  return (a < b) and -1 or 1
+end
+
+local function add_abs(a, b)
+  local out, carry, i, j = {}, 0, #a, #b
+  while i > 0 or j > 0 or carry > 0 do
+    local d = carry + (i > 0 and tonumber(string.sub(a, i, i)) or 0)
+      + (j > 0 and tonumber(string.sub(b, j, j)) or 0)
+    out[#out + 1] = d % 10
+    carry = (d >= 10) and 1 or 0
+    i, j = i - 1, j - 1
+  end
+  return string.reverse(table.concat(out))
+end
+
+-- a - b for a >= b.
+local function sub_abs(a, b)
+  local out, borrow, j = {}, 0, #b
+  for i = #a, 1, -1 do
+    local d = tonumber(string.sub(a, i, i)) - borrow - (j > 0 and tonumber(string.sub(b, j, j)) or 0)
+    if d < 0 then d, borrow = d + 10, 1 else borrow = 0 end
+    out[#out + 1] = d
+    j = j - 1
+  end
+  local _, d = digits(string.reverse(table.concat(out)))
+  return d
+end
+
+local function signed(neg, d) return (neg and d ~= '0') and ('-' .. d) or d end
+
+local function int_add(x, y)
+  -- Below 10^15 each, the double sum is exact.
+  if #x < 16 and #y < 16 then return string.format('%.0f', tonumber(x) + tonumber(y)) end
+  local xn, xd = digits(x)
+  local yn, yd = digits(y)
+  if xn == yn then return signed(xn, add_abs(xd, yd)) end
+  local c = cmp_abs(xd, yd)
+  if c == 0 then return '0' end
+  if c > 0 then return signed(xn, sub_abs(xd, yd)) end
+  return signed(yn, sub_abs(yd, xd))
+end
+
+local function int_cmp(x, y)
+  local xn, xd = digits(x)
+  local yn, yd = digits(y)
+  if xn ~= yn then return xn and -1 or 1 end
+  local c = cmp_abs(xd, yd)
+  return xn and -c or c
+end
+
+local function num_add(x, y)
+  if is_int(x) and is_int(y) then return int_add(x, y) end
+  return fmt_float(tonumber(x) + tonumber(y))
+end
+
+-- x <= y, numerically.
+local function num_le(x, y)
+  if is_int(x) and is_int(y) then return int_cmp(x, y) <= 0 end
+  return tonumber(x) <= tonumber(y)
+end
+
 -- The merge rule of two component lists (processing/windows.py: merge).
 local function merge(ops, a, b)
   local out = {}
   for i, op in ipairs(ops) do
     local x, y = a[i], b[i]
-    if op == 'add' then out[i] = fmt(tonumber(x) + tonumber(y))
-    elseif op == 'min' then out[i] = (tonumber(x) <= tonumber(y)) and x or y
-    elseif op == 'max' then out[i] = (tonumber(x) >= tonumber(y)) and x or y
+    if op == 'add' then out[i] = num_add(x, y)
+    elseif op == 'min' then out[i] = num_le(x, y) and x or y
+    elseif op == 'max' then out[i] = num_le(y, x) and x or y
     elseif op == 'first' then out[i] = (x <= y) and x or y
     elseif op == 'set' then out[i] = y
     else out[i] = (x >= y) and x or y end
