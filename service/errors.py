@@ -11,6 +11,9 @@ kinds, and the runtime acts on the kind alone:
   librdkafka error, a script that fails on its own inputs); restart.
 """
 
+from collections.abc import Sequence
+from typing import Any
+
 
 class RillError(Exception):
     """Base of every error rill raises on purpose."""
@@ -53,6 +56,19 @@ class TransientError(RillError):
 
 class DeliveryError(TransientError):
     """Kafka did not deliver a batch's outputs, DLQ entries or offsets (yet)."""
+
+
+class TransactionRefusedError(DeliveryError):
+    """A transaction was aborted because the broker refused some of its records for good.
+
+    Args:
+        failures: the records and why (`kafka.producer.Failure`); the caller moves the
+            refused ones to the DLQ and runs the transaction again.
+    """
+
+    def __init__(self, failures: Sequence[Any]) -> None:
+        super().__init__(f"transaction aborted: {failures[0].error}")
+        self.failures = list(failures)
 
 
 class StateError(TransientError):

@@ -49,6 +49,8 @@ class BatchResult:
 
     Attributes:
         outputs: records for the sink.
+        sources: `sources[i]` is the input partition `outputs[i]` came from (its record, or
+            its window state), so a partition revoked mid-delivery can be trimmed away.
         dlq: entries for the DLQ (or late) topic, each with its reason.
         filtered: how many input records a filter step dropped.
         next_offsets: per (topic, partition), the offset to commit (last + 1).
@@ -61,6 +63,7 @@ class BatchResult:
     """
 
     outputs: list[OutRecord] = field(default_factory=list)
+    sources: list[TP] = field(default_factory=list)
     dlq: list[DlqEntry] = field(default_factory=list)
     filtered: int = 0
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -69,6 +72,28 @@ class BatchResult:
     keyed: list[Any] = field(default_factory=list)
     seqs: dict[tuple[str, int], int] = field(default_factory=dict)
     sent: bool = False
+
+    def partitions(self) -> set[TP]:
+        """The input partitions this batch delivers for."""
+        return self.next_offsets.keys() | self.seqs.keys()
+
+    def trim(self, gone: set[TP]) -> None:
+        """Drop everything of partitions this worker no longer owns as it did at batch start.
+
+        Their new owner redoes them: the records from the committed offset, the window
+        results from the outbox.
+        """
+        kept = [(o, s) for o, s in zip(self.outputs, self.sources, strict=True) if s not in gone]
+        self.outputs = [o for o, _ in kept]
+        self.sources = [s for _, s in kept]
+        self.dlq = [e for e in self.dlq if e.source not in gone]
+        self.dlq_reasons = {}
+        for e in self.dlq:
+            key = (e.stage, e.error_class)
+            self.dlq_reasons[key] = self.dlq_reasons.get(key, 0) + 1
+        for tp in gone:
+            self.next_offsets.pop(tp, None)
+            self.seqs.pop(tp, None)
 
     def extra(self) -> dict[str, Any]:
         """Summary fields for a log line."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -10,7 +11,14 @@ from typing import Any, cast
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
-from service.errors import ConfigError, DeliveryError, FatalError, RefusedError, RillError
+from service.errors import (
+    ConfigError,
+    DeliveryError,
+    FatalError,
+    RefusedError,
+    RillError,
+    TransactionRefusedError,
+)
 from service.kafka.errors import classify, from_exception
 from service.processing.dlq import DlqEntry, render
 from service.records import OutRecord
@@ -131,10 +139,9 @@ class BatchProducer:
             self.send_dlq(dlq)
             if self._failed:
                 # Refused before queueing: committing would drop it silently.
-                failed = self._failed[0]
+                failed, self._failed = self._failed, []
                 client.abort_transaction(timeout_s)
-                self._failed = []
-                raise DeliveryError(f"transaction aborted: {failed.error}")
+                raise TransactionRefusedError(failed)
             if offsets:
                 client.send_offsets_to_transaction(
                     [TopicPartition(t, p, o, meta) for (t, p), (o, meta) in offsets.items()],
@@ -148,17 +155,33 @@ class BatchProducer:
                 raise error from exc
             with contextlib.suppress(KafkaException):
                 client.abort_transaction(timeout_s)
-            self._failed = []
+            failed, self._failed = self._failed, []
+            if any(f.refused for f in failed):
+                raise TransactionRefusedError(failed) from exc
             raise DeliveryError(f"transaction aborted: {error}") from exc
 
     def _commit(self, timeout_s: float) -> None:
-        for attempt in range(3):
+        """Commit; a retriable failure leaves the outcome unknown, so commit again.
+
+        Aborting then would redo a transaction that may have committed (duplicates):
+        retry the commit itself until it answers, and if it never does within
+        `timeout_s`, stop the process: the recovery protocol reads the truth from the
+        committed offsets.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
             try:
-                self.client.commit_transaction(timeout_s)
+                self.client.commit_transaction(max(deadline - time.monotonic(), 1.0))
                 return
             except KafkaException as exc:
-                if not exc.args[0].retriable() or attempt == 2:
+                err = exc.args[0]
+                if not err.retriable():
                     raise
+                if time.monotonic() >= deadline:
+                    raise FatalError(
+                        f"transaction outcome unknown after {timeout_s}s: {err.str()}"
+                    ) from exc
+                time.sleep(0.2)
 
     def init_transactions(self, timeout_s: float) -> None:
         """Fence older producers of this transactional id and get ready."""

@@ -73,6 +73,7 @@ class EngineResult:
     """What one batch did to window state."""
 
     results: list[WindowResult] = field(default_factory=list)
+    tps: list[TP] = field(default_factory=list)
     dlq: list[DlqEntry] = field(default_factory=list)
     late: int = 0
     fenced: set[TP] = field(default_factory=set)
@@ -172,7 +173,10 @@ class Aggregator:
             owned.last_record_wall_ms = now_wall_ms
 
     def prepare(
-        self, keyed: Sequence[Keyed], carry: Mapping[TP, Sequence[DlqEntry]] | None = None
+        self,
+        keyed: Sequence[Keyed],
+        carry: Mapping[TP, Sequence[DlqEntry]] | None = None,
+        last_offsets: Mapping[TP, int] | None = None,
     ) -> Prepared:
         """Pre-aggregate a batch per partition into one apply call each.
 
@@ -180,6 +184,9 @@ class Aggregator:
             keyed: the batch's records that reach the window.
             carry: more of the batch's DLQ entries per partition to keep in the outbox
                 (a new owner re-emits them with the window results).
+            last_offsets: the last offset of each partition in the batch: the applied
+                offset covers the batch's records after its last keyed one too (DLQ'd or
+                filtered), so a new owner that re-emits the outbox does not redo them.
         """
         out = Prepared()
         batches: dict[TP, PartitionBatch] = {}
@@ -205,6 +212,7 @@ class Aggregator:
         for entries in dropped.values():
             out.dlq.extend(entries)
         for tp, batch in batches.items():
+            batch.last_offset = max(batch.last_offset, (last_offsets or {}).get(tp, -1))
             kept = [*dropped.get(tp, []), *(carry or {}).get(tp, [])]
             out.calls[tp] = self._call(tp, batch, out.clocks[tp], kept)
         return out
@@ -257,7 +265,9 @@ class Aggregator:
             owned.clock.watermark = max(owned.clock.watermark, applied.watermark)
             out.seqs[tp] = applied.seq
             out.open_windows[tp] = applied.open_windows
-            out.results.extend(self.results_of(applied.rows))
+            found = self.results_of(applied.rows)
+            out.results.extend(found)
+            out.tps.extend([tp] * len(found))
             accs = prepared.pending.get(tp)
             if accs:
                 cache = self._accs.setdefault(tp, {})

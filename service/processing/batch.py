@@ -22,7 +22,7 @@ from service.processing.windows import (
     check_future,
     event_time,
 )
-from service.records import BatchResult, InRecord, OutRecord
+from service.records import TP, BatchResult, InRecord, OutRecord
 from service.serde import Serde
 
 
@@ -129,7 +129,7 @@ def process_batch(records: Sequence[InRecord], plan: Plan, now_ms: int) -> Batch
         Outputs, DLQ records, counts and the offsets to commit.
     """
     result = BatchResult(consumed=len(records))
-    outputs, next_offsets = result.outputs, result.next_offsets
+    outputs, sources, next_offsets = result.outputs, result.sources, result.next_offsets
 
     def to_dlq(record: InRecord, error: RecordError, attempts: int = 1) -> None:
         add_to_dlq(result, [dlq_entry(plan, record, error, now_ms, attempts)])
@@ -184,6 +184,7 @@ def process_batch(records: Sequence[InRecord], plan: Plan, now_ms: int) -> Batch
             to_dlq(record, RecordError("encode", why), attempts)
             continue
         outputs.extend(encoded)
+        sources.extend([(record.topic, record.partition)] * len(encoded))
     return result
 
 
@@ -299,13 +300,20 @@ def _renamed(error: RecordError, message: str) -> RecordError:
     return out
 
 
-def emit(result: BatchResult, windows: Sequence[WindowResult], plan: Plan, now_ms: int) -> None:
+def emit(
+    result: BatchResult,
+    windows: Sequence[WindowResult],
+    tps: Sequence[TP],
+    plan: Plan,
+    now_ms: int,
+) -> None:
     """Window results into a batch: encoded to the sink, or to the DLQ when the serde refuses.
 
     The one path for window results, whether a batch, an idle tick or a reconcile made them.
+    `tps[i]` is the input partition whose state made `windows[i]`.
     """
     dlq: list[DlqEntry] = []
-    for res in windows:
+    for res, tp in zip(windows, tps, strict=True):
         value = res.as_record()
         key = res.key.encode()
         try:
@@ -328,6 +336,7 @@ def emit(result: BatchResult, windows: Sequence[WindowResult], plan: Plan, now_m
             dlq.append(fit_dlq(entry, plan.version, plan.max_message_bytes))
             continue
         result.outputs.append(out)
+        result.sources.append(tp)
     add_to_dlq(result, dlq)
 
 

@@ -19,10 +19,10 @@ from typing import Protocol
 
 import structlog
 
-from service.errors import DeliveryError
+from service.errors import DeliveryError, TransactionRefusedError
 from service.kafka.producer import Failure
 from service.processing.batch import Plan, emit
-from service.processing.dlq import DlqEntry, add_to_dlq
+from service.processing.dlq import DlqEntry, add_to_dlq, render
 from service.records import TP, BatchResult
 from service.runtime.ledger import Ledger
 from service.runtime.ports import Consumer, Producer
@@ -30,6 +30,8 @@ from service.runtime.windowing import Outbox, WindowEngine
 
 log = structlog.get_logger("rill.guarantee")
 TRUNCATED = "rill.value.truncated"
+# A transaction is redone after moving refused records to the DLQ at most this often.
+MAX_REFUSED_ROUNDS = 3
 
 
 def now_ms() -> int:
@@ -106,9 +108,27 @@ class _Base:
 
     def _reemit(self, tp: TP, left: Outbox, next_offsets: dict[TP, int]) -> BatchResult:
         batch = BatchResult(next_offsets=next_offsets, seqs={tp: left.seq})
-        emit(batch, left.results, self.plan, now_ms())
+        emit(batch, left.results, [tp] * len(left.results), self.plan, now_ms())
         add_to_dlq(batch, left.dlq)
         return batch
+
+    def _deliver_claimed(self, tp: TP, batch: BatchResult) -> None:
+        """Deliver a reconcile; if that fails the partition is not claimed at all.
+
+        Until it is reconciled nothing of it may be applied, ticked, delivered or committed
+        (a tick would commit a newer outbox sequence and the undelivered entries would
+        never go out): forget the claim, so the retry claims again.
+        """
+        assert self.engine is not None
+        try:
+            self.deliver(batch)
+        except Exception:
+            self.engine.revoke([tp])
+            raise
+
+    def deliver(self, batch: BatchResult) -> Delivered:
+        """Each mode delivers in its own order."""
+        raise NotImplementedError
 
     def revoked(self, tps: Sequence[TP]) -> None:
         """Nothing to forget by default."""
@@ -187,7 +207,7 @@ class AtLeastOnce(_Base):
             return
         left = self.engine.assign(tp, now_ms())
         if left.results or left.dlq:
-            self.deliver(self._reemit(tp, left, {}))
+            self._deliver_claimed(tp, self._reemit(tp, left, {}))
             log.info(
                 "outbox re-emitted",
                 topic=tp[0],
@@ -240,16 +260,65 @@ class ExactlyOnce(_Base):
         """
         if self._nothing(batch):
             return self._done(batch, Delivered(0, 0, 0.0))
-        # 1. Offsets of the batch's partitions, and of tick-only partitions at their position.
+        moved = 0
+        # 1. Offsets of the batch's partitions, and of tick-only partitions at their position
+        #    (past the applied records where no offset was committed yet), so every
+        #    delivered outbox sequence is recorded in Kafka.
+        self._know_positions(batch)
         offsets = self.ledger.offsets(batch.next_offsets, batch.seqs)
-        # 2. The transaction: read_committed readers see all of it or none.
+        # 2. The transaction: read_committed readers see all of it or none. A record the
+        #    broker refuses for good goes to the DLQ instead, and the transaction is redone.
         started = time.perf_counter()
-        self.producer.transaction(
-            batch.outputs, batch.dlq, offsets, self.consumer.group_metadata(), self.timeout_s
-        )
+        for _ in range(MAX_REFUSED_ROUNDS):
+            try:
+                self.producer.transaction(
+                    batch.outputs,
+                    batch.dlq,
+                    offsets,
+                    self.consumer.group_metadata(),
+                    self.timeout_s,
+                )
+                break
+            except TransactionRefusedError as exc:
+                moved += self._refused_to_dlq(batch, exc.failures)
+        else:
+            raise DeliveryError("records refused in every transaction attempt")
         # 3. Kafka has it.
         self.ledger.committed(offsets, batch.seqs)
-        return self._done(batch, Delivered(len(batch.outputs), 0, time.perf_counter() - started))
+        return self._done(
+            batch, Delivered(len(batch.outputs), moved, time.perf_counter() - started)
+        )
+
+    def _know_positions(self, batch: BatchResult) -> None:
+        if self.engine is None:
+            return
+        for tp in batch.seqs:
+            owned = self.engine.owned.get(tp)
+            if self.ledger.positions.get(tp, -1) < 0 and owned is not None and owned.applied >= 0:
+                self.ledger.positions[tp] = owned.applied + 1
+
+    def _refused_to_dlq(self, batch: BatchResult, failures: list[Failure]) -> int:
+        """Swap the records the broker refused for good for DLQ entries, in the batch."""
+        plan, now = self.plan, now_ms()
+        refused = [f for f in failures if f.refused]
+        if not refused:
+            raise DeliveryError(f"transaction aborted: {failures[0].error}")
+        gone = {f.record for f in refused}
+        kept = [(o, s) for o, s in zip(batch.outputs, batch.sources, strict=True) if o not in gone]
+        moved = len(batch.outputs) - len(kept)
+        batch.outputs = [o for o, _ in kept]
+        batch.sources = [s for _, s in kept]
+        rendered = {render(e, self.plan.version): e for e in batch.dlq}
+        batch.dlq = [e for r, e in rendered.items() if r not in gone]
+        add_to_dlq(
+            batch, [refused_entry(f, plan.dlq_topic, self.source_topic, now) for f in refused]
+        )
+        log.warning(
+            "records refused by Kafka moved to the DLQ",
+            count=len(refused),
+            reason=str(refused[0].error),
+        )
+        return moved
 
     def reconcile(self, tp: TP) -> None:
         """Claim `tp` and re-emit exactly the outbox entries no committed transaction delivered.
@@ -263,7 +332,7 @@ class ExactlyOnce(_Base):
         left = self.engine.assign(tp, now_ms(), after_seq=delivered)
         if left.results or left.dlq:
             offset = max(committed, self.engine.owned[tp].applied + 1)
-            self.deliver(self._reemit(tp, left, {tp: offset}))
+            self._deliver_claimed(tp, self._reemit(tp, left, {tp: offset}))
             log.info(
                 "outbox re-emitted in a transaction",
                 topic=tp[0],

@@ -29,7 +29,9 @@ class Backoff:
 
     def next_delay(self) -> float:
         """The delay before the next attempt; each call doubles the ceiling."""
-        ceiling = min(self.cap_s, self.base_s * float(2**self.attempt))
+        # The exponent stops growing once the cap is reached: 2.0 ** 1024 overflows a
+        # float, and an outage may well outlast a thousand retries.
+        ceiling = min(self.cap_s, self.base_s * 2.0 ** min(self.attempt, 64))
         self.attempt += 1
         return ceiling * float(self.rand())
 

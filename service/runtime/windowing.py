@@ -61,15 +61,26 @@ class WindowEngine:
         keyed: Sequence[Keyed],
         now_wall_ms: int,
         carry: Mapping[TP, Sequence[DlqEntry]] | None = None,
+        last_offsets: Mapping[TP, int] | None = None,
     ) -> EngineResult:
-        """Pre-aggregate the batch per partition and apply it in one round trip."""
-        return self._send(self.aggregator.prepare(keyed, carry), now_wall_ms)
+        """Pre-aggregate the batch per partition and apply it in one round trip.
+
+        Args:
+            keyed: the batch's records that reach the window.
+            now_wall_ms: wall clock.
+            carry: the batch's other DLQ entries per partition, kept in the outbox.
+            last_offsets: the last offset of each partition in the batch.
+        """
+        prepared = self.aggregator.prepare(keyed, carry, last_offsets)
+        return self._send(prepared, now_wall_ms, carry or {})
 
     def tick(self, now_wall_ms: int, busy: Iterable[TP] = ()) -> EngineResult:
         """Advance the watermark of idle partitions by wall clock (`Aggregator.prepare_tick`)."""
-        return self._send(self.aggregator.prepare_tick(now_wall_ms, busy), now_wall_ms)
+        return self._send(self.aggregator.prepare_tick(now_wall_ms, busy), now_wall_ms, {})
 
-    def _send(self, prepared: Prepared, now_wall_ms: int) -> EngineResult:
+    def _send(
+        self, prepared: Prepared, now_wall_ms: int, carry: Mapping[TP, Sequence[DlqEntry]]
+    ) -> EngineResult:
         replies = self.store.apply(prepared.calls) if prepared.calls else {}
         out = self.aggregator.take(prepared, replies, now_wall_ms)
         for tp in out.fenced:
@@ -82,7 +93,12 @@ class WindowEngine:
             owned = self.owned.get(tp)
             left = self.assign(tp, now_wall_ms, after_seq=owned.acked if owned else 0)
             out.results.extend(left.results)
-            out.dlq.extend(left.dlq)
+            out.tps.extend([tp] * len(left.results))
+            # The outbox holds this batch's DLQ entries too: the late ones this attempt
+            # found again and the carried ones the batch already has. Take each once.
+            has = {(e.source, e.source_offset) for e in carry.get(tp, ())}
+            out.dlq = [e for e in out.dlq if e.source != tp]
+            out.dlq.extend(e for e in left.dlq if (e.source, e.source_offset) not in has)
             out.seqs[tp] = left.seq
         return out
 

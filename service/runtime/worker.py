@@ -60,6 +60,9 @@ class Worker:
         self._stop = threading.Event()
         self._assigned: set[TP] = set()
         self._unclaimed: set[TP] = set()
+        # Bumped on every assignment: a batch delivers only for partitions still owned
+        # as they were when it was polled.
+        self._generation: dict[TP, int] = {}
         self._engine: WindowEngine | None = None
         self._consumer: Consumer | None = None
         self._guarantee: Guarantee | None = None
@@ -83,6 +86,8 @@ class Worker:
 
     def _on_assign(self, pairs: list[TP]) -> None:
         self._assigned.update(pairs)
+        for tp in pairs:
+            self._generation[tp] = self._generation.get(tp, 0) + 1
         self.metrics.rebalances.labels("assign").inc()
         self.metrics.assigned_partitions.set(len(self._assigned))
         if self._engine is not None:
@@ -217,7 +222,7 @@ class Worker:
                 self._process(records, consumer)
                 structlog.contextvars.unbind_contextvars("batch")
             if time.monotonic() >= next_tick:
-                self.backpressure.run("redis", self._tick, consumer)
+                self._tick(consumer)
                 next_tick = time.monotonic() + TICK_INTERVAL_S
             if time.monotonic() >= next_summary:
                 log.info(
@@ -231,20 +236,61 @@ class Worker:
 
     def _process(self, records: list[InRecord], consumer: Consumer) -> None:
         """One batch through the record flow: process, window, deliver and commit."""
-        assert self._guarantee is not None
+        records = self._hold_unclaimed(records, consumer)
+        if not records:
+            return
         started = time.perf_counter()
         with self.tracer.batch(records):
             if self.plan.resolver is not None:
                 self.plan.resolver.prefetch(records)
             result = process_batch(records, self.plan, now_ms())
+            owners = self._owners(result)
             self.backpressure.run("redis", partial(self._window_step, result), consumer)
             result.outputs = self.tracer.propagate(result.outputs)
-            self.backpressure.run("kafka", partial(self._guarantee.deliver, result), consumer)
+            self.backpressure.run("kafka", partial(self._deliver, result, owners), consumer)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self._observe_latency(records)
         for entry in result.dlq:
             log.warning("record to DLQ", **entry.reason())
         log.debug("batch", **result.extra())
+
+    def _hold_unclaimed(self, records: list[InRecord], consumer: Consumer) -> list[InRecord]:
+        """Records of partitions not claimed and reconciled yet go back to the broker.
+
+        They are fetched again once the partition is claimed; never processed, delivered
+        or committed before (their window state may hold undelivered outputs).
+        """
+        if not self._unclaimed:
+            return records
+        held = [r for r in records if r.topic_partition() in self._unclaimed]
+        if not held:
+            return records
+        consumer.rewind(held)
+        consumer.pause(sorted({r.topic_partition() for r in held}))
+        return [r for r in records if r.topic_partition() not in self._unclaimed]
+
+    def _owners(self, result: BatchResult) -> dict[TP, int]:
+        """The assignment generation of each partition the batch delivers for."""
+        return {tp: self._generation.get(tp, 0) for tp in result.partitions()}
+
+    def _deliver(self, result: BatchResult, owners: dict[TP, int]) -> Delivered:
+        """Deliver, without what this worker no longer owns as it did when it polled.
+
+        A partition revoked (or revoked and assigned again) while the batch waited for
+        Redis or Kafka belongs to its new owner, who redoes it from the committed offset
+        and the outbox: delivering it here too would duplicate it, and committing its
+        offset with the new generation would move the offset back.
+        """
+        assert self._guarantee is not None
+        gone = {
+            tp
+            for tp in result.partitions()
+            if tp not in self._assigned or self._generation.get(tp) != owners.get(tp)
+        }
+        if gone:
+            result.trim(gone)
+            log.info("revoked partitions trimmed from the batch", partitions=sorted(gone))
+        return self._guarantee.deliver(result)
 
     def _window_step(self, result: BatchResult) -> None:
         """Steps 4-5 of the record flow: pre-aggregate and apply the batch to the store."""
@@ -254,32 +300,50 @@ class Worker:
         started = time.perf_counter()
         now = now_ms()
         owned = self._engine.owned
-        # Partitions revoked while the batch waited are its new owner's to redo.
+        # Partitions revoked while the batch waited are its new owner's to redo: none of
+        # their records is applied here, and their offsets are not committed.
         keyed = [k for k in result.keyed if k.record.topic_partition() in owned]
         carry: dict[TP, list[DlqEntry]] = {}
         if self._guarantee.carries_dlq:
             for entry in result.dlq:
                 carry.setdefault(entry.source, []).append(entry)
-        applied = self._engine.apply(keyed, now, carry)
+        last = {tp: offset - 1 for tp, offset in result.next_offsets.items()}
+        applied = self._engine.apply(keyed, now, carry, last)
         self.metrics.redis_seconds.observe(time.perf_counter() - started)
-        emit(result, applied.results, self.plan, now)
+        emit(result, applied.results, applied.tps, self.plan, now)
         add_to_dlq(result, applied.dlq)
-        for tp in applied.fenced:
+        for tp in applied.fenced | (result.next_offsets.keys() - owned.keys()):
             result.next_offsets.pop(tp, None)
         result.seqs = applied.seqs
+        if applied.skipped:
+            log.warning(
+                "records at or below the applied offset skipped: a replay after a restart, "
+                "or offsets reset / the topic recreated (window state already has them)",
+                skipped=applied.skipped,
+            )
         self.metrics.count_windows(self.settings.input_topic, applied)
 
-    def _tick(self) -> None:
-        """Close windows of idle partitions by wall clock, and deliver what closed."""
+    def _tick(self, consumer: Consumer) -> None:
+        """Close windows of idle partitions by wall clock, and deliver what closed.
+
+        Two steps, each retried on its own: a failed delivery is retried with the same
+        result (applying a new tick instead would close nothing and acknowledge the
+        outbox entries that still hold the undelivered windows).
+        """
         if self._engine is None:
             return
-        assert self._guarantee is not None
+        result = self.backpressure.run("redis", self._tick_apply, consumer)
+        owners = self._owners(result)
+        self.backpressure.run("kafka", partial(self._deliver, result, owners), consumer)
+
+    def _tick_apply(self) -> BatchResult:
+        assert self._engine is not None
         applied = self._engine.tick(now_ms(), self._lagging)
         result = BatchResult(seqs=applied.seqs)
-        emit(result, applied.results, self.plan, now_ms())
-        self._guarantee.deliver(result)
+        emit(result, applied.results, applied.tps, self.plan, now_ms())
         if applied.results:
             self.metrics.count_windows(self.settings.input_topic, applied)
+        return result
 
     def _count(self, result: BatchResult, delivered: Delivered) -> None:
         """Every delivery (batch, tick, reconcile) counted in one place."""

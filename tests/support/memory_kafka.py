@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.errors import DeliveryError, RillError
+from service.errors import DeliveryError, RillError, TransactionRefusedError
 from service.kafka.producer import Failure, OffsetMeta
 from service.processing.dlq import DlqEntry, render
 from service.records import TP, InRecord, OutRecord
@@ -73,11 +73,12 @@ class MemoryConsumer:
         self.closed = False
 
     def start(self) -> MemoryConsumer:
-        """Assign every partition, from the committed offsets."""
+        """Assign every partition; as in Kafka, fetching starts from the offset committed
+        when the assign callback has returned (a reconcile may commit in it)."""
         pairs = [(self.topic, p) for p in range(self.broker.partitions.get(self.topic, 1))]
+        self.on_assign(pairs)
         for tp in pairs:
             self.positions[tp] = max(self.broker.committed.get(tp, (0, ""))[0], 0)
-        self.on_assign(pairs)
         return self
 
     def revoke(self, pairs: list[TP]) -> None:
@@ -202,9 +203,9 @@ class MemoryProducer:
         if self.fail_transactions:
             self.fail_transactions -= 1
             raise DeliveryError("transaction aborted: broker away")
-        for record in batch:
-            if self.refuse(record) is not None:
-                raise DeliveryError(f"transaction aborted: {record.topic} refused a record")
+        refused = [Failure(r, e) for r in batch if (e := self.refuse(r)) is not None]
+        if refused:
+            raise TransactionRefusedError(refused)
         for record in batch:
             self.broker.append(record)
         self.broker.committed.update(offsets)

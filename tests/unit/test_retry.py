@@ -40,3 +40,10 @@ def test_breaker_opens_after_threshold_and_half_opens_after_reset() -> None:
     assert br.allow()
     br.success()
     assert changes == ["open", "half_open", "open", "half_open", "closed"]
+
+
+def test_backoff_survives_a_long_outage() -> None:
+    """Thousands of retries keep the delay at the cap (2 ** 1024 once overflowed a float)."""
+    backoff = Backoff(0.1, 5.0, rand=lambda: 1.0)
+    delays = [backoff.next_delay() for _ in range(5000)]
+    assert delays[-1] == 5.0

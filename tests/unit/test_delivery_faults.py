@@ -1,0 +1,236 @@
+"""Faults injected at the seams (issue 9, part B): nothing lost, nothing twice.
+
+Each test drives a whole Worker in-process (tests/support/inprocess.py) and injects one
+fault on cue at a named point: claim, apply after the script ran, inside the transaction,
+revoke mid-batch, refusal by the broker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+import fakeredis
+
+from service.errors import DeliveryError, RefusedError, RillError
+from service.kafka.producer import OffsetMeta
+from service.processing import dlq
+from service.processing.dlq import DlqEntry
+from service.records import TP, OutRecord
+from service.state.store import WindowStore
+from tests.support.inprocess import (
+    DLQ,
+    IN,
+    OUT,
+    WINDOWED,
+    AbortAlways,
+    Flaky,
+    Run,
+    expected,
+    feed,
+    settings_for,
+    windows,
+)
+from tests.support.memory_kafka import MemoryBroker, MemoryProducer
+
+
+def _stages(broker: MemoryBroker) -> list[str]:
+    return sorted(dlq.reason_of(r.headers)[dlq.ERROR_STAGE] for r in broker.records(DLQ))
+
+
+def test_idle_tick_delivery_is_retried_with_the_same_windows() -> None:
+    """B3: a failed idle-tick transaction is retried as is; the closed window is not lost."""
+    broker = MemoryBroker()
+    feed(broker, [{"k": "a", "ts": t, "amount": 1} for t in (10, 20, 30)], partitions=1)
+
+    class FailWindowDeliveries(MemoryProducer):
+        """Aborts the first transactions that carry window results (the idle tick's)."""
+
+        fail_results = 2
+
+        def transaction(self, records: Any, dlq: Any, offsets: Any, *rest: Any) -> None:
+            records = list(records)
+            if records and self.fail_results:
+                self.fail_results -= 1
+                raise DeliveryError("transaction aborted: broker away")
+            super().transaction(records, dlq, offsets, *rest)
+
+    settings = settings_for("exactly_once", **{**WINDOWED, "window_idle_timeout_ms": 10})
+    producer = FailWindowDeliveries(broker)
+    Run(
+        broker, fakeredis.FakeServer(), settings, producer, done=lambda b: bool(b.records(OUT))
+    ).worker.run()
+    [window] = [json.loads(r.value or b"") for r in broker.records(OUT)]
+    assert (window["key"], window["count"], window["sum_amount"]) == ("a", 3, 3)
+    assert producer.fail_results == 0
+
+
+class RevokeDuringBackoff(MemoryProducer):
+    """Aborts the first transaction and revokes a partition before the retry."""
+
+    def __init__(self, broker: MemoryBroker, revoke: TP) -> None:
+        super().__init__(broker)
+        self.revoke_tp = revoke
+        self.run: Run | None = None
+        self.offsets_seen: list[dict[TP, OffsetMeta]] = []
+
+    def transaction(
+        self, records: Any, dlq: Any, offsets: dict[TP, OffsetMeta], *rest: Any
+    ) -> None:
+        self.offsets_seen.append(dict(offsets))
+        if len(self.offsets_seen) == 1:
+            assert self.run is not None
+            self.run.consumer.revoke([self.revoke_tp])
+            raise DeliveryError("transaction aborted: coordinator moved")
+        super().transaction(records, dlq, offsets, *rest)
+
+
+def test_partition_revoked_during_backoff_is_trimmed_from_the_retry() -> None:
+    """B5: the retried transaction carries neither outputs nor offsets of a revoked partition."""
+    broker = MemoryBroker()
+    feed(broker, [{"k": f"r{i}", "v": i} for i in range(20)], partitions=2)
+    producer = RevokeDuringBackoff(broker, (IN, 1))
+    run = Run(broker, fakeredis.FakeServer(), settings_for("exactly_once"), producer)
+    producer.run = run
+    run.worker.run()
+    assert (IN, 1) in producer.offsets_seen[0], "the first attempt had both partitions"
+    assert (IN, 1) not in broker.committed, "no offset committed for a partition we lost"
+    keys = sorted((r.key or b"").decode() for r in broker.records(OUT))
+    assert keys == sorted(f"r{i}" for i in range(0, 20, 2)), "only partition 0's outputs"
+
+
+def test_dlq_records_after_the_last_windowed_record_go_out_once_after_a_crash() -> None:
+    """B7: poison records after a batch's last windowed record are not redone by the new owner."""
+    broker, server = MemoryBroker(), fakeredis.FakeServer()
+    broker.create(IN, 1)
+    for t in range(0, 300, 10):
+        broker.append(OutRecord(IN, b"a", json.dumps({"k": "a", "ts": t, "amount": 1}).encode()))
+    for _ in range(3):
+        broker.append(OutRecord(IN, b"a", b"not json"))
+    settings = settings_for("exactly_once", **WINDOWED)
+    first = Run(broker, server, settings)
+    first.producer = AbortAlways(broker, first.worker.request_stop)
+    with contextlib.suppress(RillError):
+        first.worker.run()
+    assert broker.records(DLQ) == [], "the first owner delivered nothing"
+    Run(broker, server, settings).worker.run()
+    assert _stages(broker) == ["decode"] * 3
+
+
+def test_lost_redis_reply_keeps_late_and_carried_dlq_entries_once() -> None:
+    """B8: on the stale path (reply lost, script ran) every DLQ entry is delivered once."""
+    broker = MemoryBroker()
+    broker.create(IN, 1)
+    for t in (500, 510, 520, 100):  # 100 is behind the watermark (grace 0): late
+        broker.append(OutRecord(IN, b"a", json.dumps({"k": "a", "ts": t, "amount": 1}).encode()))
+    broker.append(OutRecord(IN, b"a", b"poison"))
+    flaky: list[Flaky] = []
+
+    def wrap(store: WindowStore) -> WindowStore:
+        flaky.append(Flaky(store, after=1))
+        return flaky[0]  # type: ignore[return-value]
+
+    settings = settings_for("exactly_once", **WINDOWED)
+    Run(broker, fakeredis.FakeServer(), settings, store=wrap).worker.run()
+    assert flaky[0].after == 0, "the reply was lost once"
+    assert _stages(broker) == ["decode", "late"]
+
+
+def test_record_refused_inside_a_transaction_goes_to_the_dlq() -> None:
+    """B10: exactly-once moves a record the broker refuses for good to the DLQ and goes on."""
+    broker = MemoryBroker()
+    feed(broker, [{"k": "a", "v": i} for i in range(6)], partitions=1)
+
+    def refuse(record: OutRecord) -> RillError | None:
+        if record.topic == OUT and b'"v":4' in (record.value or b""):
+            return RefusedError("MSG_SIZE_TOO_LARGE", "larger than the broker accepts")
+        return None
+
+    producer = MemoryProducer(broker, refuse=refuse)
+    Run(broker, fakeredis.FakeServer(), settings_for("exactly_once"), producer).worker.run()
+    assert len(broker.records(OUT)) == 5
+    [moved] = broker.records(DLQ)
+    reason = dlq.reason_of(moved.headers)
+    assert (reason[dlq.ERROR_STAGE], reason[dlq.ERROR_CLASS]) == ("produce", "MSG_SIZE_TOO_LARGE")
+    assert broker.committed[(IN, 0)][0] == 6
+
+
+def test_claim_failing_on_assign_loses_nothing() -> None:
+    """B1: Redis loading on assignment: partitions wait, then every window is emitted once."""
+    broker = MemoryBroker()
+    from tests.support.inprocess import events  # noqa: PLC0415 - the shared workload
+
+    stream = events(200)
+    feed(broker, stream)
+    flaky: list[Flaky] = []
+
+    def wrap(store: WindowStore) -> WindowStore:
+        flaky.append(Flaky(store, claims=3))
+        return flaky[0]  # type: ignore[return-value]
+
+    for guarantee in ("at_least_once", "exactly_once"):
+        broker.logs.pop((OUT, 0), None)
+        broker.committed.clear()
+        flaky.clear()
+        settings = settings_for(guarantee, **WINDOWED, redis_prefix=guarantee)
+        Run(broker, fakeredis.FakeServer(), settings, store=wrap).worker.run()
+        assert windows(broker) == expected(stream), guarantee
+        assert flaky[0].claims == 0
+
+
+def test_failed_reconcile_is_not_ticked_past() -> None:
+    """B1 (exactly-once): a reconcile whose transaction fails leaves the partition unclaimed:
+    no idle tick commits a newer outbox sequence, and the old windows still go out once."""
+    broker, server = MemoryBroker(), fakeredis.FakeServer()
+    from tests.support.inprocess import events  # noqa: PLC0415 - the shared workload
+
+    stream = events(200)
+    feed(broker, stream)
+    settings = settings_for("exactly_once", **{**WINDOWED, "window_idle_timeout_ms": 1})
+    first = Run(broker, server, settings)
+    first.producer = AbortAlways(broker, first.worker.request_stop)
+    with contextlib.suppress(RillError):
+        first.worker.run()
+    second = Run(broker, server, settings, MemoryProducer(broker, fail_transactions=2))
+    second.worker.run()
+    got = windows(broker)
+    assert all(n == 1 for n in got.values()), "no window twice"
+    assert set(expected(stream)) <= set(got), "every window the records closed is out"
+
+
+def test_at_least_once_reconcile_moves_refused_outbox_records_to_the_dlq() -> None:
+    """B14: a re-emitted window the broker refuses goes to the DLQ; it is not acked away."""
+    broker, server = MemoryBroker(), fakeredis.FakeServer()
+    broker.create(IN, 1)
+    for t in (10, 20, 150):
+        broker.append(OutRecord(IN, b"a", json.dumps({"k": "a", "ts": t, "amount": 1}).encode()))
+    settings = settings_for(**WINDOWED)
+
+    class StopOnFlush(MemoryProducer):
+        def flush(self, timeout_s: float) -> Any:
+            first.worker.request_stop()
+            raise DeliveryError("records not delivered within the timeout")
+
+    first = Run(broker, server, settings)
+    first.producer = StopOnFlush(broker)
+    with contextlib.suppress(RillError):
+        first.worker.run()
+    assert broker.records(OUT) == []
+
+    def refuse(record: OutRecord) -> RillError | None:
+        return RefusedError("INVALID_RECORD", "no") if record.topic == OUT else None
+
+    Run(broker, server, settings, MemoryProducer(broker, refuse=refuse)).worker.run()
+    moved = [
+        r for r in broker.records(DLQ) if dlq.reason_of(r.headers)[dlq.ERROR_STAGE] == "produce"
+    ]
+    assert moved, "the refused window result is in the DLQ"
+    assert json.loads(moved[0].value or b"")["count"] == 2
+
+
+def test_dlq_entry_source_survives_the_outbox() -> None:
+    """A DLQ entry keeps its source partition and offset (what trimming and dedup key on)."""
+    entry = DlqEntry(DLQ, b"k", b"v", None, "decode", "DecodeError", "bad", 1, 0, IN, 1, 7)
+    assert entry.source == (IN, 1)
+    assert entry.reason()["source_offset"] == 7
