@@ -7,16 +7,22 @@
 #   stack.sh status  print what answers
 #   stack.sh registry [PORT]       start a Confluent-compatible schema registry (Apicurio)
 #   stack.sh registry-down [PORT]  stop it
+#   stack.sh kafka-down    stop only the broker (`up` starts it again on its data)
+#   stack.sh redis-down    stop only Redis, dropping its data (`up` starts it empty)
 #
 # Ports: RILL_LOCAL_KAFKA_PORT (19092), RILL_LOCAL_CONTROLLER_PORT (19093),
 # RILL_LOCAL_REDIS_PORT (16379). State lives in .rill/ (git-ignored); the addresses are
 # written to .rill/local.env, which the Makefile, the tests and the demo read.
+#
+# A second, independent instance (the chaos suite's, which it stops and restarts) runs
+# with RILL_LOCAL_STATE_DIR set to another directory and the three ports set to others;
+# the broker jars are shared (RILL_CACHE_DIR, default .rill/cache).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here="$root/deploy/local"
-state="$root/.rill"
-cache="${RILL_CACHE_DIR:-$state/cache}"
+state="${RILL_LOCAL_STATE_DIR:-$root/.rill}"
+cache="${RILL_CACHE_DIR:-$root/.rill/cache}"
 kafka_port="${RILL_LOCAL_KAFKA_PORT:-19092}"
 ctrl_port="${RILL_LOCAL_CONTROLLER_PORT:-19093}"
 redis_port="${RILL_LOCAL_REDIS_PORT:-16379}"
@@ -171,6 +177,8 @@ case "${1:-up}" in
   up) redis_up; kafka_up; write_env; cat "$state/local.env" ;;
   registry) registry_up "${2:-}" ;;
   registry-down) stop_pidfile "$state/registry/${2:-${RILL_LOCAL_REGISTRY_PORT:-18081}}.pid" ;;
+  kafka-down) stop_pidfile "$state/kafka/pid" ;;
+  redis-down) redis-cli -h 127.0.0.1 -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true ;;
   down)
     for f in "$state"/registry/*.pid; do [ -e "$f" ] && stop_pidfile "$f"; done
     stop_pidfile "$state/kafka/pid"
@@ -179,5 +187,5 @@ case "${1:-up}" in
   status)
     kafka_answers && echo "kafka: up 127.0.0.1:$kafka_port" || echo "kafka: down"
     redis_answers && echo "redis: up 127.0.0.1:$redis_port" || echo "redis: down" ;;
-  *) echo "usage: $0 up|down|status|registry [PORT]|registry-down [PORT]" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|kafka-down|redis-down|registry [PORT]|registry-down [PORT]" >&2; exit 2 ;;
 esac

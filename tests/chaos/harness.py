@@ -1,0 +1,253 @@
+"""One chaos run: workers on a fresh pipeline, a stepped feed, faults on cue, the verdict.
+
+A scenario gives the number of workers, the number of fault steps and what to do at each
+step; the harness feeds ≥ 100,000 records (with poison and late ones), calls the fault
+in the middle of each segment between two checkpoints (so input is still arriving), waits
+until every input offset is committed, stops the workers and judges the sink and the DLQ
+against the reference model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from service.processing import dlq
+from tests.chaos.feed import SCHEMA_PATH, Item, Special, SteppedFeed, decode, stream
+from tests.chaos.fleet import Fleet
+from tests.chaos.stack import ChaosStack
+from tests.chaos.verdict import Row, Source, Window, judge
+from tests.integration.helpers import create_topics, header, read_once, worker_env
+from tests.support.window_model import AGGREGATES, Rec, run_model
+
+RECORDS = int(os.environ.get("RILL_CHAOS_RECORDS", "100000"))
+RATE = float(os.environ.get("RILL_CHAOS_RATE", "5000"))
+PARTITIONS = 6
+SIZE_MS = 1000
+GRACE_MS = 100
+DRAIN_TIMEOUT_S = 300.0
+FUTURE_MS = 86_400_000
+SESSION_TIMEOUT_MS = 6000
+MODES = ("at_least_once", "exactly_once")
+
+PIPELINE: dict[str, Any] = {
+    "input_format": "avro",
+    "input_schema": str(SCHEMA_PATH),
+    "input_wire": "plain",
+    "output_format": "json",
+    "output_wire": "plain",
+    "filter_field": "",
+    "key_by": "customer_id",
+    "window_type": "tumbling",
+    "window_size_ms": SIZE_MS,
+    "window_grace_ms": GRACE_MS,
+    "window_time_field": "ts",
+    "window_idle_timeout_ms": 0,
+    "window_max_future_ms": FUTURE_MS,
+    "aggregates": ",".join(AGGREGATES),
+    "batch_size": 500,
+    "transaction_timeout_ms": 10_000,
+    "state_loss": "fail",
+    "kafka_extra": json.dumps(
+        {
+            "consumer.session.timeout.ms": str(SESSION_TIMEOUT_MS),
+            "consumer.heartbeat.interval.ms": "500",
+        }
+    ),
+}
+
+
+@dataclass
+class Run:
+    """What a fault step can reach: the stack, the workers, the feed and the row."""
+
+    stack: ChaosStack
+    fleet: Fleet
+    feed: SteppedFeed
+    row: Row
+    env: dict[str, str]
+    notes: list[str] = field(default_factory=list)
+
+
+Step = Callable[[Run, int], None]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A fault scenario: how many workers, how many fault steps, and each step."""
+
+    name: str
+    faults: str
+    workers: int
+    steps: int
+    act: Step
+    extra: Sequence[Special] = ()
+    holds: bool = False  # partitions held by design after the fault: missing is not lost
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def _ends(consumer: Consumer, topic: str) -> dict[int, int]:
+    return {
+        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+        for p in range(PARTITIONS)
+    }
+
+
+def _committed(consumer: Consumer, topic: str) -> dict[int, int]:
+    tps = consumer.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)
+    return {tp.partition: max(tp.offset, 0) for tp in tps}
+
+
+class Probe:
+    """Reads high watermarks and the group's committed offsets (joins no group)."""
+
+    def __init__(self, bootstrap: str, group: str) -> None:
+        self._consumer = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
+        )
+
+    def total(self, topic: str) -> int:
+        """Sum of the topic's high watermarks (0 while the broker does not answer)."""
+        try:
+            return sum(_ends(self._consumer, topic).values())
+        except Exception:  # noqa: BLE001 - the broker may be down on purpose
+            return 0
+
+    def lag(self, topic: str) -> int:
+        """Input records not committed yet (-1 while the broker does not answer)."""
+        try:
+            ends = _ends(self._consumer, topic)
+            done = _committed(self._consumer, topic)
+        except Exception:  # noqa: BLE001 - the broker may be down on purpose
+            return -1
+        return sum(ends[p] - done.get(p, 0) for p in ends)
+
+    def committed(self, topic: str) -> dict[int, int]:
+        """The group's committed offsets."""
+        return _committed(self._consumer, topic)
+
+    def close(self) -> None:
+        """Close the consumer."""
+        self._consumer.close()
+
+
+def model_input(bootstrap: str, topic: str) -> tuple[list[Rec], set[Source], int]:
+    """The model's records, the input offsets that belong in the DLQ, and the input count."""
+    recs: list[Rec] = []
+    to_dlq: set[Source] = set()
+    records = read_once(bootstrap, topic)
+    horizon = time.time() * 1000 + FUTURE_MS
+    for r in records:
+        event = decode(r.value)
+        if event is None or not math.isfinite(event["ts"]) or event["ts"] > horizon:
+            to_dlq.add((r.partition, r.offset))
+            continue
+        recs.append(
+            Rec(r.partition, r.offset, event["customer_id"], int(event["ts"]), event["amount"])
+        )
+    return recs, to_dlq, len(records)
+
+
+def emissions(bootstrap: str, topic: str) -> list[tuple[Window, dict[str, Any]]]:
+    """Every window result in the sink (read_committed), as (window, aggregates)."""
+    out = []
+    for rec in read_once(bootstrap, topic):
+        v = json.loads(rec.value or b"")
+        out.append(((v.pop("key"), v.pop("window_start"), v.pop("window_end")), v))
+    return out
+
+
+def dlq_sources(bootstrap: str, topic: str) -> tuple[list[Source], list[str]]:
+    """Source (partition, offset) of every DLQ record, and those without a reason."""
+    sources: list[Source] = []
+    unexplained: list[str] = []
+    for rec in read_once(bootstrap, topic):
+        p, o = header(rec, dlq.SOURCE_PARTITION), header(rec, dlq.SOURCE_OFFSET)
+        src = (int(p) if p else -1, int(o) if o else -1)
+        sources.append(src)
+        if not header(rec, dlq.ERROR_MESSAGE) or not header(rec, dlq.ERROR_STAGE):
+            unexplained.append(f"{src}")
+    return sources, unexplained
+
+
+def _grew(probe: Probe, topic: str, seen: int) -> bool:
+    return probe.total(topic) > seen
+
+
+def _produced(feed: SteppedFeed, at_least: int) -> bool:
+    return feed.produced >= at_least
+
+
+def run(stack: ChaosStack, logs: Path, scenario: Scenario, mode: str) -> Row:
+    """Run one scenario in one mode and return its judged row."""
+    started = time.monotonic()
+    unique = uuid.uuid4().hex[:10]
+    env = worker_env(
+        stack.bootstrap,
+        stack.redis_url,
+        unique,
+        redis_prefix=unique,
+        processing_guarantee=mode,
+        **{**PIPELINE, **scenario.settings},
+    )
+    topics = [env["RILL_INPUT_TOPIC"], env["RILL_OUTPUT_TOPIC"], env["RILL_DLQ_TOPIC"]]
+    create_topics(stack.bootstrap, topics, partitions=PARTITIONS)
+    items: list[Item] = stream(RECORDS, seed=11, extra=scenario.extra)
+    cuts = [len(items) * (k + 1) // (scenario.steps + 1) for k in range(scenario.steps)]
+    feed = SteppedFeed(stack.bootstrap, topics[0], items, RATE, cuts)
+    row = Row(scenario.name, mode, records_in=len(items), faults=scenario.faults)
+    row.missing_allowed = scenario.holds
+    fleet = Fleet(env, logs)
+    probe = Probe(stack.bootstrap, env["RILL_GROUP_ID"])
+    ctx = Run(stack, fleet, feed, row, env)
+    try:
+        for _ in range(scenario.workers):
+            fleet.add()
+        feed.start()
+        out_seen = 0
+        for k, cut in enumerate(cuts):
+            fleet.wait(partial(feed.held, k), 600)
+            # The workers are producing results before each fault.
+            if not fleet.wait(partial(_grew, probe, topics[1], out_seen), 180):
+                row.problems.append(f"no new results before fault {k + 1} within 180 s")
+            out_seen = probe.total(topics[1])
+            feed.release(k)
+            end = cuts[k + 1] if k + 1 < len(cuts) else len(items)
+            fleet.wait(partial(_produced, feed, (cut + end) // 2), 600)
+            scenario.act(ctx, k)
+        fleet.wait(feed.finished, 900)
+        feed.join()
+        drained = fleet.wait(lambda: probe.lag(topics[0]) == 0, DRAIN_TIMEOUT_S)
+        if not drained and not scenario.holds:
+            row.problems.append(
+                f"input not all committed {DRAIN_TIMEOUT_S:.0f} s after the feed ended "
+                f"(lag {probe.lag(topics[0])})"
+            )
+    finally:
+        feed.release_all()
+        fleet.stop_all()
+    committed = probe.committed(topics[0]) if scenario.holds else None
+    probe.close()
+    recs, to_dlq, _ = model_input(stack.bootstrap, topics[0])
+    model = run_model(recs, "tumbling", size=SIZE_MS, grace=GRACE_MS)
+    expected = to_dlq | model.late
+    sources, unexplained = dlq_sources(stack.bootstrap, topics[2])
+    if unexplained:
+        row.problems.append(f"{len(unexplained)} DLQ records without a reason")
+    judge(row, model, emissions(stack.bootstrap, topics[1]), sources, expected, committed)
+    row.problems.extend(ctx.notes)
+    row.worker_exits = len(fleet.unexpected_exits)
+    if fleet.unexpected_exits:
+        (logs / "exits.txt").write_text("\n\n".join(fleet.unexpected_exits))
+    row.seconds = time.monotonic() - started
+    return row

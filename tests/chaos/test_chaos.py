@@ -1,0 +1,115 @@
+"""Process-level faults, each in both modes: nothing lost, nothing twice in exactly-once,
+every window right (state is exactly-once in both modes).
+
+Run by `make chaos` (RILL_CHAOS=1) on the suite's own broker and Redis.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.chaos import harness
+from tests.chaos.feed import specials
+from tests.chaos.harness import MODES, SESSION_TIMEOUT_MS, Run, Scenario
+from tests.chaos.stack import ChaosStack
+from tests.chaos.verdict import RESULTS, Row, document
+
+pytestmark = pytest.mark.integration
+
+
+def _kill(run: Run, step: int) -> None:
+    run.fleet.kill_random()
+
+
+def _freeze_redis(run: Run, step: int) -> None:
+    run.stack.signal_redis(signal.SIGSTOP)
+    try:
+        run.fleet.pause(20)
+    finally:
+        run.stack.signal_redis(signal.SIGCONT)
+
+
+def _lose_redis(run: Run, step: int) -> None:
+    """Redis restarted empty; with RILL_STATE_LOSS=fail every worker holds and says why."""
+    run.stack.drop_redis()
+    run.stack.start_missing()
+    slots = run.fleet.live()
+
+    def held() -> bool:
+        return all(
+            run.fleet.ready(s) not in (0, 200) and "rill_state_loss" in run.fleet.metrics(s)
+            for s in slots
+        )
+
+    if not run.fleet.wait(held, 60):
+        states = {s.name: run.fleet.ready(s) for s in slots}
+        run.notes.append(
+            "state loss not detected: 60 s after Redis restarted empty, /readyz "
+            f"{states} and no rill_state_loss metric"
+        )
+
+
+def _restart_broker(run: Run, step: int) -> None:
+    run.stack.stop_kafka()
+    run.stack.start_missing()
+
+
+def _scale(run: Run, step: int) -> None:
+    if step == 0:
+        run.fleet.add()
+        run.fleet.add()
+    else:
+        slot = random.Random(3).choice(run.fleet.live())
+        code = run.fleet.leave(slot)
+        if code != 0:
+            run.notes.append(f"{slot.name} left with exit code {code} after SIGTERM")
+
+
+def _zombie(run: Run, step: int) -> None:
+    slot = run.fleet.live()[0]
+    run.fleet.freeze(slot)
+    try:
+        run.fleet.pause(2.5 * SESSION_TIMEOUT_MS / 1000)
+    finally:
+        run.fleet.thaw(slot)
+
+
+def _nothing(run: Run, step: int) -> None:
+    del run, step
+
+
+SCENARIOS = [
+    Scenario("sigkill", "10 x SIGKILL a random worker, restarted", 2, 10, _kill),
+    Scenario("redis-sigstop", "Redis SIGSTOP 20 s, SIGCONT", 2, 1, _freeze_redis),
+    Scenario("redis-empty", "Redis restarted empty (no AOF)", 2, 1, _lose_redis, holds=True),
+    Scenario("broker-restart", "broker stopped and started", 2, 1, _restart_broker),
+    Scenario("scale", "workers 1 → 3 → 2 under load", 1, 2, _scale),
+    Scenario("zombie", "SIGSTOP a worker 15 s (> session 6 s), SIGCONT", 2, 1, _zombie),
+    Scenario(
+        "bad-input",
+        "near-limit, oversize, NaN/±Inf and far-future records",
+        2,
+        1,
+        _nothing,
+        extra=specials(int(time.time() * 1000)),
+    ),
+]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
+def test_fault_loses_nothing_and_keeps_windows_exact(
+    stack: ChaosStack, table: list[Row], tmp_path: Path, scenario: Scenario, mode: str
+) -> None:
+    """Under the scenario's fault: no record lost, no EOS duplicate, no wrong window."""
+    row = harness.run(stack, tmp_path, scenario, mode)
+    if scenario.name == "bad-input" and row.worker_exits:
+        row.problems.append(f"workers exited {row.worker_exits} times on bad input")
+    table.append(row)
+    RESULTS.write_text(document(table))  # as it goes; rewritten whole at the end
+    assert row.failures == [], f"{scenario.name} / {mode}: {row.failures} (logs in {tmp_path})"

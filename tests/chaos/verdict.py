@@ -1,0 +1,132 @@
+"""What a scenario's sink and DLQ say against the reference model, as one table row.
+
+Pure: the scenario reads the topics, the model says what they must hold, and this
+counts the differences.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.support.window_model import ModelResult, same_values
+
+RESULTS = Path(__file__).with_name("results.md")
+Window = tuple[str, int, int]
+Source = tuple[int, int]
+
+
+@dataclass
+class Row:
+    """One scenario x mode: the counts of the results table."""
+
+    scenario: str
+    mode: str
+    records_in: int = 0
+    faults: str = ""
+    sink_duplicates: int = 0
+    dlq_duplicates: int = 0
+    records_lost: int = 0
+    dlq_lost: int = 0
+    dlq_unexpected: int = 0
+    windows_wrong: int = 0
+    windows_missing: int = 0
+    worker_exits: int = 0
+    seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+    missing_allowed: bool = False
+
+    @property
+    def failures(self) -> list[str]:
+        """Why this row fails the run (empty when it passes)."""
+        out = list(self.problems)
+        if self.records_lost:
+            out.append(f"{self.records_lost} records lost")
+        if self.windows_wrong:
+            out.append(f"{self.windows_wrong} windows with wrong values")
+        if self.windows_missing and not self.missing_allowed:
+            out.append(f"{self.windows_missing} windows missing")
+        if self.dlq_unexpected:
+            out.append(f"{self.dlq_unexpected} records in the DLQ that belong in windows")
+        if self.mode == "exactly_once" and (self.sink_duplicates or self.dlq_duplicates):
+            out.append(
+                f"exactly-once duplicates: {self.sink_duplicates} in the sink, "
+                f"{self.dlq_duplicates} in the DLQ"
+            )
+        return out
+
+
+def judge(
+    row: Row,
+    model: ModelResult,
+    emissions: Iterable[tuple[Window, dict[str, Any]]],
+    dlq_sources: Sequence[Source],
+    expected_dlq: set[Source],
+    committed: dict[int, int] | None = None,
+) -> Row:
+    """Fill `row`'s counts from the sink's emissions and the DLQ's source offsets.
+
+    With `committed` (a scenario that holds partitions by design), a missing window and
+    a DLQ entry at or past its partition's committed offset are held, not lost.
+    """
+    if committed is not None:
+        expected_dlq = {(p, o) for p, o in expected_dlq if o < committed.get(p, 0)}
+    seen: dict[Window, list[dict[str, Any]]] = {}
+    for window, values in emissions:
+        seen.setdefault(window, []).append(values)
+    row.sink_duplicates = sum(len(v) - 1 for v in seen.values())
+    wrong = 0
+    lost = 0
+    for window, emitted in seen.items():
+        want = model.windows.get(window)
+        if want is None or not all(same_values(v, want) for v in emitted):
+            wrong += 1
+        if want is not None:
+            lost += max(0, int(want["count"]) - min(int(v.get("count", 0)) for v in emitted))
+    missing = model.closed - set(seen)
+    if committed is None:
+        lost += sum(int(model.windows[w]["count"]) for w in missing)
+    counted = Counter(dlq_sources)
+    row.dlq_duplicates = sum(n - 1 for n in counted.values())
+    row.dlq_lost = len(expected_dlq - set(counted))
+    row.dlq_unexpected = len(set(counted) - expected_dlq)
+    row.windows_wrong = wrong
+    row.windows_missing = len(missing)
+    row.records_lost = lost + row.dlq_lost
+    return row
+
+
+HEADER = (
+    "| scenario | mode | records in | faults | lost | sink dup | DLQ dup | DLQ lost "
+    "| DLQ unexpected | windows wrong | windows missing | worker exits | s | verdict |"
+)
+
+
+def markdown(rows: Sequence[Row]) -> str:
+    """The results table."""
+    lines = [HEADER, "|" + "---|" * 14]
+    for r in rows:
+        verdict = "pass" if not r.failures else "FAIL: " + "; ".join(r.failures)
+        lines.append(
+            f"| {r.scenario} | {r.mode} | {r.records_in:,} | {r.faults} | {r.records_lost} "
+            f"| {r.sink_duplicates} | {r.dlq_duplicates} | {r.dlq_lost} | {r.dlq_unexpected} "
+            f"| {r.windows_wrong} | {r.windows_missing} | {r.worker_exits} | {r.seconds:.0f} "
+            f"| {verdict.replace('|', '/')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def document(rows: Sequence[Row]) -> str:
+    """results.md: what the table is, then the table."""
+    return (
+        "# Chaos suite results\n\n"
+        "Written by `make chaos` (tests/chaos): each scenario in both modes, two or more\n"
+        "worker processes, the sink (read_committed) and the DLQ checked against the\n"
+        "reference model (tests/support/window_model.py) and the expected DLQ set (poison,\n"
+        "late and bad-input records). `lost`: input records missing from the windows\n"
+        "(counts below the model, or windows missing) or from the DLQ. `DLQ unexpected`:\n"
+        "records in the DLQ that belong in a window.\n\n" + markdown(rows)
+    )
