@@ -41,6 +41,11 @@ lint: install ## ruff (lint + format check) and mypy --strict
 test: lint tools up ## Lint, then unit and integration tests on the real broker and Redis
 	set -a; source .rill/local.env; set +a; $(PY) -m pytest tests
 
+chaos: install ## Process-level fault suite on its own broker + Redis; writes tests/chaos/results.md
+	RILL_CHAOS=1 $(PY) -m pytest tests/chaos -p no:cacheprovider
+
+.PHONY: chaos
+
 bench: up ## Benchmarks against a bare confluent-kafka + fastavro floor
 	set -a; source .rill/local.env; set +a; $(PY) bench/run.py && $(PY) bench/decode.py
 
