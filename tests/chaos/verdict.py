@@ -66,11 +66,13 @@ def judge(
     dlq_sources: Sequence[Source],
     expected_dlq: set[Source],
     committed: dict[int, int] | None = None,
+    held: set[Window] | None = None,
 ) -> Row:
     """Fill `row`'s counts from the sink's emissions and the DLQ's source offsets.
 
-    With `committed` (a scenario that holds partitions by design), a missing window and
-    a DLQ entry at or past its partition's committed offset are held, not lost.
+    With `committed` (a scenario that holds partitions by design), a DLQ entry at or past
+    its partition's committed offset is held, not lost, and so is a missing window in
+    `held` (one with a record at or past the committed offset).
     """
     if committed is not None:
         expected_dlq = {(p, o) for p, o in expected_dlq if o < committed.get(p, 0)}
@@ -87,8 +89,7 @@ def judge(
         if want is not None:
             lost += max(0, int(want["count"]) - min(int(v.get("count", 0)) for v in emitted))
     missing = model.closed - set(seen)
-    if committed is None:
-        lost += sum(int(model.windows[w]["count"]) for w in missing)
+    lost += sum(int(model.windows[w]["count"]) for w in missing - (held or set()))
     counted = Counter(dlq_sources)
     row.dlq_duplicates = sum(n - 1 for n in counted.values())
     row.dlq_lost = len(expected_dlq - set(counted))
