@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -11,7 +11,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from service.errors import ConfigError, DeliveryError, RillError
 from service.kafka.messages import to_in_record
-from service.records import InRecord
+from service.kafka.progress import Progress, partitions_of, progress_of
+from service.records import TP, InRecord
 
 log = structlog.get_logger("rill.consumer")
 
@@ -41,6 +42,9 @@ class GroupConsumer:
         self._on_revoke = on_revoke
         self._on_stats = on_stats
         self._consumer: Consumer | None = None
+        # librdkafka's default isolation level is read_committed too.
+        self._read_committed = conf.get("isolation.level", "read_committed") == "read_committed"
+        self._partition_stats: dict[TP, Mapping[str, Any]] = {}
 
     def start(self) -> GroupConsumer:
         """Create the client and subscribe."""
@@ -70,18 +74,55 @@ class GroupConsumer:
         return self._consumer
 
     def _stats(self, text: str) -> None:
+        stats = json.loads(text)
+        self._partition_stats = partitions_of(stats)
         if self._on_stats is not None:
-            self._on_stats(json.loads(text))
+            self._on_stats(stats)
+
+    def _forget_stats(self, pairs: list[TP]) -> None:
+        # Statistics from before an assignment change would tell an old committed offset.
+        for pair in pairs:
+            self._partition_stats.pop(pair, None)
+
+    def progress(self, pairs: list[TP]) -> dict[TP, Progress]:
+        """Position, end and lag of each partition now (see `kafka.progress`).
+
+        The position and the high watermark are the client's now (no request to the
+        broker); the last statistics add the last stable offset and, before the first
+        record, the committed offset the fetch starts from.
+        """
+        if not pairs:
+            return {}
+        client = self.client
+        try:
+            positions = client.position([TopicPartition(t, p) for t, p in pairs])
+        except KafkaException as exc:
+            log.warning("consumer position unknown", error=str(exc))
+            return {}
+        out: dict[TP, Progress] = {}
+        for tp in positions:
+            pair = (tp.topic, tp.partition)
+            try:
+                marks = client.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                marks = None
+            high = marks[1] if marks else -1
+            position = tp.offset if tp.error is None else -1
+            stats = self._partition_stats.get(pair)
+            out[pair] = progress_of(position, high, stats, self._read_committed)
+        return out
 
     def _assigned(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         pairs = [(tp.topic, tp.partition) for tp in partitions]
         log.info("partitions assigned", partitions=pairs)
+        self._forget_stats(pairs)
         if self._on_assign:
             self._on_assign(pairs)
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         pairs = [(tp.topic, tp.partition) for tp in partitions]
         log.info("partitions revoked", partitions=pairs)
+        self._forget_stats(pairs)
         # Offsets of finished batches are stored; commit them before the partitions go.
         self.commit(sync=True)
         if self._on_revoke:

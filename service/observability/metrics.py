@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import (
@@ -16,7 +17,7 @@ from prometheus_client import (
 )
 
 from service.observability.histogram import BatchHistogram
-from service.records import BatchResult
+from service.records import TP, BatchResult
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -27,6 +28,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        self._behind_since: dict[TP, float] = {}
         # CPU, RSS, open fds, GC and the Python version, as the default registry has them.
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
@@ -85,13 +87,13 @@ class Metrics:
         )
         self.consumer_lag = Gauge(
             "rill_consumer_lag",
-            "Records behind the end of the partition",
+            "Records between the consumer's position and the end of the partition",
             ["topic", "partition"],
             registry=r,
         )
         self.consumer_lag_seconds = Gauge(
             "rill_consumer_lag_seconds",
-            "Age of the last processed record while lagging",
+            "Age of the last processed record while lagging (0 when caught up)",
             ["topic", "partition"],
             registry=r,
         )
@@ -135,35 +137,36 @@ class Metrics:
         for (t, p), n in applied.open_windows.items():
             self.open_windows.labels(t, str(p)).set(n)
 
-    def partition_stats(
-        self, stats: dict[str, Any], now_s: float, last_ts_ms: dict[tuple[str, int], int]
-    ) -> dict[tuple[str, int], int]:
-        """Per-partition lag from librdkafka statistics (records, and seconds).
+    def partition_lag(
+        self, lags: Mapping[TP, int], now_s: float, last_ts_ms: Mapping[TP, int]
+    ) -> None:
+        """Show each partition's lag: records (end - position) and seconds.
 
-        Lag in seconds is the age of the last record processed while records are
-        waiting behind it, 0 when caught up.
+        Lag in seconds is 0 when caught up; behind, it is the age of the last record
+        processed, or, before any (a restart onto a backlog), how long the partition has
+        been seen behind: a lower bound of the waiting records' age.
 
-        Returns:
-            The known lag per (topic, partition).
+        Args:
+            lags: records behind the end, per partition (see `kafka.progress`).
+            now_s: the wall clock, in seconds.
+            last_ts_ms: the timestamp of the last record processed per partition.
         """
-        lags: dict[tuple[str, int], int] = {}
-        for topic, tstats in stats.get("topics", {}).items():
-            for pid, pstats in tstats.get("partitions", {}).items():
-                lag = pstats.get("consumer_lag", -1)
-                if lag == -1 and pstats.get("lo_offset", -1) == pstats.get("hi_offset", -2):
-                    lag = 0  # an empty partition: nothing committed, nothing to consume
-                if pid == "-1" or lag is None or lag < 0:
-                    continue
-                self.consumer_lag.labels(topic, pid).set(lag)
-                lags[(topic, int(pid))] = lag
-                ts = last_ts_ms.get((topic, int(pid)))
-                age = max(0.0, now_s - ts / 1000) if lag > 0 and ts else 0.0
-                self.consumer_lag_seconds.labels(topic, pid).set(age)
-        return lags
+        for tp, lag in lags.items():
+            topic, pid = tp[0], str(tp[1])
+            self.consumer_lag.labels(topic, pid).set(lag)
+            if lag <= 0:
+                self._behind_since.pop(tp, None)
+                age = 0.0
+            else:
+                since = self._behind_since.setdefault(tp, now_s)
+                ts = last_ts_ms.get(tp)
+                age = max(0.0, now_s - ts / 1000) if ts else now_s - since
+            self.consumer_lag_seconds.labels(topic, pid).set(age)
 
     def drop_partitions(self, pairs: list[tuple[str, int]]) -> None:
         """Remove per-partition series of partitions this worker no longer owns."""
         for topic, partition in pairs:
+            self._behind_since.pop((topic, partition), None)
             for gauge in (self.consumer_lag, self.consumer_lag_seconds, self.open_windows):
                 with contextlib.suppress(KeyError):
                     gauge.remove(topic, str(partition))

@@ -10,7 +10,7 @@ state again, which makes state exactly-once in both guarantee modes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,6 +90,21 @@ class Outbox:
     results: list[WindowResult]
     dlq: list[DlqEntry]
     seq: int
+
+
+def is_idle(owned: Owned, at_end: bool, now_wall_ms: int, timeout_ms: int) -> bool:
+    """The idle rule: read to the end, and no record of it for the idle timeout.
+
+    Args:
+        owned: the partition.
+        at_end: the consumer's position is at the partition's end (the last stable
+            offset), so nothing of it is buffered or waiting in a batch.
+        now_wall_ms: the wall clock.
+        timeout_ms: the idle timeout (> 0).
+    """
+    if not at_end or owned.watermark_at_last_record <= NO_TIME:
+        return False
+    return now_wall_ms - owned.last_record_wall_ms >= timeout_ms
 
 
 class Aggregator:
@@ -217,21 +232,26 @@ class Aggregator:
             out.calls[tp] = self._call(tp, batch, out.clocks[tp], kept)
         return out
 
-    def prepare_tick(self, now_wall_ms: int, busy: Iterable[TP] = ()) -> Prepared:
+    def prepare_tick(self, now_wall_ms: int, at_end: Collection[TP]) -> Prepared:
         """Advance the watermark of idle partitions by wall clock.
 
-        A partition is idle when no record of it arrived for the idle timeout and none
-        is waiting for it (`busy`).
+        A partition is idle when the consumer has read it to its end (nothing of it
+        buffered or in a batch) and no record of it came for the idle timeout. One the
+        fetcher merely served less for a while is never idle: its position is behind
+        its end, whatever the guarantee mode.
+
+        Args:
+            now_wall_ms: the wall clock.
+            at_end: the partitions the consumer has read to their end now.
         """
         out = Prepared(records=False)
         timeout = self.plan.idle_timeout_ms
         if timeout <= 0:
             return out
-        waiting = set(busy)
         for tp, owned in self.owned.items():
-            idle_for = now_wall_ms - owned.last_record_wall_ms
-            if tp in waiting or idle_for < timeout or owned.watermark_at_last_record <= NO_TIME:
+            if not is_idle(owned, tp in at_end, now_wall_ms, timeout):
                 continue
+            idle_for = now_wall_ms - owned.last_record_wall_ms
             wm = max(owned.clock.watermark, owned.watermark_at_last_record + idle_for)
             out.clocks[tp] = PartitionClock(owned.clock.max_ts, wm)
             out.calls[tp] = self._call(tp, PartitionBatch(), out.clocks[tp], [])

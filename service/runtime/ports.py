@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from service.config import Settings
 from service.kafka.producer import Failure, OffsetMeta
+from service.kafka.progress import Progress
 from service.processing.dlq import DlqEntry
 from service.processing.windows import WindowPlan
 from service.records import TP, InRecord, OutRecord
@@ -56,6 +57,10 @@ class Consumer(Protocol):
 
     def resume(self, pairs: list[TP]) -> None:
         """Fetch these partitions again."""
+        ...
+
+    def progress(self, pairs: list[TP]) -> dict[TP, Progress]:
+        """Position, end and lag of each partition now (absent where not assigned)."""
         ...
 
 

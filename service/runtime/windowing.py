@@ -7,7 +7,7 @@ batch, one round trip), tick (idle partitions), acknowledge. The computing is in
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import structlog
 
@@ -74,9 +74,9 @@ class WindowEngine:
         prepared = self.aggregator.prepare(keyed, carry, last_offsets)
         return self._send(prepared, now_wall_ms, carry or {})
 
-    def tick(self, now_wall_ms: int, busy: Iterable[TP] = ()) -> EngineResult:
+    def tick(self, now_wall_ms: int, at_end: Collection[TP]) -> EngineResult:
         """Advance the watermark of idle partitions by wall clock (`Aggregator.prepare_tick`)."""
-        return self._send(self.aggregator.prepare_tick(now_wall_ms, busy), now_wall_ms, {})
+        return self._send(self.aggregator.prepare_tick(now_wall_ms, at_end), now_wall_ms, {})
 
     def _send(
         self, prepared: Prepared, now_wall_ms: int, carry: Mapping[TP, Sequence[DlqEntry]]

@@ -18,6 +18,7 @@ from service import __version__
 from service.app import open_plan
 from service.config import Settings
 from service.errors import TransientError
+from service.kafka.progress import Progress
 from service.observability.health import HealthServer, HealthState
 from service.observability.metrics import Metrics
 from service.observability.tracing import BatchTracer
@@ -67,7 +68,6 @@ class Worker:
         self._consumer: Consumer | None = None
         self._guarantee: Guarantee | None = None
         self._last_ts: dict[TP, int] = {}
-        self._lagging: set[TP] = set()
         self._totals = dict.fromkeys(("in", "out", "dlq", "filtered"), 0)
         self.backpressure = BackPressure(
             settings,
@@ -136,9 +136,16 @@ class Worker:
                 log.warning("outbox not acknowledged on revoke", error=str(exc))
             self._engine.revoke(pairs)
 
-    def _on_stats(self, stats: dict[str, Any]) -> None:
-        lags = self.metrics.partition_stats(stats, time.time(), self._last_ts)
-        self._lagging = {tp for tp, lag in lags.items() if lag > 0}
+    def _on_stats(self, _stats: dict[str, Any]) -> None:
+        """Export each partition's lag: end - position, the same in both modes.
+
+        The consumer has just taken these statistics in (`Consumer.progress` reads them).
+        """
+        if self._consumer is None:
+            return
+        progress = self._consumer.progress(sorted(self._assigned))
+        lags = {tp: p.lag for tp, p in progress.items() if p.lag is not None}
+        self.metrics.partition_lag(lags, time.time(), self._last_ts)
 
     def _ready(self) -> tuple[bool, str]:
         if not self._assigned:
@@ -338,12 +345,19 @@ class Worker:
 
     def _tick_apply(self) -> BatchResult:
         assert self._engine is not None
-        applied = self._engine.tick(now_ms(), self._lagging)
+        at_end = {tp for tp, p in self._progress().items() if p.at_end}
+        applied = self._engine.tick(now_ms(), at_end)
         result = BatchResult(seqs=applied.seqs)
         emit(result, applied.results, applied.tps, self.plan, now_ms())
         if applied.results:
             self.metrics.count_windows(self.settings.input_topic, applied)
         return result
+
+    def _progress(self) -> dict[TP, Progress]:
+        """Where the consumer is now in each partition this worker owns."""
+        if self._consumer is None or self._engine is None:
+            return {}
+        return self._consumer.progress(sorted(self._engine.owned))
 
     def _count(self, result: BatchResult, delivered: Delivered) -> None:
         """Every delivery (batch, tick, reconcile) counted in one place."""

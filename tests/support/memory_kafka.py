@@ -14,6 +14,7 @@ from typing import Any
 
 from service.errors import DeliveryError, RillError, TransactionRefusedError
 from service.kafka.producer import Failure, OffsetMeta
+from service.kafka.progress import Progress
 from service.processing.dlq import DlqEntry, render
 from service.records import TP, InRecord, OutRecord
 
@@ -135,6 +136,14 @@ class MemoryConsumer:
     def resume(self, pairs: list[TP]) -> None:
         """Hand them out again."""
         self.paused.difference_update(pairs)
+
+    def progress(self, pairs: list[TP]) -> dict[TP, Progress]:
+        """Position and end of the assigned ones (every record handed out is applied)."""
+        return {
+            tp: Progress(self.positions[tp], len(self.broker.logs.get(tp, [])))
+            for tp in pairs
+            if tp in self.positions
+        }
 
     def close(self) -> None:
         """Commit and leave."""
