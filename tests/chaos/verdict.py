@@ -74,8 +74,9 @@ def judge(
     its partition's committed offset is held, not lost, and so is a missing window in
     `held` (one with a record at or past the committed offset).
     """
+    due = expected_dlq
     if committed is not None:
-        expected_dlq = {(p, o) for p, o in expected_dlq if o < committed.get(p, 0)}
+        due = {(p, o) for p, o in expected_dlq if o < committed.get(p, 0)}
     seen: dict[Window, list[dict[str, Any]]] = {}
     for window, values in emissions:
         seen.setdefault(window, []).append(values)
@@ -92,7 +93,7 @@ def judge(
     lost += sum(int(model.windows[w]["count"]) for w in missing - (held or set()))
     counted = Counter(dlq_sources)
     row.dlq_duplicates = sum(n - 1 for n in counted.values())
-    row.dlq_lost = len(expected_dlq - set(counted))
+    row.dlq_lost = len(due - set(counted))
     row.dlq_unexpected = len(set(counted) - expected_dlq)
     row.windows_wrong = wrong
     row.windows_missing = len(missing)
