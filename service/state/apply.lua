@@ -1,31 +1,34 @@
 -- Apply one batch of one input partition to its window state, atomically.
 -- KEYS: 1 meta (hash), 2 idx (zset: window id -> end), 3 state (hash: window id -> comps),
---       4 outbox (hash: seq -> window rows / DLQ entries)
--- ARGV: 1 epoch, 2 first offset (-1: no records), 3 last offset, 4 max event time,
---       5 watermark candidate, 6 kind, 7 size ms (sliding), 8 emit mode, 9 ops,
---       10 ttl s, 11 outbox seq acknowledged, 12 DLQ entries blob, 13 key prefix,
+--       4 outbox (hash: seq -> window rows / DLQ entries), 5 bykey (zset: each record
+--       key's windows by start, sessions and sliding buckets). No other key is touched.
+-- ARGV: 1 epoch, 2 its claim number, 3 first offset (-1: no records), 4 last offset,
+--       5 max event time, 6 watermark candidate, 7 kind, 8 size ms (sliding), 9 emit
+--       mode, 10 ops, 11 ttl s, 12 outbox seq acknowledged, 13 DLQ entries blob,
 --       14.. deltas: key, start, end, comps
+-- Replies {'ok', seq, wm, applied, rows, open windows}, {'stale', applied},
+--         {'fenced', epoch} or {'lost'} (prelude.lua: ownership).
 -- (prelude.lua comes first: layout helpers, the merge rule, the ack loop.)
-local meta, idx, state, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local meta, idx, state, outbox, bykey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 
-if not owns(meta, ARGV[1]) then
+local who = ownership(meta, ARGV[1], ARGV[2])
+if who == 'lost' then return {'lost'} end
+if who ~= 'ok' then
   return {'fenced', tostring(redis.call('HGET', meta, 'epoch'))}
 end
 local applied = tonumber(redis.call('HGET', meta, 'applied') or '-1')
-local first = tonumber(ARGV[2])
+local first = tonumber(ARGV[3])
 if first >= 0 and first <= applied then
   return {'stale', tostring(applied)}
 end
 
-local kind, size, emit = ARGV[6], tonumber(ARGV[7]), ARGV[8]
-local ttl, prefix = tonumber(ARGV[10]), ARGV[13]
+local kind, size, emit = ARGV[7], tonumber(ARGV[8]), ARGV[9]
+local ttl = tonumber(ARGV[11])
 local ops = {}
-for op in string.gmatch(ARGV[9], '[^,]+') do ops[#ops + 1] = op end
-
-local function key_index(key) return key_set(prefix, key) end
+for op in string.gmatch(ARGV[10], '[^,]+') do ops[#ops + 1] = op end
 
 -- 0. Acknowledged outbox entries are delivered: drop them.
-local ack = tonumber(ARGV[11])
+local ack = tonumber(ARGV[12])
 if ack >= 0 then drop_acked(outbox, ack) end
 
 -- 1. Merge the deltas.
@@ -35,12 +38,11 @@ while i <= #ARGV do
   local key, s, e = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   local comps = split(ARGV[i + 3])
   i = i + 4
-  local zk = key_index(key)
   if kind == 'session' then
     local changed = true
     while changed do
       changed = false
-      for _, wid in ipairs(redis.call('ZRANGEBYSCORE', zk, '-inf', '(' .. e)) do
+      for _, wid in ipairs(key_windows(bykey, key, nil, e)) do
         local ws, we = parse_wid(wid)
         if we > s then
           comps = merge(ops, comps, split(redis.call('HGET', state, wid)))
@@ -48,7 +50,7 @@ while i <= #ARGV do
           if we > e then e = we end
           redis.call('HDEL', state, wid)
           redis.call('ZREM', idx, wid)
-          redis.call('ZREM', zk, wid)
+          redis.call('ZREM', bykey, by_key_member(key, ws, wid))
           changed = true
         end
       end
@@ -60,8 +62,7 @@ while i <= #ARGV do
   redis.call('HSET', state, wid, table.concat(comps, SEP))
   redis.call('ZADD', idx, e, wid)
   if kind == 'session' or kind == 'sliding' then
-    redis.call('ZADD', zk, s, wid)
-    redis.call('EXPIRE', zk, ttl)
+    redis.call('ZADD', bykey, 0, by_key_member(key, s, wid))
   end
   if kind == 'sliding' then redis.call('ZADD', idx, s + size, 'x|' .. wid) end
   if not touched[wid] then touched[wid] = true; order[#order + 1] = wid end
@@ -69,10 +70,10 @@ while i <= #ARGV do
 end
 
 -- 2. Advance the watermark.
-local max_ts = tonumber(redis.call('HGET', meta, 'max_ts') or ARGV[4])
-if tonumber(ARGV[4]) > max_ts then max_ts = tonumber(ARGV[4]) end
-local wm = tonumber(redis.call('HGET', meta, 'wm') or ARGV[5])
-if tonumber(ARGV[5]) > wm then wm = tonumber(ARGV[5]) end
+local max_ts = tonumber(redis.call('HGET', meta, 'max_ts') or ARGV[5])
+if tonumber(ARGV[5]) > max_ts then max_ts = tonumber(ARGV[5]) end
+local wm = tonumber(redis.call('HGET', meta, 'wm') or ARGV[6])
+if tonumber(ARGV[6]) > wm then wm = tonumber(ARGV[6]) end
 
 local out = {}
 local function emit_window(tag, s, e, key, comps)
@@ -84,7 +85,7 @@ end
 -- A sliding window [t - size + 1, t + 1) is every bucket of the key in that range.
 local function sliding_window(key, t)
   local comps = nil
-  for _, wid in ipairs(redis.call('ZRANGEBYSCORE', key_index(key), t - size + 1, t)) do
+  for _, wid in ipairs(key_windows(bykey, key, t - size + 1, t + 1)) do
     local c = split(redis.call('HGET', state, wid))
     comps = comps and merge(ops, comps, c) or c
   end
@@ -97,7 +98,7 @@ if emit == 'update' then
     if redis.call('HEXISTS', state, wid) == 1 then
       local s, e, key = parse_wid(wid)
       if kind == 'sliding' then
-        for _, other in ipairs(redis.call('ZRANGEBYSCORE', key_index(key), s, s + size - 1)) do
+        for _, other in ipairs(key_windows(bykey, key, s, s + size)) do
           -- Every such window ends at or after this record, so it was open at batch start.
           local t = parse_wid(other)
           emit_window('u', t - size + 1, t + 1, key, sliding_window(key, t))
@@ -123,25 +124,25 @@ for _, wid in ipairs(closed) do
     else
       if emit == 'final' then emit_window('c', s, e, key, split(redis.call('HGET', state, wid))) end
       redis.call('HDEL', state, wid)
-      if kind == 'session' then redis.call('ZREM', key_index(key), wid) end
+      if kind == 'session' then redis.call('ZREM', bykey, by_key_member(key, s, wid)) end
     end
   end
   redis.call('ZREM', idx, wid)
 end
 for _, wid in ipairs(evict) do
-  local _, _, key = parse_wid(wid)
+  local s, _, key = parse_wid(wid)
   redis.call('HDEL', state, wid)
-  redis.call('ZREM', key_index(key), wid)
+  redis.call('ZREM', bykey, by_key_member(key, s, wid))
 end
 
 -- 5. Record the applied offset, the clock and the outbox, atomically with the state.
 local seq = redis.call('HINCRBY', meta, 'seq', 1)
 if #out > 0 then redis.call('HSET', outbox, outbox_field(seq, 'o'), cjson.encode(out)) end
-if ARGV[12] ~= '' then redis.call('HSET', outbox, outbox_field(seq, 'l'), ARGV[12]) end
+if ARGV[13] ~= '' then redis.call('HSET', outbox, outbox_field(seq, 'l'), ARGV[13]) end
 local fields = {'max_ts', fmt(max_ts), 'wm', fmt(wm)}
-if tonumber(ARGV[3]) >= 0 then
-  fields[#fields + 1] = 'applied'; fields[#fields + 1] = ARGV[3]
-  applied = tonumber(ARGV[3])
+if tonumber(ARGV[4]) >= 0 then
+  fields[#fields + 1] = 'applied'; fields[#fields + 1] = ARGV[4]
+  applied = tonumber(ARGV[4])
 end
 redis.call('HSET', meta, unpack(fields))
 for _, k in ipairs(KEYS) do redis.call('EXPIRE', k, ttl) end

@@ -6,14 +6,51 @@ from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
-from redis.exceptions import RedisClusterException
+from redis.exceptions import (
+    AskError,
+    ClusterError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisClusterException,
+    ResponseError,
+    TryAgainError,
+)
 
-from service.errors import ConfigError, StateError
+from service.errors import ConfigError, FatalError, RillError, StateError
 
 RedisClient = redis.Redis | RedisCluster
 # What a client raises when Redis fails; a cluster client that finds no node raises
 # RedisClusterException, which is not a RedisError.
 REDIS_ERRORS = (redis.RedisError, RedisClusterException)
+# Error replies that mean "not now": full (noeviction), a replica, a slot moving, a
+# cluster or primary down, a server busy or loading. Any other error reply is a script
+# (or command) failing on its inputs: retrying it cannot help, and a script stopped
+# half-way has written its first half, so a retry would apply that part twice.
+_TRANSIENT_REPLIES = (
+    OutOfMemoryError,
+    ReadOnlyError,
+    TryAgainError,
+    AskError,
+    ClusterError,
+    NoScriptError,
+)
+_TRANSIENT_PREFIXES = ("BUSY", "LOADING", "MASTERDOWN", "MISCONF", "NOREPLICAS", "OOM")
+
+
+def mapped(exc: Exception, what: str) -> RillError:
+    """A client error as rill's: `FatalError` for an error reply of a script or command
+    that failed on its inputs (with Redis's message), `StateError` (transient) for the rest.
+
+    Args:
+        exc: what the client raised (one of `REDIS_ERRORS`).
+        what: the operation, for the message.
+    """
+    if isinstance(exc, ResponseError) and not isinstance(exc, _TRANSIENT_REPLIES):
+        message = str(exc)
+        if not message.upper().startswith(_TRANSIENT_PREFIXES):
+            return FatalError(f"{what}: Redis refused it for good (a script error): {message}")
+    return StateError(f"{what} failed: {exc}")
 
 
 def connect(

@@ -4,21 +4,30 @@ Pure functions over plain values; no client import. The scripts (`*.lua`) read a
 the same layout, and `tests/unit/test_state_contract.py` proves that they agree.
 
 Key layout (one input partition; every key carries one Cluster hash tag, so a script
-touches a single slot)::
+touches a single slot, and every key a script touches is in its KEYS)::
 
-    <prefix>:{<group>:<topic>:<partition>}:meta     hash: epoch, applied, max_ts, wm, seq
+    <prefix>:{<group>:<topic>:<partition>}:meta     hash: epoch, claims, layout, applied,
+                                                    max_ts, wm, seq
     <prefix>:{<group>:<topic>:<partition>}:idx      zset: window id -> end (close time);
                                                     sliding: "x|<id>" -> time to evict
     <prefix>:{<group>:<topic>:<partition>}:state    hash: window id -> components
     <prefix>:{<group>:<topic>:<partition>}:outbox   hash: "<seq>:o" -> rows (JSON),
                                                           "<seq>:l" -> DLQ entries (JSON)
-    <prefix>:{<group>:<topic>:<partition>}:k:<key>  zset: window id -> start (sessions,
-                                                    sliding buckets), one per record key
+    <prefix>:{<group>:<topic>:<partition>}:bykey    zset (all scores 0, read by lex range):
+                                                    "<len>:<key>|<start:ordered>|<window id>"
+                                                    (sessions, sliding buckets)
 
 A window id is `<start>|<end>|<key>`: the key comes last, so it may hold any character.
 Components are joined by the unit separator (0x1F); floats are written with `repr`, so
-they round-trip exactly. First/last components are `<ts:016d><offset:016d><json value>`,
+they round-trip exactly. First/last components are `<ts:ordered><offset:016d><json value>`,
 so comparing the strings orders them by (event time, offset).
+
+Ownership: `claims` counts the claims of the partition; `epoch` is the last claim's
+`claims * 2**24 + token`, the token random per claim. A claim that Redis forgot (a
+failover lost it) is told apart from a newer owner's: the script answers `lost` when the
+meta hash is gone or its `claims` is below the caller's, `fenced` otherwise; a claim
+number issued again after such a loss carries another token, so it fences the first.
+`layout` names the aggregate layout the state was written with (`layout_of`).
 """
 
 from __future__ import annotations
@@ -48,6 +57,9 @@ if TYPE_CHECKING:
 
 SEP: Final = "\x1f"
 ORDER_PREFIX_CHARS: Final = 32
+ORDERED_TIME_CHARS: Final = 16
+TOKEN_BITS: Final = 24
+LAYOUT_VERSION: Final = "2"
 EVICT_MARK: Final = "x|"
 ROWS_PART: Final = "o"
 DLQ_PART: Final = "l"
@@ -93,7 +105,17 @@ def pack_ordered(ts: int, offset: int, value: Any) -> str:
         text = orjson.dumps(value, default=str).decode()
     except TypeError:  # an integer beyond 64 bits (or a non-text dict key): json writes it
         text = json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
-    return (f"{ts:016d}" if ts >= 0 else f"-{ts + 10**15:015d}") + f"{offset:016d}" + text
+    return ordered_time(ts) + f"{offset:016d}" + text
+
+
+def ordered_time(ts: int) -> str:
+    """A time in ms as 16 characters that sort as text in time order (the scripts' `ord`).
+
+    Args:
+        ts: above -10**15 and below 10**16 (a negative one is `-` and ts + 10**15 in 15
+            digits, which sorts below every non-negative one and in time order).
+    """
+    return f"{ts:016d}" if ts >= 0 else f"-{ts + 10**15:015d}"
 
 
 def unpack_ordered(text: str) -> Any:
@@ -129,32 +151,51 @@ class PartitionKeys:
     """The keys of one input partition's state.
 
     Attributes:
-        meta: hash with epoch, applied offset, max event time, watermark, outbox seq.
+        meta: hash with epoch, claims, layout, applied offset, max event time,
+            watermark, outbox seq.
         index: sorted set of window ids by the time they close.
         state: hash of window id -> aggregate components.
         outbox: hash of outbox entries not yet acknowledged.
-        key_prefix: prefix of the per-key sorted sets (sessions, sliding buckets).
+        by_key: sorted set of each record key's windows by start (sessions, sliding
+            buckets), read by lex range (`by_key_member`).
     """
 
     meta: str
     index: str
     state: str
     outbox: str
-    key_prefix: str
+    by_key: str
 
     def all(self) -> list[str]:
-        """The fixed keys, in the order the apply script takes them."""
-        return [self.meta, self.index, self.state, self.outbox]
+        """Every key, in the order the claim and apply scripts take them (their KEYS)."""
+        return [self.meta, self.index, self.state, self.outbox, self.by_key]
 
-    def of_key(self, key: str) -> str:
-        """The per-key sorted set of record key `key` (same hash tag)."""
-        return f"{self.key_prefix}k:{key}"
 
-    def key_of(self, name: str | bytes) -> str | None:
-        """The record key of a per-key sorted set's name; None for any other key."""
-        text = _text(name)
-        head = f"{self.key_prefix}k:"
-        return text[len(head) :] if text.startswith(head) else None
+def by_key_member(key: str, start: int, wid: str) -> str:
+    """A window's member of the `bykey` set (the scripts' `by_key_member`).
+
+    `<byte length>:<key>|` comes first, so one key's members are one lex range and no key
+    is a prefix of another's range; the start is `ordered_time`, so a lex range is a time
+    range.
+    """
+    return f"{len(key.encode())}:{key}|{ordered_time(start)}|{wid}"
+
+
+def parse_by_key_member(member: str | bytes) -> tuple[str, int, str]:
+    """(record key, start, window id) of a `bykey` member.
+
+    Raises:
+        ValueError: not a `bykey` member.
+    """
+    raw = member if isinstance(member, bytes) else member.encode()
+    length, sep, rest = raw.partition(b":")
+    if not sep or not length.isdigit():
+        raise ValueError(f"not a bykey member: {member!r}")
+    n = int(length)
+    key, tail = rest[:n].decode(), rest[n:].decode()
+    start_text, wid = tail[1 : 1 + ORDERED_TIME_CHARS], tail[2 + ORDERED_TIME_CHARS :]
+    start = int(start_text) if start_text[0] != "-" else int(start_text[1:]) - 10**15
+    return key, start, wid
 
 
 def partition_keys(prefix: str, group: str, topic: str, partition: int) -> PartitionKeys:
@@ -165,7 +206,9 @@ def partition_keys(prefix: str, group: str, topic: str, partition: int) -> Parti
     """
     tag = _TAG_UNSAFE.sub("_", f"{group}:{topic}:{partition}")
     base = f"{_TAG_UNSAFE.sub('_', prefix)}:{{{tag}}}:"
-    return PartitionKeys(f"{base}meta", f"{base}idx", f"{base}state", f"{base}outbox", base)
+    return PartitionKeys(
+        f"{base}meta", f"{base}idx", f"{base}state", f"{base}outbox", f"{base}bykey"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,13 +237,45 @@ class StateLayout:
         return partition_keys(self.prefix, self.group, tp[0], tp[1])
 
 
+def layout_of(layout: StateLayout) -> str:
+    """What the state's bytes depend on, as the claim script records it in `meta`.
+
+    The components (ops), the window kind and size: state written under one layout is
+    wrong under another (a merge of other components, windows of another size), so a
+    claim that finds another layout with windows open refuses (`describe_layout`).
+    """
+    ops = ",".join(layout.ops)
+    return f"v{LAYOUT_VERSION};kind={layout.kind};size_ms={layout.size_ms};ops={ops}"
+
+
+def describe_layout(text: str) -> str:
+    """A recorded layout in the settings' words (for the mismatch message)."""
+    parts = dict(p.partition("=")[::2] for p in text.split(";") if "=" in p)
+    ops = parts.get("ops", "?")
+    return (
+        f"RILL_WINDOW_TYPE={parts.get('kind', '?')}, "
+        f"RILL_WINDOW_SIZE_MS={parts.get('size_ms', '?')}, aggregate components [{ops}]"
+    )
+
+
+def claim_argv(layout: StateLayout, token: int, expect_seq: int) -> list[str | int]:
+    """ARGV of claim.lua (see its header for the order)."""
+    return [layout.ttl_s, token, layout_of(layout), expect_seq]
+
+
+def epoch_claims(epoch: int) -> int:
+    """The claim number of an epoch (`claims` in meta when it was issued)."""
+    return epoch >> TOKEN_BITS
+
+
 # --- script arguments ---------------------------------------------------------------------
 
 
-def apply_argv(layout: StateLayout, keys: PartitionKeys, call: ApplyCall) -> list[str | int]:
+def apply_argv(layout: StateLayout, call: ApplyCall) -> list[str | int]:
     """ARGV of apply.lua (see its header for the order)."""
     argv: list[str | int] = [
         call.epoch,
+        epoch_claims(call.epoch),
         call.first_offset,
         call.last_offset,
         call.max_ts,
@@ -212,7 +287,6 @@ def apply_argv(layout: StateLayout, keys: PartitionKeys, call: ApplyCall) -> lis
         layout.ttl_s,
         call.ack_seq,
         encode_dlq_entries(call.dlq).decode() if call.dlq else "",
-        keys.key_prefix,
     ]
     for d in call.deltas:
         argv.extend((d.key, d.start, d.end, encode_components(d.comps)))
@@ -328,14 +402,17 @@ def decode_rows(ops: Sequence[Op], flat: Sequence[Any]) -> list[WindowRow]:
 def decode_applied(ops: Sequence[Op], reply: Sequence[Any]) -> Applied:
     """The apply script's reply.
 
-    `{'ok', seq, watermark, applied, rows, open windows}`, `{'stale', applied}` or
-    `{'fenced', epoch}`.
+    `{'ok', seq, watermark, applied, rows, open windows}`, `{'stale', applied}`,
+    `{'fenced', epoch}` (a newer claim owns it) or `{'lost'}` (the partition's state, or
+    the caller's claim, is gone from Redis).
     """
     status = _text(reply[0])
     if status == "stale":
         return Applied("stale", applied=int(reply[1]))
     if status == "fenced":
         return Applied("fenced")
+    if status == "lost":
+        return Applied("lost")
     if status != "ok":
         raise ValueError(f"apply script answered {status!r}")
     return Applied(
@@ -349,14 +426,16 @@ def decode_applied(ops: Sequence[Op], reply: Sequence[Any]) -> Applied:
 
 
 def decode_claim(ops: Sequence[Op], reply: Sequence[Any]) -> Claim:
-    """The claim script's reply: `{epoch, applied, max_ts, wm, seq, HGETALL outbox}`."""
-    epoch, applied, max_ts, wm, _seq, flat = reply
+    """The claim script's `ok` reply after its status: `{epoch, applied, max_ts, wm, seq,
+    HGETALL outbox}`."""
+    epoch, applied, max_ts, wm, seq, flat = reply
     return Claim(
         epoch=int(epoch),
         applied=int(applied),
         max_ts=_time(max_ts),
         watermark=_time(wm),
         outbox=decode_outbox(ops, dict(zip(flat[::2], flat[1::2], strict=True))),
+        seq=int(seq),
     )
 
 

@@ -7,6 +7,9 @@ a real Redis.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import fakeredis
 
 from service.state.codec import StateLayout
@@ -20,9 +23,15 @@ class MemoryWindowStore(RedisWindowStore):
         layout: where the state lives and the window definition the script needs.
         server: the fake server to share: two stores on one server see one Redis
             (two workers of one group); by default a new, empty one.
+        clock: monotonic seconds (for the TTL refresh interval).
     """
 
-    def __init__(self, layout: StateLayout, server: fakeredis.FakeServer | None = None) -> None:
+    def __init__(
+        self,
+        layout: StateLayout,
+        server: fakeredis.FakeServer | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.server = server if server is not None else fakeredis.FakeServer()
         self.client = fakeredis.FakeRedis(server=self.server)
-        super().__init__(self.client, layout)
+        super().__init__(self.client, layout, clock)

@@ -117,14 +117,48 @@ end
 
 local function wid_of(s, e, key) return string.format('%d|%d|', s, e) .. key end
 
--- The per-key sorted set of a record key (sessions, sliding buckets).
-local function key_set(prefix, key) return prefix .. 'k:' .. key end
+-- A time in ms as 16 characters that sort as text in time order (codec.ordered_time).
+local function ord(n)
+  if n >= 0 then return string.format('%016d', n) end
+  return '-' .. string.format('%015d', n + 1e15)
+end
+
+-- The `bykey` set holds each record key's windows (sessions, sliding buckets) as
+-- "<len>:<key>|<start:ord>|<wid>", all at score 0: one key's windows are one lex range,
+-- ordered by start (codec.by_key_member).
+local function key_head(key) return #key .. ':' .. key .. '|' end
+local function by_key_member(key, s, wid) return key_head(key) .. ord(s) .. '|' .. wid end
+local function by_key_wid(key, member) return string.sub(member, #key_head(key) + 18) end
+
+-- The windows of `key` starting in [lo, hi) (window ids, by start).
+local function key_windows(bykey, key, lo, hi)
+  local head = key_head(key)
+  local low = lo and ('[' .. head .. ord(lo)) or ('[' .. head)
+  local out = {}
+  for _, m in ipairs(redis.call('ZRANGEBYLEX', bykey, low, '(' .. head .. ord(hi))) do
+    out[#out + 1] = by_key_wid(key, m)
+  end
+  return out
+end
 
 -- Outbox fields: "<seq>:o" (window rows), "<seq>:l" (DLQ entries).
 local function outbox_field(seq, part) return seq .. ':' .. part end
 
 -- The caller still holds the partition's fencing epoch.
 local function owns(meta, epoch) return redis.call('HGET', meta, 'epoch') == epoch end
+
+-- Whose the partition is, for a caller holding `epoch`, issued as claim number `claims`:
+-- 'ok' (the caller's), 'lost' (the state, or the caller's claim, is gone: Redis was
+-- emptied, evicted or expired it, or failed over before the claim reached a replica) or
+-- 'fenced' (a newer claim took it). A claim number issued again after a loss carries
+-- another token, so it is not the caller's epoch: fenced.
+local function ownership(meta, epoch, claims)
+  local e = redis.call('HGET', meta, 'epoch')
+  if e == epoch then return 'ok' end
+  if not e then return 'lost' end
+  if tonumber(redis.call('HGET', meta, 'claims') or '0') < tonumber(claims) then return 'lost' end
+  return 'fenced'
+end
 
 -- Acknowledged outbox entries are delivered: drop every entry up to `ack`.
 local function drop_acked(outbox, ack)

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from service.errors import FatalError, RillError
 from service.processing.dlq import DlqEntry
 from service.records import TP
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from service.processing.windows import Component, Delta
 
 NO_TIME = -(2**62)
-ApplyStatus = Literal["ok", "fenced", "stale"]
+ApplyStatus = Literal["ok", "fenced", "stale", "lost"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,7 @@ class Claim:
     max_ts: int
     watermark: int
     outbox: list[OutboxEntry]
+    seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,19 +82,69 @@ class Applied:
     open_windows: int = 0
 
 
+class StateLostError(RillError):
+    """Redis no longer has what it acknowledged of some partitions' window state.
+
+    Emptied (a restart without persistence), keys evicted or expired, or a failover to a
+    replica that missed the last writes: seen by a claim (Redis's outbox sequence is
+    behind the one Kafka's committed offsets name) or by an apply (the state, or this
+    worker's claim of it, is gone). Never retried as transient: the worker holds the
+    partitions or goes on, per RILL_STATE_LOSS.
+
+    Args:
+        tps: the partitions.
+        found: the outbox sequence Redis has (a claim's; 0 for an apply's).
+        expected: the sequence Kafka's committed offsets name (0 when not known).
+    """
+
+    def __init__(self, tps: Sequence[TP], found: int = 0, expected: int = 0) -> None:
+        names = ", ".join(f"{t}[{p}]" for t, p in tps)
+        if expected:
+            why = f"Redis has outbox sequence {found}, Kafka's committed offsets {expected}"
+        else:
+            why = "the state, or this worker's claim of it, is gone from Redis"
+        super().__init__(f"window state of {names} lost: {why}")
+        self.tps = list(tps)
+        self.found = found
+        self.expected = expected
+
+
+class StateLayoutError(FatalError):
+    """Open window state was written under another aggregate layout (the message says
+    which settings changed and what to do)."""
+
+
 class WindowStore(Protocol):
     """Window state of the partitions this worker owns.
 
     Every method raises `service.errors.StateError` when the store cannot be reached
-    or refuses (transient: the caller retries with the same inputs).
+    or refuses for now (transient: the caller retries with the same inputs), and
+    `FatalError` when a script fails on its inputs (never retried).
     """
 
     def ping(self) -> bool:
         """The store answers."""
         ...
 
+    def expect(self, tp: TP, seq: int) -> None:
+        """Kafka's committed offsets of `tp` say its state reached outbox sequence `seq`:
+        the next claim of `tp` refuses (`StateLostError`) if the store has less."""
+        ...
+
     def claim(self, tp: TP) -> Claim:
-        """Fence older owners out of `tp` (new epoch) and read its state and outbox."""
+        """Fence older owners out of `tp` (new epoch) and read its state and outbox.
+
+        Raises `StateLostError` (state behind `expect`) or `StateLayoutError`.
+        """
+        ...
+
+    def adopt(self, tp: TP, seq: int) -> int:
+        """Go on with `tp`'s state as the store has it after a loss; its outbox sequence
+        continues after `seq`. Returns the sequence the store had."""
+        ...
+
+    def touch(self, epochs: Mapping[TP, int], force: bool = False) -> list[TP]:
+        """Keep owned partitions' state alive (rate-limited); returns those found lost."""
         ...
 
     def load_state(self, tp: TP) -> dict[tuple[str, int, int], list[Component]]:
@@ -100,7 +152,10 @@ class WindowStore(Protocol):
         ...
 
     def apply(self, calls: Mapping[TP, ApplyCall]) -> dict[TP, Applied]:
-        """Apply every partition's call in one round trip; a reply per partition."""
+        """Apply every partition's call in one round trip; a reply per partition.
+
+        Raises `StateLostError` for partitions whose state or claim is gone.
+        """
         ...
 
     def ack(self, tp: TP, epoch: int, seq: int) -> None:

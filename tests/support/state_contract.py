@@ -25,7 +25,7 @@ from service.state.redis_store import RedisWindowStore
 from service.state.store import ApplyCall, Claim
 
 ALL_OPS: tuple[Op, ...] = ("add", "min", "max", "first", "last", "set")
-META_FIELDS = {"epoch", "applied", "max_ts", "wm", "seq"}
+META_FIELDS = {"epoch", "claims", "layout", "applied", "max_ts", "wm", "seq"}
 RECORD_KEYS = ["a", "b|c", "ü k", "{x}"]  # separators, non-ASCII and braces in keys
 TP_UNDER_TEST: TP = ("orders{1}", 3)
 
@@ -85,28 +85,32 @@ def _text(value: bytes | str) -> str:
 
 
 def _present(client: RedisClient, store: RedisWindowStore) -> set[str]:
-    """Every key under the partition's prefix (on a cluster: of every node)."""
-    pattern = store.keys(TP_UNDER_TEST).key_prefix.replace("[", "\\[") + "*"
+    """Every key under the store's prefix (on a cluster: of every node)."""
+    pattern = store.layout.prefix.replace("[", "\\[") + ":*"
     if isinstance(client, RedisCluster):  # KEYS goes to one node unless told otherwise
         return {_text(k) for k in client.keys(pattern, target_nodes=RedisCluster.PRIMARIES)}
     return {_text(k) for k in client.keys(pattern)}
 
 
 def check_keys_and_members(client: RedisClient, kind: str) -> None:
-    """The scripts write exactly the keys the codec names, with members the codec parses."""
+    """The scripts write exactly the keys the codec names, with members the codec parses;
+    every key present is one the scripts were given in KEYS."""
     store = _store(client, kind)
     keys = store.keys(TP_UNDER_TEST)
     claim = store.claim(TP_UNDER_TEST)
     deltas = [Delta(k, 10 * i, 10 * i + 1, _comps(i + 1.0)) for i, k in enumerate(RECORD_KEYS)]
-    # The watermark stays below every window: all open, every per-key set in use.
+    # The watermark stays below every window: all open, every record key's set in use.
     reply = store.apply({TP_UNDER_TEST: _call(claim, 0, 3, 0, deltas)})[TP_UNDER_TEST]
     assert reply.status == "ok"
-    per_key = {keys.of_key(k) for k in RECORD_KEYS} if kind in ("session", "sliding") else set()
-    assert _present(client, store) == {keys.meta, keys.index, keys.state, *per_key}
+    by_key = {keys.by_key} if kind in ("session", "sliding") else set()
+    assert _present(client, store) == {keys.meta, keys.index, keys.state, *by_key}
+    assert _present(client, store) <= set(keys.all()), "a key the scripts were not given"
 
     meta = {_text(k): _text(v) for k, v in client.hgetall(keys.meta).items()}
     assert set(meta) <= META_FIELDS
     assert int(meta["epoch"]) == claim.epoch
+    assert int(meta["claims"]) == codec.epoch_claims(claim.epoch)
+    assert meta["layout"] == codec.layout_of(store.layout)
     assert int(meta["applied"]) == 3
 
     state = client.hgetall(keys.state)
@@ -126,12 +130,10 @@ def check_keys_and_members(client: RedisClient, kind: str) -> None:
             _key, _start, end = codec.parse_window_id(text)
             assert score == end
 
-    for name in per_key:
-        record_key = keys.key_of(name)
-        for member, score in client.zrange(name, 0, -1, withscores=True):
-            key, start, _end = codec.parse_window_id(member)
-            assert key == record_key
-            assert score == start
+    members = [codec.parse_by_key_member(m) for m in client.zrange(keys.by_key, 0, -1)]
+    assert sorted(members) == sorted(
+        (d.key, d.start, codec.window_id(d.key, d.start, d.end)) for d in deltas if by_key
+    )
 
 
 def check_outbox(client: RedisClient, kind: str) -> None:
@@ -146,6 +148,7 @@ def check_outbox(client: RedisClient, kind: str) -> None:
     assert reply.status == "ok"
     assert reply.open_windows == 0
     assert _present(client, store) == {keys.meta, keys.outbox}
+    assert _present(client, store) <= set(keys.all()), "a key the scripts were not given"
 
     raw = client.hgetall(keys.outbox)
     assert sorted(codec.parse_outbox_field(f) for f in raw) == [

@@ -146,6 +146,7 @@ def test_claim_reply_groups_outbox_fields_by_seq() -> None:
     reply = [b"2", b"-1", b"", b"", b"3", [b"3:l", codec.encode_dlq_entries([entry]), b"1:o", rows]]
     claim = codec.decode_claim(OPS, reply)
     assert (claim.epoch, claim.applied, claim.max_ts, claim.watermark) == (2, -1, NO_TIME, NO_TIME)
+    assert claim.seq == 3
     assert claim.outbox == [
         OutboxEntry(1, [WindowRow(True, "k", 0, 100, [1.0] * 3 + ["x"] * 3)], []),
         OutboxEntry(3, [], [entry]),
@@ -153,13 +154,41 @@ def test_claim_reply_groups_outbox_fields_by_seq() -> None:
 
 
 def test_layout_names_the_keys_of_a_partition() -> None:
-    """StateLayout.keys: the partition's hash-tagged keys; key_of reads a per-key set."""
+    """StateLayout.keys: the partition's five hash-tagged keys, in the scripts' KEYS order."""
     layout = codec.StateLayout("rill", "g", "session", 0, "final", OPS, 60)
     keys = layout.keys(("orders", 3))
-    assert keys.meta == "rill:{g:orders:3}:meta"
-    assert keys.of_key("a|b") == "rill:{g:orders:3}:k:a|b"
-    assert keys.key_of(keys.of_key("a|b").encode()) == "a|b"
-    assert keys.key_of(keys.meta) is None
+    assert keys.all() == [
+        f"rill:{{g:orders:3}}:{name}" for name in ("meta", "idx", "state", "outbox", "bykey")
+    ]
+
+
+@given(
+    key=st.text(max_size=12),
+    start=st.integers(-(10**15) + 1, 10**16 - 1),
+    other=st.integers(-(10**15) + 1, 10**16 - 1),
+)
+def test_by_key_members_parse_back_and_sort_by_start(key: str, start: int, other: int) -> None:
+    """A bykey member gives back its key, start and window id, and sorts by start as text."""
+    wid = codec.window_id(key, start, start + 5)
+    member = codec.by_key_member(key, start, wid)
+    assert codec.parse_by_key_member(member) == (key, start, wid)
+    assert codec.parse_by_key_member(member.encode()) == (key, start, wid)
+    mine = codec.ordered_time(start).encode()
+    theirs = codec.ordered_time(other).encode()
+    assert (mine < theirs) == (start < other)
+
+
+def test_a_layout_names_kind_size_and_components() -> None:
+    """layout_of records what the state's bytes depend on; describe_layout says it in settings."""
+    layout = codec.StateLayout("rill", "g", "session", 500, "final", ("add", "max"), 60)
+    text = codec.layout_of(layout)
+    assert text == "v2;kind=session;size_ms=500;ops=add,max"
+    assert codec.describe_layout(text) == (
+        "RILL_WINDOW_TYPE=session, RILL_WINDOW_SIZE_MS=500, aggregate components [add,max]"
+    )
+    assert codec.layout_of(layout) != codec.layout_of(
+        codec.StateLayout("rill", "g", "session", 500, "update", ("add",), 60)
+    )
 
 
 def test_an_integer_beyond_64_bits_packs_without_error() -> None:
