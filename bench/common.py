@@ -1,0 +1,202 @@
+"""What every bench phase shares: topics, a private Redis, process sampling, sink reads.
+
+Figures come from the broker and from /proc, never from a system's own counters, so
+the floor, rill and Quix Streams are measured the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+ROOT = Path(__file__).resolve().parents[1]
+PARTITIONS = 8
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def create_topics(bootstrap: str, names: list[str], log_append_time: bool = False) -> None:
+    """Create topics of PARTITIONS partitions; sinks stamp LogAppendTime on each record."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    config = {"message.timestamp.type": "LogAppendTime"} if log_append_time else {}
+    topics = [NewTopic(n, PARTITIONS, 1, config=config) for n in names]
+    for future in admin.create_topics(topics, operation_timeout=30).values():
+        future.result()
+
+
+def delete_topics(bootstrap: str, prefix: str) -> None:
+    """Delete every topic whose name starts with prefix (the run's own topics)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=30).values():
+            with contextlib.suppress(KafkaException):
+                future.result()
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def private_redis() -> Iterator[tuple[str, int]]:
+    """A redis-server of the bench's own (no persistence): yields (url, pid).
+
+    Other work on the machine cannot touch its keys or its CPU figure.
+    """
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="rill-bench-redis-") as tmp:
+        args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        args += ["--appendonly", "no", "--dir", tmp]
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                    break
+                time.sleep(0.05)
+            yield f"redis://127.0.0.1:{port}/0", proc.pid
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def status_mb(pid: int, name: str) -> float:
+    """A /proc/PID/status memory line (VmRSS, VmHWM) in MiB (0 once the process is gone)."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(name + ":"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass
+class Watch:
+    """Samples CPU and RSS of some processes every `every` seconds, on a thread.
+
+    `samples` holds (wall time, total CPU seconds of all pids, RSS MiB of the first);
+    `peak_mb` the highest VmHWM of the first pid seen.
+    """
+
+    pids: list[int]
+    every: float = 0.1
+    samples: list[tuple[float, float, float]] = field(default_factory=list)
+    peak_mb: float = 0.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Watch:
+        """Start sampling."""
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Take a last sample and stop."""
+        self._sample()
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+
+    def _sample(self) -> None:
+        cpu = sum(cpu_seconds(p) for p in self.pids)
+        rss = status_mb(self.pids[0], "VmRSS")
+        self.peak_mb = max(self.peak_mb, status_mb(self.pids[0], "VmHWM"))
+        self.samples.append((time.time(), cpu, rss))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            time.sleep(self.every)
+
+    def cpu_at(self, t: float) -> float:
+        """CPU seconds at wall time t, interpolated between samples."""
+        prev = self.samples[0]
+        for s in self.samples:
+            if s[0] >= t:
+                if s[0] == prev[0]:
+                    return s[1]
+                return prev[1] + (s[1] - prev[1]) * (t - prev[0]) / (s[0] - prev[0])
+            prev = s
+        return prev[1]
+
+
+def machine_load() -> tuple[float, float, float]:
+    """The 1, 5 and 15 minute load averages."""
+    return os.getloadavg()
+
+
+def end_offsets(bootstrap: str, topic: str) -> int:
+    """Sum of a topic's high watermarks over its partitions."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-watermarks"})
+    try:
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1]
+            for p in range(PARTITIONS)
+        )
+    finally:
+        consumer.close()
+
+
+@dataclass(frozen=True, slots=True)
+class SinkRecord:
+    """One record read back from a sink: key, value, broker timestamp (ms), wall read time."""
+
+    key: bytes | None
+    value: bytes
+    ts_ms: int
+    read_at: float
+
+
+def read_topic(bootstrap: str, topic: str, until: int, timeout_s: float) -> list[SinkRecord]:
+    """Read committed records of a topic from the start until `until` records or the timeout."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-read-{time.time_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "fetch.wait.max.ms": 20,
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    out: list[SinkRecord] = []
+    deadline = time.monotonic() + timeout_s
+    quiet_since = time.monotonic()
+    try:
+        while len(out) < until and time.monotonic() < deadline:
+            msgs = consumer.consume(10_000, 0.2)
+            now = time.time()
+            for m in msgs:
+                if m.error() is None:
+                    out.append(SinkRecord(m.key(), m.value(), m.timestamp()[1], now))
+            if msgs:
+                quiet_since = time.monotonic()
+            elif len(out) >= until or time.monotonic() - quiet_since > timeout_s:
+                break
+    finally:
+        consumer.close()
+    return out

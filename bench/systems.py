@@ -1,0 +1,124 @@
+"""How the bench starts each system under test, each as a process of its own.
+
+All of them run on the same interpreter and librdkafka (the bench venv), so the
+comparison is of the processing code, not of client versions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+from bench.common import ROOT
+from bench.workloads import GRACE_MS, WINDOW_MS
+
+
+@dataclass(frozen=True, slots=True)
+class System:
+    """One row of the bench: which program, in which mode, windowed or not."""
+
+    name: str
+    kind: str  # floor | rill | quix
+    guarantee: str = "at-least-once"
+    windowed: bool = True
+
+
+FLOOR = System("floor (confluent-kafka + fastavro)", "floor", windowed=False)
+RILL_STATELESS = System("rill stateless", "rill", windowed=False)
+RILL_ALO = System("rill windowed at-least-once", "rill")
+RILL_EOS = System("rill windowed exactly-once", "rill", "exactly-once")
+QUIX_ALO = System("Quix Streams at-least-once", "quix")
+QUIX_EOS = System("Quix Streams exactly-once", "quix", "exactly-once")
+ALL = [FLOOR, RILL_STATELESS, RILL_ALO, RILL_EOS, QUIX_ALO, QUIX_EOS]
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Where one system instance reads, writes and keeps its state."""
+
+    bootstrap: str
+    input: str
+    output: str
+    group: str
+    redis_url: str
+    state_dir: str
+    window_ms: int = WINDOW_MS
+    emit: str = "final"  # final | update (each change of a window is emitted)
+    session_timeout_ms: int = 45_000
+
+
+def rill_env(system: System, run: Run) -> dict[str, str]:
+    """The RILL_* environment of a rill worker for this run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RILL_")}
+    env.update(
+        {
+            "RILL_BOOTSTRAP_SERVERS": run.bootstrap,
+            "RILL_REDIS_URL": run.redis_url,
+            "RILL_REDIS_PREFIX": run.group,
+            "RILL_INPUT_TOPIC": run.input,
+            "RILL_OUTPUT_TOPIC": run.output,
+            "RILL_DLQ_TOPIC": f"{run.output}-dlq",
+            "RILL_GROUP_ID": run.group,
+            "RILL_METRICS_PORT": "0",
+            "RILL_LOG_LEVEL": "warning",
+            "RILL_PROCESSING_GUARANTEE": system.guarantee.replace("-", "_"),
+            "RILL_KAFKA_EXTRA": json.dumps(
+                {"consumer.session.timeout.ms": str(run.session_timeout_ms)}
+            ),
+        }
+    )
+    if system.windowed:
+        env.update(
+            {
+                "RILL_WINDOW_SIZE_MS": str(run.window_ms),
+                "RILL_WINDOW_GRACE_MS": str(GRACE_MS),
+                "RILL_WINDOW_EMIT": run.emit,
+                "RILL_AGGREGATES": "count,sum:amount,min:amount,max:amount",
+            }
+        )
+    else:
+        env.update(
+            {
+                "RILL_WINDOW_TYPE": "none",
+                "RILL_PROJECT": "order_id,customer_id,amount,currency,created_at",
+                "RILL_RENAME": json.dumps({"amount": "total"}),
+                "RILL_OUTPUT_FORMAT": "avro",
+                "RILL_OUTPUT_SCHEMA": "order_out.avsc",
+                "RILL_OUTPUT_WIRE": "confluent",
+                "RILL_OUTPUT_SCHEMA_ID": "2",
+            }
+        )
+    return env
+
+
+def start(system: System, run: Run) -> subprocess.Popen[bytes]:
+    """Start the system's process; it runs until SIGTERM (or SIGKILL)."""
+    if system.kind == "floor":
+        args = [
+            sys.executable,
+            str(ROOT / "bench/floor.py"),
+            run.bootstrap,
+            run.input,
+            run.output,
+            run.group,
+        ]
+        return subprocess.Popen(args, cwd=ROOT)
+    if system.kind == "rill":
+        return subprocess.Popen(
+            [sys.executable, "-m", "service", "run"], env=rill_env(system, run), cwd=ROOT
+        )
+    args = [sys.executable, str(ROOT / "bench/quix_job.py"), run.bootstrap, run.input, run.output]
+    args += [
+        run.group,
+        run.state_dir,
+        "--guarantee",
+        system.guarantee,
+        "--window-ms",
+        str(run.window_ms),
+    ]
+    args += ["--grace-ms", str(GRACE_MS), "--emit", "current" if run.emit == "update" else "final"]
+    args += ["--session-timeout-ms", str(run.session_timeout_ms)]
+    return subprocess.Popen(args, cwd=ROOT)

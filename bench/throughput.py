@@ -1,0 +1,202 @@
+"""Throughput of one system over a prefilled input topic, checked against the reference.
+
+The clock is the broker's: every sink topic stamps LogAppendTime. A system's rate is
+the input it covered between its first and its last output, over that time (so group
+join and start-up are left out alike for every system): for a window result the input
+it covers is its count, for a stateless output one record, scaled from the orders
+that pass the filter to all input records. CPU is the process's user + system time
+(from /proc) over the same interval, per million input records; rill's windowed rows
+also give the CPU its private redis-server spent. Peak RSS is the process's VmHWM.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import fastavro
+
+from bench.common import ROOT, SinkRecord, Watch, create_topics, end_offsets, read_topic
+from bench.systems import Run, System, start
+from bench.workloads import SENTINEL, Window
+
+OUT_SCHEMA = fastavro.parse_schema(
+    json.loads((ROOT / "service/schemas/order_out.avsc").read_text())
+)
+SUM_TOLERANCE = 1e-9  # relative: float sums differ in the last bits with the order of addition
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    """A prefilled input topic and what the job must make of it."""
+
+    workload: str
+    topic: str
+    records: int  # orders, sentinels not counted
+    passing: int  # orders that pass the filter
+    windows: dict[tuple[str, int], Window]
+    order_ids: frozenset[str]
+
+
+def parse_window(system: System, rec: SinkRecord) -> tuple[tuple[str, int], Window]:
+    """(key, window start) and values of one window result, from rill's or Quix's JSON."""
+    v = json.loads(rec.value)
+    if system.kind == "rill":
+        w = Window(v["count"], v["sum_amount"], v["min_amount"], v["max_amount"])
+        return (v["key"], v["window_start"]), w
+    key = rec.key.decode() if rec.key else ""
+    return (key, v["start"]), Window(v["count"], v["sum"], v["min"], v["max"])
+
+
+def same(a: Window, b: Window) -> bool:
+    """Equal counts, minima and maxima; sums equal within SUM_TOLERANCE."""
+    close = abs(a.sum - b.sum) <= SUM_TOLERANCE * max(1.0, abs(b.sum))
+    return a.count == b.count and a.min == b.min and a.max == b.max and close
+
+
+def check_windows(
+    system: System, recs: list[SinkRecord], ref: dict[tuple[str, int], Window]
+) -> dict[str, Any]:
+    """Compare a system's window results with the reference, window by window."""
+    got: dict[tuple[str, int], Window] = {}
+    dup = wrong = extra = 0
+    for rec in recs:
+        k, w = parse_window(system, rec)
+        if k[0] == SENTINEL:
+            continue
+        if k in got:
+            dup += 1
+            wrong += not same(got[k], w)
+            continue
+        got[k] = w
+        if k not in ref:
+            extra += 1
+        elif not same(w, ref[k]):
+            wrong += 1
+    missing = sum(1 for k in ref if k not in got)
+    ok = missing == 0 and wrong == 0 and extra == 0
+    return {
+        "ok": ok,
+        "expected": len(ref),
+        "missing": missing,
+        "wrong": wrong,
+        "extra": extra,
+        "duplicates": dup,
+    }
+
+
+def check_projection(recs: list[SinkRecord], order_ids: frozenset[str]) -> dict[str, Any]:
+    """Every order that passes the filter comes out once (duplicates counted, not failed)."""
+    seen: set[str] = set()
+    dup = 0
+    for rec in recs:
+        buf = io.BytesIO(rec.value)
+        buf.seek(5)
+        oid = fastavro.schemaless_reader(buf, OUT_SCHEMA, None)["order_id"]
+        if oid.startswith("sentinel-"):
+            continue
+        dup += oid in seen
+        seen.add(oid)
+    missing, extra = len(order_ids - seen), len(seen - order_ids)
+    ok = missing == 0 and extra == 0
+    return {
+        "ok": ok,
+        "expected": len(order_ids),
+        "missing": missing,
+        "wrong": 0,
+        "extra": extra,
+        "duplicates": dup,
+    }
+
+
+def wait_done(bootstrap: str, topic: str, expected: int, proc: Any, timeout_s: float) -> bool:
+    """Until the sink holds `expected` records and stopped growing for 3 s (or the timeout)."""
+    deadline = time.monotonic() + timeout_s
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline and proc.poll() is None:
+        n = end_offsets(bootstrap, topic)
+        if n != last:
+            last, since = n, time.monotonic()
+        elif n >= expected and time.monotonic() - since > 3:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def covered(system: System, recs: list[SinkRecord]) -> list[tuple[int, int]]:
+    """(append time ms, filtered input records covered) of each output, sentinels left out."""
+    out = []
+    for rec in recs:
+        if system.windowed:
+            k, w = parse_window(system, rec)
+            if k[0] != SENTINEL:
+                out.append((rec.ts_ms, w.count))
+        elif rec.key != SENTINEL.encode():
+            out.append((rec.ts_ms, 1))
+    return sorted(out)
+
+
+def measure(
+    bootstrap: str, system: System, inp: Input, redis: tuple[str, int], timeout_s: float
+) -> dict[str, Any]:
+    """Run one system over the input; its figures and its correctness check."""
+    tag = f"{system.kind}-{system.guarantee[:1]}{int(system.windowed)}"
+    name = f"{inp.topic}-{tag}-{uuid.uuid4().hex[:4]}"
+    create_topics(bootstrap, [name], log_append_time=True)
+    create_topics(bootstrap, [f"{name}-dlq"])
+    expected = len(inp.windows) if system.windowed else len(inp.order_ids)
+    with tempfile.TemporaryDirectory(prefix="bench-state-") as state_dir:
+        run = Run(bootstrap, inp.topic, name, f"g-{name}", redis[0], state_dir)
+        proc = start(system, run)
+        watch = Watch([proc.pid]).start()
+        redis_watch = Watch([redis[1]], every=0.5).start()
+        finished = wait_done(bootstrap, name, expected, proc, timeout_s)
+        watch.stop()
+        redis_watch.stop()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    recs = read_topic(bootstrap, name, expected, 30)
+    check = (
+        check_windows(system, recs, inp.windows)
+        if system.windowed
+        else check_projection(recs, inp.order_ids)
+    )
+    check["finished"] = finished
+    row: dict[str, Any] = {
+        "system": system.name,
+        "workload": inp.workload,
+        "records": inp.records,
+        "check": check,
+    }
+    points = covered(system, recs)
+    if len(points) < 2:
+        return row
+    t0, t1 = points[0][0], points[-1][0]
+    total = sum(c for _, c in points)
+    after_first = sum(c for t, c in points if t > t0)
+    share = after_first / total
+    seconds = max((t1 - t0) / 1000, 1e-3)
+    input_records = inp.records * share
+    cpu = watch.cpu_at(t1 / 1000) - watch.cpu_at(t0 / 1000)
+    redis_cpu = redis_watch.cpu_at(t1 / 1000) - redis_watch.cpu_at(t0 / 1000)
+    row.update(
+        {
+            "records_per_s": round(input_records / seconds),
+            "seconds": round(seconds, 2),
+            "cpu_s_per_million": round(cpu / input_records * 1e6, 1),
+            "peak_rss_mb": round(watch.peak_mb, 1),
+        }
+    )
+    if system.kind == "rill" and system.windowed:
+        row["redis_cpu_s_per_million"] = round(redis_cpu / input_records * 1e6, 1)
+    return row

@@ -1,0 +1,157 @@
+"""The bench's input: two workloads of Avro orders, and the windows they must yield.
+
+- `demo`: the demo orders (20 customers, an order every 250 ms of event time on
+  average): about 1.5 records per key and 10 s window once cancelled orders are dropped.
+- `skewed`: 1,000 customers drawn from a Zipf-like law (weight 1/rank^1.1), an order
+  every 2 ms of event time: about 5,000 records per 10 s window, a quarter of them on
+  the hottest few keys.
+
+Event times increase with the offset in every partition, so no record is ever late for
+either system. Each partition ends with a sentinel record (key `~sentinel`) 60 s of
+event time after the last order: it closes every order window in both rill (watermark
+= max event time - grace) and Quix Streams (closing strategy "partition", same rule).
+The Kafka timestamp (CreateTime) of every record is its `created_at`, which is the
+event time Quix reads; rill reads the field.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import random
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import Any
+
+import fastavro
+from confluent_kafka import Producer
+
+from bench.common import PARTITIONS, ROOT
+from service.demo import demo_orders
+
+HEADER = b"\x00\x00\x00\x00\x01"  # Confluent wire format, fixed schema id 1
+SENTINEL = "~sentinel"
+WINDOW_MS = 10_000
+GRACE_MS = 2_000
+SCHEMA = fastavro.parse_schema(json.loads((ROOT / "service/schemas/order.avsc").read_text()))
+
+
+def partition_of(key: str) -> int:
+    """The partition a key goes to (the bench assigns partitions itself)."""
+    return zlib.crc32(key.encode()) % PARTITIONS
+
+
+def skewed_orders(
+    count: int, start_ms: int, keys: int = 1_000, step_ms: float = 2
+) -> Iterator[dict[str, Any]]:
+    """`count` orders over `keys` customers with Zipf-like weights, seeded."""
+    rng = random.Random(11)
+    cum = list(accumulate(1 / (rank + 1) ** 1.1 for rank in range(keys)))
+    names = [f"k-{i:04d}" for i in range(keys)]
+    picks = rng.choices(names, cum_weights=cum, k=count)
+    statuses = ("created", "paid", "shipped", "cancelled")
+    for i, key in enumerate(picks):
+        yield {
+            "order_id": f"s-{i}",
+            "customer_id": key,
+            "amount": round(rng.uniform(1, 500), 2),
+            "currency": "EUR",
+            "status": statuses[i % 4],
+            "created_at": start_ms + math.floor(i * step_ms),
+            "note": None,
+        }
+
+
+def orders(workload: str, count: int) -> list[dict[str, Any]]:
+    """The orders of a workload, event times ending a minute before now."""
+    span = {"demo": 0.25, "skewed": 0.002}[workload] * count * 1.2 + 120
+    start = int((time.time() - span) * 1000)
+    if workload == "demo":
+        return list(demo_orders(count, seed=99, start_ms=start))
+    return list(skewed_orders(count, start))
+
+
+def encode(order: dict[str, Any]) -> bytes:
+    """Confluent wire Avro of one order."""
+    buf = io.BytesIO()
+    buf.write(HEADER)
+    fastavro.schemaless_writer(buf, SCHEMA, order)
+    return buf.getvalue()
+
+
+def produce(bootstrap: str, topic: str, rows: list[dict[str, Any]], sentinel: bool = True) -> None:
+    """Write orders (and the sentinels) to a topic, partition by key, timestamp = created_at."""
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 50, "compression.type": "lz4"}
+    )
+
+    def send(order: dict[str, Any]) -> None:
+        key = order["customer_id"]
+        while True:
+            try:
+                producer.produce(
+                    topic,
+                    encode(order),
+                    key.encode(),
+                    partition=partition_of(key),
+                    timestamp=order["created_at"],
+                )
+                return
+            except BufferError:
+                producer.poll(0.05)
+
+    for order in rows:
+        send(order)
+    if sentinel and rows:
+        last = rows[-1]["created_at"] + 60_000
+        for p in range(PARTITIONS):
+            order = dict(
+                rows[-1],
+                order_id=f"sentinel-{p}",
+                customer_id=SENTINEL,
+                status="created",
+                created_at=last,
+            )
+            key = order["customer_id"]
+            producer.produce(topic, encode(order), key.encode(), partition=p, timestamp=last)
+    producer.flush(120)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A window result: count, sum, min and max of `amount`."""
+
+    count: int
+    sum: float
+    min: float
+    max: float
+
+
+def reference(
+    rows: list[dict[str, Any]], size_ms: int = WINDOW_MS
+) -> dict[tuple[str, int], Window]:
+    """The windows the job must emit, computed directly from the input (sentinels excluded)."""
+    acc: dict[tuple[str, int], list[float]] = {}
+    for o in rows:
+        if o["status"] == "cancelled":
+            continue
+        start = o["created_at"] - o["created_at"] % size_ms
+        a = acc.get((o["customer_id"], start))
+        x = o["amount"]
+        if a is None:
+            acc[(o["customer_id"], start)] = [1, x, x, x]
+        else:
+            a[0] += 1
+            a[1] += x
+            a[2] = min(a[2], x)
+            a[3] = max(a[3], x)
+    return {k: Window(int(a[0]), a[1], a[2], a[3]) for k, a in acc.items()}
+
+
+def non_cancelled(rows: list[dict[str, Any]]) -> int:
+    """How many orders pass the job's filter."""
+    return sum(1 for o in rows if o["status"] != "cancelled")
