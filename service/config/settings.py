@@ -106,7 +106,8 @@ class Settings(BaseSettings):
     schema_registry_ca_location: str | None = None
     schema_registry_timeout_s: float = Field(default=5.0, gt=0)
     schema_registry_retries: int = Field(default=3, ge=1, le=20)
-    schema_registry_retry_interval_s: float = Field(default=30.0, gt=0)
+    schema_registry_retry_interval_s: float = Field(default=10.0, gt=0)
+    schema_registry_wait_s: float = Field(default=60.0, ge=0)
     output_subject_strategy: Literal["topic", "record", "topic_record"] = "topic"
     output_auto_register: bool = False
 

@@ -212,6 +212,7 @@ class RegistrySettings:
     timeout_s: float
     retries: int
     retry_interval_s: float
+    wait_s: float
     subject_strategy: Literal["topic", "record", "topic_record"]
     auto_register: bool
 
@@ -226,6 +227,7 @@ class RegistrySettings:
             timeout_s=s.schema_registry_timeout_s,
             retries=s.schema_registry_retries,
             retry_interval_s=s.schema_registry_retry_interval_s,
+            wait_s=s.schema_registry_wait_s,
             subject_strategy=s.output_subject_strategy,
             auto_register=s.output_auto_register,
         )

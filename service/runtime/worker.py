@@ -18,7 +18,6 @@ from service import __version__
 from service.app import open_plan
 from service.config import Settings
 from service.errors import TransientError
-from service.kafka.progress import Progress
 from service.observability.health import HealthServer, HealthState
 from service.observability.metrics import Metrics
 from service.observability.tracing import BatchTracer
@@ -30,6 +29,7 @@ from service.runtime.edges import REAL_EDGES
 from service.runtime.guarantee import GUARANTEES, Delivered, Guarantee, now_ms
 from service.runtime.ports import Consumer, Edges
 from service.runtime.windowing import WindowEngine
+from service.serde.schema_cache import split_waiting
 
 log = structlog.get_logger("rill.worker")
 TICK_INTERVAL_S = 1.0
@@ -61,6 +61,8 @@ class Worker:
         self._stop = threading.Event()
         self._assigned: set[TP] = set()
         self._unclaimed: set[TP] = set()
+        # Partitions waiting (rewound and paused) for a writer schema the registry owes.
+        self._schema_held: set[TP] = set()
         # Bumped on every assignment: a batch delivers only for partitions still owned
         # as they were when it was polled.
         self._generation: dict[TP, int] = {}
@@ -68,6 +70,7 @@ class Worker:
         self._consumer: Consumer | None = None
         self._guarantee: Guarantee | None = None
         self._last_ts: dict[TP, int] = {}
+        self._lagging: set[TP] = set()
         self._totals = dict.fromkeys(("in", "out", "dlq", "filtered"), 0)
         self.backpressure = BackPressure(
             settings,
@@ -123,6 +126,7 @@ class Worker:
         self.metrics.rebalances.labels("revoke").inc()
         self.metrics.assigned_partitions.set(len(self._assigned))
         self._unclaimed.difference_update(pairs)
+        self._schema_held.difference_update(pairs)
         self.metrics.drop_partitions(pairs)
         if self._guarantee is not None:
             self._guarantee.revoked(pairs)
@@ -136,16 +140,9 @@ class Worker:
                 log.warning("outbox not acknowledged on revoke", error=str(exc))
             self._engine.revoke(pairs)
 
-    def _on_stats(self, _stats: dict[str, Any]) -> None:
-        """Export each partition's lag: end - position, the same in both modes.
-
-        The consumer has just taken these statistics in (`Consumer.progress` reads them).
-        """
-        if self._consumer is None:
-            return
-        progress = self._consumer.progress(sorted(self._assigned))
-        lags = {tp: p.lag for tp, p in progress.items() if p.lag is not None}
-        self.metrics.partition_lag(lags, time.time(), self._last_ts)
+    def _on_stats(self, stats: dict[str, Any]) -> None:
+        lags = self.metrics.partition_stats(stats, time.time(), self._last_ts)
+        self._lagging = {tp for tp, lag in lags.items() if lag > 0}
 
     def _ready(self) -> tuple[bool, str]:
         if not self._assigned:
@@ -223,6 +220,8 @@ class Worker:
             if self._unclaimed:
                 self.backpressure.run("redis", self._claim_pending, consumer)
             records = consumer.consume(s.batch_size, s.poll_timeout_s)
+            if self._schema_held:
+                self._resume_schema_held(consumer)
             if records:
                 batch_no += 1
                 structlog.contextvars.bind_contextvars(batch=batch_no)
@@ -243,13 +242,11 @@ class Worker:
 
     def _process(self, records: list[InRecord], consumer: Consumer) -> None:
         """One batch through the record flow: process, window, deliver and commit."""
-        records = self._hold_unclaimed(records, consumer)
+        records = self._hold_unresolved(self._hold_unclaimed(records, consumer), consumer)
         if not records:
             return
         started = time.perf_counter()
         with self.tracer.batch(records):
-            if self.plan.resolver is not None:
-                self.plan.resolver.prefetch(records)
             result = process_batch(records, self.plan, now_ms())
             owners = self._owners(result)
             self.backpressure.run("redis", partial(self._window_step, result), consumer)
@@ -275,6 +272,37 @@ class Worker:
         consumer.rewind(held)
         consumer.pause(sorted({r.topic_partition() for r in held}))
         return [r for r in records if r.topic_partition() not in self._unclaimed]
+
+    def _hold_unresolved(self, records: list[InRecord], consumer: Consumer) -> list[InRecord]:
+        """Records whose writer schema the registry does not give yet wait in Kafka.
+
+        The registry is asked for new ids first (`RegistryResolver.prefetch`). A partition
+        with a record of a pending id is rewound to it and paused until the registry may
+        be asked again; other partitions (and records before it) go on. After
+        RILL_SCHEMA_REGISTRY_WAIT_S such records go to the DLQ instead.
+        """
+        resolver = self.plan.resolver
+        if resolver is None or not records:
+            return records
+        waiting = resolver.prefetch(records)
+        if not waiting:
+            return records
+        ready, held = split_waiting(records, waiting)
+        consumer.rewind(held)
+        tps = sorted({r.topic_partition() for r in held})
+        consumer.pause(tps)
+        self._schema_held.update(tps)
+        log.warning(
+            "records wait for the schema registry", schema_ids=sorted(waiting), partitions=tps
+        )
+        return ready
+
+    def _resume_schema_held(self, consumer: Consumer) -> None:
+        """Fetch the partitions that wait for the registry again once it may be asked."""
+        resolver = self.plan.resolver
+        if resolver is not None and resolver.due() and not self.backpressure.paused:
+            consumer.resume(sorted(self._schema_held & self._assigned))
+            self._schema_held.clear()
 
     def _owners(self, result: BatchResult) -> dict[TP, int]:
         """The assignment generation of each partition the batch delivers for."""
@@ -345,19 +373,12 @@ class Worker:
 
     def _tick_apply(self) -> BatchResult:
         assert self._engine is not None
-        at_end = {tp for tp, p in self._progress().items() if p.at_end}
-        applied = self._engine.tick(now_ms(), at_end)
+        applied = self._engine.tick(now_ms(), self._lagging)
         result = BatchResult(seqs=applied.seqs)
         emit(result, applied.results, applied.tps, self.plan, now_ms())
         if applied.results:
             self.metrics.count_windows(self.settings.input_topic, applied)
         return result
-
-    def _progress(self) -> dict[TP, Progress]:
-        """Where the consumer is now in each partition this worker owns."""
-        if self._consumer is None or self._engine is None:
-            return {}
-        return self._consumer.progress(sorted(self._engine.owned))
 
     def _count(self, result: BatchResult, delivered: Delivered) -> None:
         """Every delivery (batch, tick, reconcile) counted in one place."""

@@ -87,7 +87,14 @@ def build_serdes(settings: Settings) -> Serdes:
         encoder, output = _registry_encoder(s_out, registry, settings.topics.output)
     else:
         encoder = side_serde(s_out)
-    resolver = RegistryResolver(registry.client_config(), cache, registry.retries, output=output)
+    resolver = RegistryResolver(
+        registry.client_config(),
+        cache,
+        registry.retries,
+        output=output,
+        retry_interval_s=registry.retry_interval_s,
+        wait_s=registry.wait_s,
+    )
     return Serdes(decoder, encoder, resolver)
 
 

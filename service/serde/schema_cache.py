@@ -10,11 +10,12 @@ record causes an HTTP request.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from service.errors import DecodeError
+from service.records import TP, InRecord
 
 _HEADER = struct.Struct(">bI")
 
@@ -26,6 +27,27 @@ def peek_schema_id(data: bytes | None) -> int | None:
     return int(_HEADER.unpack_from(data)[1])
 
 
+def split_waiting(
+    records: Sequence[InRecord], waiting: Collection[int]
+) -> tuple[list[InRecord], list[InRecord]]:
+    """(records that go on, records that wait) for the writer schema ids in `waiting`.
+
+    A partition waits from its first record with such an id on (later records of it
+    too, so its offsets stay in order); other partitions go on.
+    """
+    ready: list[InRecord] = []
+    held: list[InRecord] = []
+    stopped: set[TP] = set()
+    for record in records:
+        tp = (record.topic, record.partition)
+        if tp in stopped or peek_schema_id(record.value) in waiting:
+            stopped.add(tp)
+            held.append(record)
+        else:
+            ready.append(record)
+    return ready, held
+
+
 @dataclass(slots=True)
 class SchemaCache:
     """Writer schemas by id, each prepared by `prepare` for one format.
@@ -34,7 +56,8 @@ class SchemaCache:
         prepare: turns the registry's (schema type, schema text) into what the decoder
             needs (a parsed Avro schema, a JSON Schema validator...).
         known: prepared schemas by id.
-        failed: why an id could not be had, for this batch (retried with the next one).
+        failed: why an id could not be had, for this batch (asked again with the next):
+            its records go to the DLQ with this reason.
     """
 
     prepare: Callable[[str, str], Any]

@@ -282,6 +282,8 @@ def test_registry_outage_cached_ids_flow_new_ids_retried_then_dlq(
         schema_registry_url=url,
         schema_registry_timeout_s=1,
         schema_registry_retries=2,
+        # The new id's records (and those after them) wait this long, then the DLQ.
+        schema_registry_wait_s=3,
         **OUT,
     )
     topic = env["RILL_INPUT_TOPIC"]
