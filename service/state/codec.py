@@ -19,8 +19,10 @@ touches a single slot, and every key a script touches is in its KEYS)::
 
 A window id is `<start>|<end>|<key>`: the key comes last, so it may hold any character.
 Components are joined by the unit separator (0x1F); floats are written with `repr`, so
-they round-trip exactly. First/last components are `<ts:ordered><offset:016d><json value>`,
-so comparing the strings orders them by (event time, offset).
+they round-trip exactly, integers as plain digits (exact at any size: the scripts add and
+compare them as decimal text, prelude.lua). First/last components are
+`<ts:ordered><offset:016d><json value>`, so comparing the strings orders them by (event
+time, offset).
 
 Ownership: `claims` counts the claims of the partition; `epoch` is the last claim's
 `claims * 2**24 + token`, the token random per claim. A claim that Redis forgot (a
