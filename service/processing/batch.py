@@ -235,10 +235,22 @@ def to_window(
     """
     keyed: list[Keyed] = []
     failed: list[Failed] = []
+    time_field, kafka_ts = window.time_field, record.timestamp_ms
+    latest = now_ms + window.max_future_ms if window.max_future_ms > 0 else None
     for index, (key, value) in enumerate(items):
-        error = _unwindowable(window, record, key, value, now_ms)
+        error: RecordError | None = None
+        if key is None or isinstance(key, ItemError):
+            error = key.error if key is not None else RecordError("transform", NULL_KEY)
+        else:
+            try:
+                ts = event_time(value, time_field, kafka_ts)
+            except RecordError as exc:
+                error = exc
+            else:
+                if latest is not None and ts > latest:
+                    error = check_future(ts, now_ms, window.max_future_ms)
         if error is None:
-            keyed.append(Keyed(record, str(window_key(key)), value))
+            keyed.append(Keyed(record, key if type(key) is str else str(window_key(key)), value))
         else:
             failed.append((index, None if isinstance(key, ItemError) else key, value, error))
     return keyed, failed
@@ -276,21 +288,6 @@ def item_entries(
         item = replace(entry, key=encode_key(key), value=orjson.dumps(value, default=str))
         entries.append(fit_dlq(item, plan.version, plan.max_message_bytes))
     return entries
-
-
-def _unwindowable(
-    window: WindowPlan, record: InRecord, key: Any, value: Any, now_ms: int
-) -> RecordError | None:
-    """Why one item cannot be windowed, or None."""
-    if isinstance(key, ItemError):
-        return key.error
-    if key is None:
-        return RecordError("transform", NULL_KEY)
-    try:
-        ts = event_time(value, window.time_field, record.timestamp_ms)
-    except RecordError as exc:
-        return exc
-    return check_future(ts, now_ms, window.max_future_ms)
 
 
 def _renamed(error: RecordError, message: str) -> RecordError:

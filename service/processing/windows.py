@@ -319,11 +319,19 @@ def event_time(value: Any, time_field: str | None, kafka_ts: int) -> int:
         got = value[time_field]
     except (KeyError, TypeError):
         raise RecordError("transform", f"event time field {time_field!r} is missing") from None
+    kind = type(got)
+    if kind is int or kind is float:  # the common case first: no bool, no subclass
+        if kind is float and not math.isfinite(got):
+            raise _time_error(f"event time field {time_field!r} is not finite: {got!r}")
+        ts = int(got)
+        if EARLIEST_MS <= ts <= LATEST_MS:
+            return ts
+        return in_range(ts, f"event time field {time_field!r}")
     if isinstance(got, dt.datetime):
         return in_range(datetime_ms(got), f"event time field {time_field!r}")
-    if isinstance(got, float) and not math.isfinite(got):
-        raise _time_error(f"event time field {time_field!r} is not finite: {got!r}")
     if isinstance(got, int | float) and not isinstance(got, bool):
+        if isinstance(got, float) and not math.isfinite(got):
+            raise _time_error(f"event time field {time_field!r} is not finite: {got!r}")
         return in_range(int(got), f"event time field {time_field!r}")
     raise RecordError("transform", f"event time field {time_field!r} is not a timestamp: {got!r}")
 
