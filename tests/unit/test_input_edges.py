@@ -23,7 +23,7 @@ from service.config import load_settings
 from service.errors import RecordError
 from service.pipeline import Pipeline
 from service.processing import dlq
-from service.processing.batch import Plan, process_batch
+from service.processing.batch import Plan, emit, process_batch
 from service.processing.dlq import DlqEntry, render
 from service.processing.sizes import TRUNCATED, record_size
 from service.processing.windows import (
@@ -38,7 +38,7 @@ from service.processing.windows import (
     record_components,
     results,
 )
-from service.records import InRecord
+from service.records import BatchResult, InRecord
 from service.runtime.windowing import WindowEngine
 from service.serde import JsonSerde
 from service.serde.wire import PlainWire
@@ -304,6 +304,21 @@ def test_output_over_the_limit_goes_to_the_dlq() -> None:
     [entry] = result.dlq
     assert entry.stage == "encode"
     assert "message.max.bytes=5000" in entry.message
+    assert record_size(render(entry, "test")) <= limit
+
+
+def test_window_result_over_the_limit_goes_to_the_dlq_whole_or_as_a_reference() -> None:
+    """A window result too large to produce is a DLQ entry that fits the limit too."""
+    limit = 4_000
+    plan = _plan(Pipeline(), _window(), max_message_bytes=limit)
+    small = WindowResult("a", 0, 1000, {"count": 1}, True)
+    big = WindowResult("b" * 3_000, 0, 1000, {"count": 1}, True)
+    result = BatchResult()
+    emit(result, [small, big], [("in", 0), ("in", 0)], plan, NOW)
+    assert [json.loads(o.value or b"")["key"] for o in result.outputs] == ["a"]
+    [entry] = result.dlq
+    assert entry.stage == "encode"
+    assert "message.max.bytes=4000" in entry.message
     assert record_size(render(entry, "test")) <= limit
 
 
