@@ -1,0 +1,302 @@
+"""The real HPA controller scales the chart's Deployment on real consumer lag.
+
+Real rill workers run as local processes against the local Kafka broker and report
+`rill_consumer_lag` on /metrics; a stand-in for prometheus-adapter (tests/k8s/adapter.py,
+it says so) serves what the chart's adapter rule computes from them as the External
+metric `rill_consumer_lag_total`. The kube-controller-manager's HPA controller reads it
+through the aggregator and scales the Deployment (its pods are kwok's: the local workers
+are not tied to them here, so the lag stays high while the replicas change).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from service.kafka.admin import ensure_topics
+from tests.k8s.adapter import EXPOSED_METRIC, RULE_QUERY, StandInAdapter
+from tests.k8s.conftest import Endpoints
+from tests.k8s.kube import CHART, ROOT, Cluster, eventually
+
+PARTITIONS = 4
+MAX_REPLICAS = 4
+LAG_THRESHOLD = 500
+BACKLOG = 30_000
+WORKERS = 2
+ADAPTER_SERVICE = "external-metrics-standin"  # the SAN of cluster.sh's metrics-adapter cert
+
+
+def test_the_stand_in_computes_the_rule_the_chart_ships() -> None:
+    """The stand-in adapter implements the metricsQuery of the chart's adapter rule."""
+    rule = yaml.safe_load((CHART / "files" / "prometheus-adapter-rule.yaml").read_text())
+    (external,) = rule["externalRules"]
+    assert external["name"]["as"] == EXPOSED_METRIC
+    assert external["metricsQuery"] == RULE_QUERY
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _produce_backlog(bootstrap: str, topic: str, count: int) -> None:
+    from confluent_kafka import Producer  # noqa: PLC0415 - Kafka only where it is used
+
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    for i in range(count):
+        while True:
+            try:
+                producer.produce(topic, json.dumps({"id": i}).encode(), str(i).encode())
+                break
+            except BufferError:
+                producer.poll(0.05)
+    assert producer.flush(60) == 0
+
+
+def _start_worker(
+    endpoints: Endpoints, topic: str, group: str, port: int, log: Path
+) -> subprocess.Popen[bytes]:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "RILL_BOOTSTRAP_SERVERS": endpoints.bootstrap,
+        "RILL_REDIS_URL": endpoints.redis_url,
+        "RILL_GROUP_ID": group,
+        "RILL_INPUT_TOPIC": topic,
+        "RILL_OUTPUT_TOPIC": f"{topic}-out",
+        "RILL_DLQ_TOPIC": f"{topic}-dlq",
+        "RILL_INPUT_FORMAT": "json",
+        "RILL_INPUT_WIRE": "plain",
+        "RILL_OUTPUT_FORMAT": "json",
+        "RILL_OUTPUT_WIRE": "plain",
+        "RILL_WINDOW_TYPE": "none",
+        "RILL_APP": "tests.k8s.apps:slow",
+        "RILL_BATCH_SIZE": "20",
+        "RILL_STATS_INTERVAL_MS": "1000",
+        "RILL_METRICS_PORT": str(port),
+        "RILL_LOG_LEVEL": "warning",
+    }
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "service", "run"],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _register(cluster: Cluster, port: int) -> None:
+    """Route external.metrics.k8s.io to the stand-in, and let the HPA controller read it."""
+    ca = base64.b64encode((cluster.pki / "ca.crt").read_bytes()).decode()
+    cluster.apply(f"""
+apiVersion: v1
+kind: Service
+metadata: {{name: {ADAPTER_SERVICE}, namespace: kube-system}}
+spec: {{type: ExternalName, externalName: localhost}}
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {{name: v1beta1.external.metrics.k8s.io}}
+spec:
+  group: external.metrics.k8s.io
+  version: v1beta1
+  groupPriorityMinimum: 100
+  versionPriority: 100
+  caBundle: {ca}
+  service: {{name: {ADAPTER_SERVICE}, namespace: kube-system, port: {port}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: rill-external-metrics-reader}}
+rules:
+  - apiGroups: [external.metrics.k8s.io]
+    resources: ["*"]
+    verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: rill-hpa-external-metrics}}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: rill-external-metrics-reader
+subjects:
+  - {{kind: ServiceAccount, name: horizontal-pod-autoscaler, namespace: kube-system}}
+""")
+
+
+def _unregister(cluster: Cluster) -> None:
+    cluster.kubectl("delete", "apiservice", "v1beta1.external.metrics.k8s.io", "--ignore-not-found")
+
+
+def _hpa_values(topic: str) -> list[str]:
+    return [
+        f"kafka.topic={topic}",
+        "autoscaling.enabled=true",
+        "autoscaling.mode=hpa",
+        "autoscaling.minReplicas=1",
+        f"autoscaling.maxReplicas={MAX_REPLICAS}",
+        f"autoscaling.partitions={PARTITIONS}",
+        f"autoscaling.lagThreshold={LAG_THRESHOLD}",
+    ]
+
+
+def _condition(hpa: dict[str, Any], kind: str) -> dict[str, Any]:
+    for condition in hpa.get("status", {}).get("conditions", []):
+        if condition["type"] == kind:
+            found: dict[str, Any] = condition
+            return found
+    return {}
+
+
+def _replicas(cluster: Cluster, namespace: str, release: str) -> int:
+    replicas: int = cluster.get("deployment", "-n", namespace, f"{release}-rill")["spec"][
+        "replicas"
+    ]
+    return replicas
+
+
+def _available(cluster: Cluster) -> bool | None:
+    found = _condition(cluster.get("apiservice", "v1beta1.external.metrics.k8s.io"), "Available")
+    return True if found.get("status") == "True" else None
+
+
+@pytest.fixture
+def adapter(cluster: Cluster) -> Iterator[StandInAdapter]:
+    """The stand-in external metrics server, registered as the APIService."""
+    served = StandInAdapter(
+        cluster.pki / "metrics-adapter.crt", cluster.pki / "metrics-adapter.key"
+    ).start()
+    _register(cluster, served.port)
+    eventually(
+        lambda: _available(cluster), within_s=90, what="the stand-in APIService becomes Available"
+    )
+    yield served
+    _unregister(cluster)
+    served.stop()
+
+
+@pytest.fixture
+def lagging_workers(
+    endpoints: Endpoints, unique: str, tmp_path: Path
+) -> Iterator[tuple[str, list[str]]]:
+    """Real rill workers behind a large backlog: (topic, their /metrics URLs)."""
+    topic, group = f"k8s-lag-{unique}", f"k8s-g-{unique}"
+    ensure_topics({"bootstrap.servers": endpoints.bootstrap}, [topic], PARTITIONS)
+    _produce_backlog(endpoints.bootstrap, topic, BACKLOG)
+    ports = [_free_port() for _ in range(WORKERS)]
+    workers = [
+        _start_worker(endpoints, topic, group, port, tmp_path / f"worker-{i}.log")
+        for i, port in enumerate(ports)
+    ]
+    try:
+        yield topic, [f"http://127.0.0.1:{port}/metrics" for port in ports]
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            try:
+                worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+
+
+def test_hpa_scales_up_on_real_lag_and_stops_at_max_replicas(
+    cluster: Cluster,
+    adapter: StandInAdapter,
+    lagging_workers: tuple[str, list[str]],
+    unique: str,
+) -> None:
+    """Lag far above target: the HPA grows the Deployment step by step up to maxReplicas."""
+    topic, urls = lagging_workers
+    namespace, release = f"hpa-{unique}", "rill"
+    adapter.set_targets(namespace, f"{release}-rill", urls)
+
+    def lag_reported() -> float | None:
+        totals = {labels.get("topic"): v for labels, v in adapter.scrape(namespace)}
+        return totals.get(topic) if totals.get(topic, 0) > LAG_THRESHOLD * MAX_REPLICAS else None
+
+    lag = eventually(lag_reported, within_s=120, what="the workers report a lag on /metrics")
+    print(f"workers report a lag of {lag:.0f} on {topic}")
+
+    done = cluster.install(release, namespace, (), *_hpa_values(topic))
+    assert done.returncode == 0, done.stderr
+    try:
+        trace: list[tuple[float, int, str]] = []
+        started = time.monotonic()
+
+        def at_max() -> dict[str, Any] | None:
+            hpa = cluster.get("hpa", "-n", namespace, f"{release}-rill")
+            deployment = cluster.get("deployment", "-n", namespace, f"{release}-rill")
+            replicas = deployment["spec"]["replicas"]
+            seen = hpa.get("status", {}).get("currentMetrics") or []
+            value = seen[0]["external"]["current"].get("averageValue", "?") if seen else "-"
+            if not trace or trace[-1][1] != replicas:
+                trace.append((time.monotonic() - started, replicas, value))
+            ready = deployment["status"].get("readyReplicas", 0)
+            return hpa if replicas == MAX_REPLICAS and ready == MAX_REPLICAS else None
+
+        hpa = eventually(at_max, within_s=240, every_s=1.0, what="the HPA reaches maxReplicas")
+        print("replicas over time (s, replicas, average lag the HPA saw):", trace)
+
+        replicas = [r for _, r, _ in trace]
+        assert replicas[0] == 1, trace
+        assert replicas == sorted(replicas), trace
+        assert replicas[-1] == MAX_REPLICAS, trace
+        metric = hpa["status"]["currentMetrics"][0]["external"]
+        assert metric["metric"]["name"] == EXPOSED_METRIC
+        assert _condition(hpa, "ScalingActive")["status"] == "True", hpa["status"]
+
+        # Still lagging far above target: the cap, not the metric, holds it at maxReplicas.
+        def limited() -> dict[str, Any] | None:
+            found = _condition(
+                cluster.get("hpa", "-n", namespace, f"{release}-rill"), "ScalingLimited"
+            )
+            return found if found.get("status") == "True" else None
+
+        reason = eventually(limited, within_s=60, what="the HPA reports ScalingLimited")
+        assert reason["reason"] == "TooManyReplicas", reason
+        assert _replicas(cluster, namespace, release) == MAX_REPLICAS
+    finally:
+        cluster.uninstall(release, namespace)
+
+
+def test_hpa_reports_failed_get_external_metric_without_the_api(
+    cluster: Cluster, unique: str
+) -> None:
+    """No external metrics APIService: the HPA reports FailedGetExternalMetric and holds."""
+    _unregister(cluster)
+    namespace, release = f"hpa-none-{unique}", "rill"
+    done = cluster.install(release, namespace, (), *_hpa_values(f"k8s-none-{unique}"))
+    assert done.returncode == 0, done.stderr
+    try:
+
+        def failed() -> dict[str, Any] | None:
+            hpa = cluster.get("hpa", "-n", namespace, f"{release}-rill")
+            active = _condition(hpa, "ScalingActive")
+            return active if active.get("reason") == "FailedGetExternalMetric" else None
+
+        active = eventually(
+            failed, within_s=120, what="ScalingActive=False FailedGetExternalMetric"
+        )
+        assert active["status"] == "False"
+        events = cluster.get(
+            "events", "-n", namespace, "--field-selector", "reason=FailedGetExternalMetric"
+        )
+        assert events["items"], "no FailedGetExternalMetric event"
+        assert _replicas(cluster, namespace, release) == 1
+    finally:
+        cluster.uninstall(release, namespace)
