@@ -7,7 +7,7 @@ export PYTHON := $(abspath $(PY))
 .DEFAULT_GOAL := help
 
 help: ## Show the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -30,6 +30,12 @@ up: install ## Start local Kafka (KRaft) and Redis on 127.0.0.1 (no-op when runn
 down: ## Stop local Kafka and Redis
 	deploy/local/stack.sh down
 
+k8s-up: ## Local Kubernetes control plane + kwok node, built from source once (no-op when up)
+	deploy/local/k8s/cluster.sh up
+
+k8s-down: ## Stop the local Kubernetes control plane and drop its state (keeps the binaries)
+	deploy/local/k8s/cluster.sh down
+
 demo: up ## Run the service end to end on the demo pipeline and show results and metrics
 	deploy/local/demo.sh
 
@@ -38,7 +44,7 @@ lint: install ## ruff (lint + format check) and mypy --strict
 	$(PY) -m ruff format --check service tests bench
 	$(PY) -m mypy service
 
-test: lint tools up ## Lint, then unit and integration tests on the real broker and Redis
+test: lint tools up k8s-up ## Lint, then unit, integration and k8s tests (real broker, Redis, control plane)
 	set -a; source .rill/local.env; set +a; $(PY) -m pytest tests
 
 chaos: install ## Process-level fault suite on its own broker + Redis; writes tests/chaos/results.md
@@ -49,4 +55,4 @@ chaos: install ## Process-level fault suite on its own broker + Redis; writes te
 bench: up ## Benchmarks against a bare confluent-kafka + fastavro floor
 	set -a; source .rill/local.env; set +a; $(PY) bench/run.py && $(PY) bench/decode.py
 
-.PHONY: help install tools up down demo lint test bench
+.PHONY: help install tools up down k8s-up k8s-down demo lint test bench
