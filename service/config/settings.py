@@ -154,6 +154,8 @@ class Settings(BaseSettings):
     redis_timeout_s: float = Field(default=5.0, gt=0)
     redis_prefix: str = "rill"
     state_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+    # Redis lost state Kafka says it had: hold the partition (fail) or go on (reset).
+    state_loss: Literal["fail", "reset"] = "fail"
 
     # Retries, circuit breakers and memory bounds.
     retry_base_s: float = Field(default=0.2, gt=0)

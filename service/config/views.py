@@ -315,6 +315,7 @@ class StateSettings:
     timeout_s: float
     prefix: str
     ttl_s: int
+    loss: Literal["fail", "reset"]
 
     @classmethod
     def of(cls, s: Settings) -> StateSettings:
@@ -327,6 +328,7 @@ class StateSettings:
             timeout_s=s.redis_timeout_s,
             prefix=s.redis_prefix,
             ttl_s=s.state_ttl_s,
+            loss=s.state_loss,
         )
 
 

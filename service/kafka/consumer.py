@@ -143,11 +143,22 @@ class GroupConsumer:
             append(to_in_record(msg))
         return records
 
-    def store_offsets(self, next_offsets: dict[tuple[str, int], int]) -> None:
-        """Mark offsets as done: the auto-commit, a revoke and close() commit them."""
+    def store_offsets(
+        self,
+        next_offsets: dict[tuple[str, int], int],
+        metadata: dict[tuple[str, int], str] | None = None,
+    ) -> None:
+        """Mark offsets as done: the auto-commit, a revoke and close() commit them, each
+        with its offset metadata (librdkafka stores it with the offset)."""
         if not next_offsets:
             return
-        tps = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
+        meta = metadata or {}
+        tps = [
+            TopicPartition(t, p, o, metadata=meta[(t, p)])
+            if (t, p) in meta
+            else TopicPartition(t, p, o)
+            for (t, p), o in next_offsets.items()
+        ]
         try:
             self.client.store_offsets(offsets=tps)
         except KafkaException as exc:

@@ -100,6 +100,20 @@ class Metrics:
         self.open_windows = Gauge(
             "rill_open_windows", "Windows open in Redis", ["topic", "partition"], registry=r
         )
+        self.state_lost = Gauge(
+            "rill_state_lost",
+            "1 while a partition is held because Redis lost its window state "
+            "(RILL_STATE_LOSS=fail)",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.state_losses = Counter(
+            "rill_state_loss",
+            "Partitions found with window state Redis lost, by what the worker did "
+            "(held, or reset: went on with what Redis has)",
+            ["topic", "partition", "action"],
+            registry=r,
+        )
         self.end_to_end_seconds = BatchHistogram(
             "rill_end_to_end_seconds",
             "Record timestamp to output delivered",
@@ -170,6 +184,18 @@ class Metrics:
             for gauge in (self.consumer_lag, self.consumer_lag_seconds, self.open_windows):
                 with contextlib.suppress(KeyError):
                     gauge.remove(topic, str(partition))
+
+    def state_loss(self, tp: tuple[str, int], action: str) -> None:
+        """A partition found with lost window state: `held` or `reset`."""
+        topic, partition = tp[0], str(tp[1])
+        self.state_losses.labels(topic, partition, action).inc()
+        self.state_lost.labels(topic, partition).set(1 if action == "held" else 0)
+
+    def state_released(self, pairs: list[tuple[str, int]]) -> None:
+        """Partitions no longer held for lost state (revoked)."""
+        for topic, partition in pairs:
+            with contextlib.suppress(KeyError):
+                self.state_lost.remove(topic, str(partition))
 
     def count_batch(self, topic: str, result: BatchResult, delivered: int) -> None:
         """Add one batch's counts."""

@@ -24,7 +24,7 @@ from service.kafka.producer import Failure
 from service.processing.batch import Plan, emit
 from service.processing.dlq import DlqEntry, add_to_dlq, render
 from service.records import TP, BatchResult
-from service.runtime.ledger import Ledger
+from service.runtime.ledger import Ledger, outbox_seq, seq_meta
 from service.runtime.ports import Consumer, Producer
 from service.runtime.windowing import Outbox, WindowEngine
 
@@ -94,6 +94,10 @@ class _Base:
         self.source_topic = source_topic
         self.timeout_s = timeout_s
         self.on_delivered = on_delivered
+        # At least once: per partition, the window outbox sequence Redis has reached; every
+        # stored offset carries it as metadata (as exactly-once commits do), so a new owner
+        # tells a Redis that lost the state from a partition that never had any.
+        self._reached: dict[TP, int] = {}
 
     def _acknowledge(self, seqs: dict[TP, int]) -> None:
         if self.engine is not None:
@@ -179,7 +183,7 @@ class AtLeastOnce(_Base):
         moved = self._refused_to_dlq([f for f in failed if f.refused])
         # 5. Everything is delivered: store the offsets; auto-commit, revoke and close commit them.
         started = time.perf_counter()
-        self.consumer.store_offsets(batch.next_offsets)
+        self.consumer.store_offsets(batch.next_offsets, self._state_marks(batch))
         return self._done(
             batch, Delivered(len(batch.outputs) - moved, moved, time.perf_counter() - started)
         )
@@ -201,11 +205,29 @@ class AtLeastOnce(_Base):
             raise DeliveryError(f"DLQ did not take {len(again)} records: {again[0].error}")
         return sum(1 for f in refused if f.record.topic != plan.dlq_topic)
 
+    def _state_marks(self, batch: BatchResult) -> dict[TP, str] | None:
+        """Offset metadata of a batch's partitions: the outbox sequence Redis reached."""
+        if self.engine is None:
+            return None
+        reached = self._reached
+        for tp, seq in batch.seqs.items():
+            reached[tp] = max(reached.get(tp, 0), seq)
+        return {tp: seq_meta(reached.get(tp, 0)) for tp in batch.next_offsets}
+
     def reconcile(self, tp: TP) -> None:
-        """Claim `tp`; deliver its outbox (at least once) and drop it."""
+        """Claim `tp`; deliver its outbox (at least once) and drop it.
+
+        Raises:
+            StateLostError: Redis has less of `tp`'s state than the committed offset's
+                metadata says it reached (the worker acts per RILL_STATE_LOSS).
+        """
         if self.engine is None:
             return
+        _committed, meta = self.consumer.committed([tp])[tp]
+        reached = outbox_seq(meta)
+        self.engine.store.expect(tp, reached)
         left = self.engine.assign(tp, now_ms())
+        self._reached[tp] = reached
         if left.results or left.dlq:
             self._deliver_claimed(tp, self._reemit(tp, left, {}))
             log.info(
@@ -329,6 +351,8 @@ class ExactlyOnce(_Base):
             return
         committed, meta = self.consumer.committed([tp])[tp]
         delivered = self.ledger.claimed(tp, committed, meta)
+        # Redis must have reached what Kafka says was delivered (else StateLostError).
+        self.engine.store.expect(tp, delivered)
         left = self.engine.assign(tp, now_ms(), after_seq=delivered)
         if left.results or left.dlq:
             offset = max(committed, self.engine.owned[tp].applied + 1)

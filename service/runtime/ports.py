@@ -35,8 +35,11 @@ class Consumer(Protocol):
         """Up to `max_records` records."""
         ...
 
-    def store_offsets(self, next_offsets: dict[TP, int]) -> None:
-        """Mark offsets as done (committed by the auto-commit, a revoke or close)."""
+    def store_offsets(
+        self, next_offsets: dict[TP, int], metadata: dict[TP, str] | None = None
+    ) -> None:
+        """Mark offsets as done (committed by the auto-commit, a revoke or close), each
+        with its offset metadata (none where not given)."""
         ...
 
     def committed(self, pairs: list[TP], timeout_s: float = 10.0) -> dict[TP, tuple[int, str]]:

@@ -20,6 +20,7 @@ from service.config import Settings
 from service.errors import TransientError
 from service.observability.health import HealthServer, HealthState
 from service.observability.metrics import Metrics
+from service.observability.sampling import LogSampler
 from service.observability.tracing import BatchTracer
 from service.processing.batch import Plan, dlq_entry, emit, process_batch
 from service.processing.dlq import DlqEntry, add_to_dlq
@@ -72,6 +73,7 @@ class Worker:
         self._last_ts: dict[TP, int] = {}
         self._lagging: set[TP] = set()
         self._totals = dict.fromkeys(("in", "out", "dlq", "filtered"), 0)
+        self._dlq_lines = LogSampler()
         self.backpressure = BackPressure(
             settings,
             self.metrics,
@@ -254,9 +256,22 @@ class Worker:
             self.backpressure.run("kafka", partial(self._deliver, result, owners), consumer)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self._observe_latency(records)
-        for entry in result.dlq:
-            log.warning("record to DLQ", **entry.reason())
+        self._log_dlq(result)
         log.debug("batch", **result.extra())
+
+    def _log_dlq(self, result: BatchResult) -> None:
+        """A line per DLQ record, but under a flood a few per reason and a count."""
+        sampler = self._dlq_lines
+        for entry in result.dlq:
+            if sampler.allow((entry.stage, entry.error_class)):
+                log.warning("record to DLQ", **entry.reason())
+        for kind, count in sampler.due().items():
+            log.warning(
+                "more records to DLQ (not logged one by one; see rill_records_dlq)",
+                reason=kind,
+                count=count,
+                interval_s=sampler.interval_s,
+            )
 
     def _hold_unclaimed(self, records: list[InRecord], consumer: Consumer) -> list[InRecord]:
         """Records of partitions not claimed and reconciled yet go back to the broker.

@@ -90,9 +90,10 @@ class RedisWindowStore:
         self._client.close()
 
     def expect(self, tp: TP, seq: int) -> None:
-        """Kafka's committed offsets of `tp` say its state reached outbox sequence `seq`:
-        the next claim of `tp` refuses (`StateLostError`) if Redis has less."""
-        self._expect[tp] = seq
+        """`tp`'s state reached outbox sequence `seq` (Kafka's committed offsets say so, or
+        this worker saw it): the next claim of `tp` refuses (`StateLostError`) if Redis
+        has less. Several expectations before a claim: the highest counts."""
+        self._expect[tp] = max(self._expect.get(tp, 0), seq)
 
     def claim(self, tp: TP) -> Claim:
         """Fence older owners out of `tp` (new epoch) and read its state and outbox.

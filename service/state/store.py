@@ -127,8 +127,8 @@ class WindowStore(Protocol):
         ...
 
     def expect(self, tp: TP, seq: int) -> None:
-        """Kafka's committed offsets of `tp` say its state reached outbox sequence `seq`:
-        the next claim of `tp` refuses (`StateLostError`) if the store has less."""
+        """`tp`'s state reached outbox sequence `seq` (Kafka's committed offsets, or this
+        worker, saw it): the next claim refuses (`StateLostError`) if the store has less."""
         ...
 
     def claim(self, tp: TP) -> Claim:

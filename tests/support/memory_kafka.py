@@ -70,6 +70,7 @@ class MemoryConsumer:
         self.on_idle = on_idle
         self.positions: dict[TP, int] = {}
         self.stored: dict[TP, int] = {}
+        self.stored_meta: dict[TP, str] = {}
         self.paused: set[TP] = set()
         self.closed = False
 
@@ -107,14 +108,17 @@ class MemoryConsumer:
             self.on_idle()
         return out
 
-    def store_offsets(self, next_offsets: dict[TP, int]) -> None:
-        """Mark offsets as done."""
+    def store_offsets(
+        self, next_offsets: dict[TP, int], metadata: dict[TP, str] | None = None
+    ) -> None:
+        """Mark offsets as done, each with its metadata."""
         self.stored.update(next_offsets)
+        self.stored_meta.update({tp: (metadata or {}).get(tp, "") for tp in next_offsets})
 
     def commit(self) -> None:
         """Commit the stored offsets."""
         for tp, offset in self.stored.items():
-            self.broker.committed[tp] = (offset, "")
+            self.broker.committed[tp] = (offset, self.stored_meta.get(tp, ""))
 
     def committed(self, pairs: list[TP], timeout_s: float = 10.0) -> dict[TP, tuple[int, str]]:
         """The committed offsets (-1 where none) and their metadata."""
