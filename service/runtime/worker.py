@@ -32,6 +32,7 @@ from service.runtime.guarantee import GUARANTEES, Delivered, Guarantee, now_ms
 from service.runtime.ports import Consumer, Edges
 from service.runtime.windowing import WindowEngine
 from service.serde.schema_cache import split_waiting
+from service.state.store import StateLostError
 
 log = structlog.get_logger("rill.worker")
 TICK_INTERVAL_S = 1.0
@@ -63,6 +64,9 @@ class Worker:
         self._stop = threading.Event()
         self._assigned: set[TP] = set()
         self._unclaimed: set[TP] = set()
+        # Partitions held because Redis lost their window state (RILL_STATE_LOSS=fail):
+        # unclaimed and paused until revoked or the worker restarts.
+        self._lost: set[TP] = set()
         # Partitions waiting (rewound and paused) for a writer schema the registry owes.
         self._schema_held: set[TP] = set()
         # Bumped on every assignment: a batch delivers only for partitions still owned
@@ -117,17 +121,76 @@ class Worker:
     def _claim_pending(self) -> None:
         """Reconcile assigned partitions whose state is not claimed yet."""
         assert self._guarantee is not None
-        for tp in sorted(self._unclaimed):
-            self._guarantee.reconcile(tp)
+        for tp in sorted(self._unclaimed - self._lost):
+            try:
+                self._guarantee.reconcile(tp)
+            except StateLostError as exc:
+                if not self._state_lost(tp, exc):
+                    continue
             self._unclaimed.discard(tp)
             if not self.backpressure.paused and self._consumer is not None:
                 self._consumer.resume([tp])
+
+    def _state_lost(self, tp: TP, exc: StateLostError) -> bool:
+        """Redis lost `tp`'s window state: hold it (RILL_STATE_LOSS=fail) or go on (reset).
+
+        Returns:
+            True when `tp` is reconciled again (reset), False when it is held.
+        """
+        assert self._engine is not None
+        assert self._guarantee is not None
+        where = {"topic": tp[0], "partition": tp[1], "error": str(exc)}
+        if self.settings.state_loss == "reset":
+            had = self._engine.store.adopt(tp, exc.expected)
+            self.metrics.state_loss(tp, "reset")
+            log.error(
+                "window state lost; going on with what Redis has (RILL_STATE_LOSS=reset): "
+                "its open windows and watermark start again from there",
+                redis_seq=had,
+                **where,
+            )
+            self._guarantee.reconcile(tp)
+            return True
+        self._lost.add(tp)
+        self._pause([tp])
+        self.metrics.state_loss(tp, "held")
+        log.error(
+            "window state lost: partition held, nothing of it processed or committed "
+            "(RILL_STATE_LOSS=fail). Redis restarted without persistence, evicted or "
+            "expired keys (RILL_STATE_TTL_S), or failed over to a replica that missed "
+            "writes. To recover: restore Redis's data and restart the workers, or set "
+            "RILL_STATE_LOSS=reset and restart them to go on with what Redis has; run "
+            "Redis with AOF or a replica and maxmemory-policy noeviction",
+            **where,
+        )
+        return False
+
+    def _hold_lost(self, exc: StateLostError, records: list[InRecord], consumer: Consumer) -> None:
+        """An apply (or TTL refresh) found state gone: the partitions are claimed again.
+
+        The batch goes back to the broker whole (partitions whose script ran find it
+        applied, `stale`, and take its outbox); the claim compares Redis with what this
+        worker had delivered and Kafka committed, and RILL_STATE_LOSS decides.
+        """
+        assert self._engine is not None
+        log.warning("window state gone from Redis; claiming again", error=str(exc))
+        if records:
+            consumer.rewind(records)
+        for tp in exc.tps:
+            owned = self._engine.owned.get(tp)
+            if owned is not None:
+                self._engine.store.expect(tp, owned.acked)
+        self._engine.revoke(exc.tps)
+        self._unclaimed.update(tp for tp in exc.tps if tp in self._assigned)
+        self._pause(sorted(self._unclaimed))
 
     def _on_revoke(self, pairs: list[TP]) -> None:
         self._assigned.difference_update(pairs)
         self.metrics.rebalances.labels("revoke").inc()
         self.metrics.assigned_partitions.set(len(self._assigned))
         self._unclaimed.difference_update(pairs)
+        self._lost.difference_update(pairs)
+        self.metrics.state_released(pairs)
         self._schema_held.difference_update(pairs)
         self.metrics.drop_partitions(pairs)
         if self._guarantee is not None:
@@ -156,6 +219,9 @@ class Worker:
     def _ready(self) -> tuple[bool, str]:
         if not self._assigned:
             return False, "no partitions assigned"
+        if self._lost:
+            names = ", ".join(f"{t}[{p}]" for t, p in sorted(self._lost))
+            return False, f"window state lost in Redis, partitions held: {names}"
         if self._unclaimed:
             return False, f"{len(self._unclaimed)} partitions not reconciled"
         if self._engine is not None and not self._engine.store.ping():
@@ -258,7 +324,11 @@ class Worker:
         with self.tracer.batch(records):
             result = process_batch(records, self.plan, now_ms())
             owners = self._owners(result)
-            self.backpressure.run("redis", partial(self._window_step, result), consumer)
+            try:
+                self.backpressure.run("redis", partial(self._window_step, result), consumer)
+            except StateLostError as exc:
+                self._hold_lost(exc, records, consumer)
+                return
             result.outputs = self.tracer.propagate(result.outputs)
             self.backpressure.run("kafka", partial(self._deliver, result, owners), consumer)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
@@ -389,9 +459,23 @@ class Worker:
         """
         if self._engine is None:
             return
-        result = self.backpressure.run("redis", self._tick_apply, consumer)
+        try:
+            self._keep_alive(consumer)
+            result = self.backpressure.run("redis", self._tick_apply, consumer)
+        except StateLostError as exc:
+            self._hold_lost(exc, [], consumer)
+            return
         owners = self._owners(result)
         self.backpressure.run("kafka", partial(self._deliver, result, owners), consumer)
+
+    def _keep_alive(self, consumer: Consumer) -> None:
+        """Refresh the TTL of the owned partitions' state (every few seconds): a quiet
+        partition's state never expires while it is owned, and state gone is seen."""
+        assert self._engine is not None
+        epochs = {tp: owned.epoch for tp, owned in self._engine.owned.items()}
+        lost = self.backpressure.run("redis", partial(self._engine.store.touch, epochs), consumer)
+        if lost:
+            raise StateLostError(lost)
 
     def _tick_apply(self) -> BatchResult:
         assert self._engine is not None
