@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
-from tests.k8s.adapter import Matcher, lag_series, parse_selector, total_by_topic
+from tests.k8s.adapter import (
+    EXPOSED_METRIC,
+    RULE_QUERY,
+    Matcher,
+    lag_series,
+    parse_selector,
+    total_by_topic,
+)
+from tests.k8s.kube import CHART
 
 EXPOSITION = """\
 # HELP rill_consumer_lag Records behind the end of the partition
@@ -49,3 +58,11 @@ def test_selector_terms_and_refusal_of_set_based_terms() -> None:
     ]
     with pytest.raises(ValueError, match="unsupported"):
         parse_selector("topic in (a,b)")
+
+
+def test_the_stand_in_computes_the_rule_the_chart_ships() -> None:
+    """The stand-in adapter implements the metricsQuery of the chart's adapter rule."""
+    rule = yaml.safe_load((CHART / "files" / "prometheus-adapter-rule.yaml").read_text())
+    (external,) = rule["externalRules"]
+    assert external["name"]["as"] == EXPOSED_METRIC
+    assert external["metricsQuery"] == RULE_QUERY
