@@ -23,7 +23,6 @@ pki="$state/pki"
 run="$state/run"
 logs="$state/logs"
 kubeconfig="$state/kubeconfig"
-python="${PYTHON:-$root/.venv/bin/python}"
 components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 
 log() { printf '[k8s] %s\n' "$*" >&2; }
@@ -133,27 +132,25 @@ start() { # name command...
 }
 
 stop_all() {
-  local c pid i
-  for ((i = ${#components[@]} - 1; i >= 0; i--)); do
-    c=${components[$i]}
+  local c pids=() pid
+  for c in "${components[@]}"; do
     [ -f "$run/$c.pid" ] || continue
     pid=$(cat "$run/$c.pid")
-    if kill -0 "$pid" 2>/dev/null; then
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-      kill -9 "$pid" 2>/dev/null || true
-    fi
+    kill "$pid" 2>/dev/null && pids+=("$pid")
     rm -f "$run/$c.pid"
+  done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    kill -9 "$pid" 2>/dev/null || true
   done
 }
 
 install_crds() {
   log "installing the KEDA and prometheus-operator CRDs"
-  local keda prom
-  keda=$(cd "$here/crds" && go mod download -json github.com/kedacore/keda/v2 |
-    "$python" -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
-  prom=$(cd "$here/crds" && go mod download -json github.com/prometheus-operator/prometheus-operator |
-    "$python" -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+  local keda=github.com/kedacore/keda/v2 prom=github.com/prometheus-operator/prometheus-operator
+  (cd "$here/crds" && go mod download "$keda" "$prom")
+  keda=$(cd "$here/crds" && go list -m -f '{{.Dir}}' "$keda")
+  prom=$(cd "$here/crds" && go list -m -f '{{.Dir}}' "$prom")
   # Server-side apply: the prometheus-operator CRDs exceed the client-side annotation limit.
   kubectl apply --server-side --force-conflicts -f "$keda/config/crd/bases" >/dev/null
   kubectl apply --server-side --force-conflicts \
