@@ -129,8 +129,19 @@ class GroupConsumer:
             self._on_revoke(pairs)
 
     def consume(self, max_records: int, timeout_s: float) -> list[InRecord]:
-        """Up to `max_records` records; client-level errors are logged, never returned."""
-        messages = self.client.consume(num_messages=max_records, timeout=timeout_s)
+        """Up to `max_records` records; client-level errors are logged, never returned.
+
+        Returns as soon as there is something: what the fetch queue holds now (up to
+        `max_records`), else the first record to arrive within `timeout_s` plus whatever
+        came with it. So a batch never waits to fill (low latency at low rates), and under
+        load the queue fills while the previous batch is processed (large batches).
+        """
+        client = self.client
+        messages = client.consume(num_messages=max_records, timeout=0)
+        if not messages:
+            messages = client.consume(num_messages=1, timeout=timeout_s)
+            if messages and max_records > 1:
+                messages.extend(client.consume(num_messages=max_records - 1, timeout=0))
         records: list[InRecord] = []
         append = records.append
         for msg in messages:

@@ -31,9 +31,9 @@ class LogSampler:
         self._seen[kind] = seen
         return seen <= self.per_interval
 
-    def due(self) -> dict[Hashable, int]:
-        """When an interval ended: the events per kind that got no line of their own."""
-        if self._started < 0 or self.clock() - self._started < self.interval_s:
+    def due(self, force: bool = False) -> dict[Hashable, int]:
+        """When an interval ended (or `force`): the events per kind that got no line."""
+        if self._started < 0 or (not force and self.clock() - self._started < self.interval_s):
             return {}
         suppressed = {
             k: n - self.per_interval for k, n in self._seen.items() if n > self.per_interval

@@ -236,6 +236,7 @@ class Worker:
         with ExitStack() as stack:
             consumer = self._start(stack)
             self._loop(consumer)
+        self._log_dlq_counts(force=True)
         log.info("worker stopped")
 
     def _start(self, stack: ExitStack) -> Consumer:
@@ -304,6 +305,7 @@ class Worker:
                 structlog.contextvars.unbind_contextvars("batch")
             if time.monotonic() >= next_tick:
                 self._tick(consumer)
+                self._log_dlq_counts()
                 next_tick = time.monotonic() + TICK_INTERVAL_S
             if time.monotonic() >= next_summary:
                 log.info(
@@ -342,7 +344,11 @@ class Worker:
         for entry in result.dlq:
             if sampler.allow((entry.stage, entry.error_class)):
                 log.warning("record to DLQ", **entry.reason())
-        for kind, count in sampler.due().items():
+        self._log_dlq_counts()
+
+    def _log_dlq_counts(self, force: bool = False) -> None:
+        sampler = self._dlq_lines
+        for kind, count in sampler.due(force).items():
             log.warning(
                 "more records to DLQ (not logged one by one; see rill_records_dlq)",
                 reason=kind,
