@@ -23,6 +23,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = 8
 TICKS = os.sysconf("SC_CLK_TCK")
+CREATED: list[str] = []  # every topic this run made, deleted at its end
 
 
 def create_topics(bootstrap: str, names: list[str], log_append_time: bool = False) -> None:
@@ -30,16 +31,22 @@ def create_topics(bootstrap: str, names: list[str], log_append_time: bool = Fals
     admin = AdminClient({"bootstrap.servers": bootstrap})
     config = {"message.timestamp.type": "LogAppendTime"} if log_append_time else {}
     topics = [NewTopic(n, PARTITIONS, 1, config=config) for n in names]
+    CREATED.extend(names)
     for future in admin.create_topics(topics, operation_timeout=30).values():
         future.result()
 
 
-def delete_topics(bootstrap: str, prefix: str) -> None:
-    """Delete every topic whose name starts with prefix (the run's own topics)."""
+def delete_topics(bootstrap: str, names: list[str]) -> None:
+    """Delete topics (the run's own), and the changelog topics Quix made for their groups."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
-    if names:
-        for future in admin.delete_topics(names, operation_timeout=30).values():
+    existing = admin.list_topics(timeout=10).topics
+    doomed = [
+        t
+        for t in existing
+        if any(t == n or (t.startswith("changelog__") and n in t) for n in names)
+    ]
+    if doomed:
+        for future in admin.delete_topics(doomed, operation_timeout=30).values():
             with contextlib.suppress(KafkaException):
                 future.result()
 
@@ -149,13 +156,15 @@ def machine_load() -> tuple[float, float, float]:
 
 
 def end_offsets(bootstrap: str, topic: str) -> int:
-    """Sum of a topic's high watermarks over its partitions."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-watermarks"})
+    """Sum of a topic's high watermarks over its partitions (-1 while the broker cannot say)."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "bench-watermarks", "log_level": 3}
+    )
     try:
-        return sum(
-            consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1]
-            for p in range(PARTITIONS)
-        )
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        return sum(consumer.get_watermark_offsets(tp, 10)[1] for tp in tps)
+    except KafkaException:
+        return -1  # a new topic's leaders are not elected yet
     finally:
         consumer.close()
 
@@ -180,6 +189,7 @@ def read_topic(bootstrap: str, topic: str, until: int, timeout_s: float) -> list
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
             "fetch.wait.max.ms": 20,
+            "log_level": 3,
         }
     )
     consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])

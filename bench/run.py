@@ -1,236 +1,218 @@
-"""Throughput of rill against a floor measured in the same run.
+"""`make bench`: the floor, rill and Quix Streams side by side, in one run.
 
-The floor is a bare confluent-kafka + fastavro loop: consume a batch, decode, apply the
-same projection, encode, produce, flush, store offsets. rill runs its real worker on the
-same records. Both start after group join; the clock runs from the first batch consumed
-to the last output delivered. Figures are ratios to the floor; nothing is asserted.
+Phases (each system a process of its own, on the same broker, a private redis-server):
 
-Usage: KAFKA_BOOTSTRAP_SERVERS=... python bench/run.py [--records N]
+1. throughput: the floor, rill stateless, rill windowed at-least-once / exactly-once,
+   Quix Streams windowed at-least-once / exactly-once, over the same prefilled topics
+   (demo and skewed workloads, 8 partitions); each row's output is checked against a
+   reference computed from the input before its figure counts.
+2. latency: p50 / p99 end-to-end at half of each system's measured maximum (demo job).
+3. recovery: SIGKILL with 1,000 and 1,000,000 open windows, time until the replacement
+   processes new records (rill, and Quix with its changelog restore).
+4. memory: rill worker RSS at 100,000 open windows; under a backlog (the throughput
+   rows' peak RSS, draining the whole prefilled topic). bench/rss_load.py measures RSS
+   while Redis is stopped under load.
+
+Results: bench/results/results.md, results.json, results.png. Nothing is asserted.
+
+Usage: KAFKA_BOOTSTRAP_SERVERS=... python bench/run.py [--records N] [--quick] ...
 """
 
 from __future__ import annotations
 
 import argparse
-import io
-import json
+import atexit
 import os
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-import fastavro
-from confluent_kafka import Consumer, Producer
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.app import build_plan  # noqa: E402 - after the path set-up above
-from service.config import load_settings  # noqa: E402
-from service.demo import demo_orders  # noqa: E402
-from service.kafka.admin import ensure_topics  # noqa: E402
-from service.observability.logging import configure_logging  # noqa: E402
-from service.processing.batch import process_batch  # noqa: E402
-from service.records import InRecord  # noqa: E402
-from service.runtime.worker import Worker  # noqa: E402
-from tests.support.demo_configs import PROJECTION_SETTINGS  # noqa: E402
+from bench import latency, recovery, report, throughput  # noqa: E402 - after the path set-up
+from bench import workloads as wl  # noqa: E402
+from bench.common import CREATED, create_topics, delete_topics, machine_load, private_redis  # noqa: E402
+from bench.systems import (  # noqa: E402
+    ALL,
+    FLOOR,
+    QUIX_ALO,
+    QUIX_EOS,
+    RILL_ALO,
+    RILL_EOS,
+    RILL_STATELESS,
+    stop_all,
+)
 
-HEADER_IN = b"\x00\x00\x00\x00\x01"
-HEADER_OUT = b"\x00\x00\x00\x00\x02"
+METHOD = [
+    "- Every system runs as its own process on the same interpreter and librdkafka; the input "
+    "topics are prefilled (8 partitions, Confluent-wire Avro, Kafka timestamp = `created_at`).",
+    "- Job: drop cancelled orders, 10 s tumbling windows per customer, grace 2 s, "
+    "count / sum / min / max of `amount`, JSON out. rill: its built-in window step; Quix: "
+    "`tumbling_window(...).agg(...).final(closing_strategy='partition')` (bench/quix_job.py).",
+    "- Workloads: `demo` (20 customers, about 1.5 records per key and window) and `skewed` "
+    "(1,000 customers, Zipf-like weights 1/rank^1.1, about 5,000 records per 10 s window).",
+    "- Records/s: sinks stamp LogAppendTime; the input a system covered between its first and "
+    "last output (window counts, scaled to all input records), over that time. Start-up and "
+    "group join are outside the interval for every system alike.",
+    "- CPU s / 1M: user + system time of the process (/proc) over the same interval, per "
+    "million input records; Redis CPU: the private redis-server's, for rill's windowed rows.",
+    "- Peak RSS: the process's VmHWM while it drains the whole prefilled topic (a backlog).",
+    "- Output check: every window (key, start) compared with the reference computed from the "
+    "input: counts, minima, maxima equal; sums within 1e-9 relative (addition order). Every "
+    "record is on time (event times rise with the offset; a sentinel 60 s later per partition "
+    "closes every window in both systems), so no lateness rule drops anything and both must "
+    "emit exactly the reference. Stateless rows: every passing order_id out once.",
+    "- Latency: orders produced at a fixed rate, CreateTime = `created_at` = wall clock at "
+    "produce (linger 5 ms). Windowed: sink LogAppendTime - CreateTime of the record that closes "
+    "the window (first of its partition at >= end + grace). Stateless: sink - source per record.",
+    "- Recovery: 1 h windows emitting every update, N distinct keys all open; after the "
+    "group committed everything, SIGKILL and start the replacement at once; recovery = sink "
+    "append time of the first probe record's result - kill time. It includes session.timeout.ms "
+    "(set alike for both), start-up, join and Quix's changelog restore.",
+]
 
 
-def _schema(name: str) -> Any:
-    return fastavro.parse_schema(json.loads((ROOT / "service/schemas" / name).read_text()))
+def prepare(bootstrap: str, workload: str, records: int) -> throughput.Input:
+    """Create and fill a workload's input topic."""
+    rows = wl.orders(workload, records)
+    topic = f"bench-{workload}-{uuid.uuid4().hex[:6]}"
+    create_topics(bootstrap, [topic])
+    wl.produce(bootstrap, topic, rows)
+    ids = frozenset(o["order_id"] for o in rows if o["status"] != "cancelled")
+    return throughput.Input(workload, topic, records, len(ids), wl.reference(rows), ids)
 
 
-def prepare(bootstrap: str, topic: str, n: int) -> list[bytes]:
-    """Produce n demo orders (Confluent wire Avro) to a new topic; returns the values."""
-    ensure_topics({"bootstrap.servers": bootstrap}, [topic], 4)
-    schema = _schema("order.avsc")
-    values = []
-    for order in demo_orders(n, seed=99):
-        buf = io.BytesIO()
-        buf.write(HEADER_IN)
-        fastavro.schemaless_writer(buf, schema, order)
-        values.append(buf.getvalue())
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50})
-    for i, value in enumerate(values):
-        while True:
-            try:
-                producer.produce(topic, value, f"c-{i % 20}".encode())
-                break
-            except BufferError:
-                producer.poll(0.05)
-    producer.flush(60)
-    return values
-
-
-def floor(bootstrap: str, topic: str, n: int, batch: int) -> float:
-    """Records/s of the bare loop."""
-    reader, writer = _schema("order.avsc"), _schema("order_out.avsc")
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"floor-{uuid.uuid4()}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.offset.store": False,
-            "partition.assignment.strategy": "cooperative-sticky",
+def ratios(rows: list[dict[str, Any]]) -> None:
+    """Add x floor and x Quix to each throughput row."""
+    rivals = {RILL_ALO.name: QUIX_ALO.name, RILL_EOS.name: QUIX_EOS.name}
+    for row in rows:
+        same = {
+            r["system"]: r.get("records_per_s") for r in rows if r["workload"] == row["workload"]
         }
-    )
-    producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "linger.ms": 20,
-            "enable.idempotence": True,
-            "compression.type": "lz4",
-        }
-    )
-    consumer.subscribe([topic])
-    out_topic = f"{topic}-floor-out"
-    done, first, t0 = 0, 0, 0.0
-    while done < n:
-        msgs = consumer.consume(batch, 0.5)
-        if not msgs:
-            continue
-        for msg in msgs:
-            buf = io.BytesIO(msg.value())
-            buf.seek(5)
-            rec = fastavro.schemaless_reader(buf, reader, None)
-            if rec["status"] == "cancelled":
-                continue
-            out = {
-                "order_id": rec["order_id"],
-                "customer_id": rec["customer_id"],
-                "total": rec["amount"],
-                "currency": rec["currency"],
-                "created_at": rec["created_at"],
-            }
-            obuf = io.BytesIO()
-            obuf.write(HEADER_OUT)
-            fastavro.schemaless_writer(obuf, writer, out)
-            producer.produce(out_topic, obuf.getvalue(), rec["customer_id"].encode())
-        producer.flush(30)
-        consumer.store_offsets(msgs[-1])
-        done += len(msgs)
-        if not t0:
-            t0, first = time.perf_counter(), done
-    elapsed = time.perf_counter() - t0
-    consumer.close()
-    return (n - first) / elapsed
+        rps, floor_rps = row.get("records_per_s"), same.get(FLOOR.name)
+        if rps and floor_rps and row["system"] != FLOOR.name:
+            row["to_floor"] = round(rps / floor_rps, 3)
+        rival = same.get(rivals.get(row["system"], ""))
+        if rps and rival:
+            row["to_quix"] = round(rps / rival, 3)
 
 
-def rill(bootstrap: str, topic: str, n: int, batch: int, **overrides: Any) -> tuple[float, int]:
-    """Records/s of the rill worker, and its Redis round trips."""
-    name = uuid.uuid4().hex[:8]
-    settings = load_settings(
-        bootstrap_servers=bootstrap,
-        input_topic=topic,
-        output_topic=f"{topic}-{name}-out",
-        dlq_topic=f"{topic}-{name}-dlq",
-        group_id=f"rill-{name}",
-        metrics_port=0,
-        batch_size=batch,
-        log_level="warning",
-        redis_prefix=f"bench-{name}",
-        redis_url=os.environ.get("REDIS_URL", "redis://127.0.0.1:16379/0"),
-        **overrides,
-    )
-    worker = Worker(settings, build_plan(settings))
-    thread = threading.Thread(target=worker.run)
-    thread.start()
-    registry = worker.metrics.registry
-
-    def consumed() -> float:
-        return registry.get_sample_value("rill_records_in_total", {"topic": topic}) or 0.0
-
-    t0 = 0.0
-    first = 0.0
-    while consumed() < n:
-        if not t0 and consumed() > 0:
-            t0, first = time.perf_counter(), consumed()
-        time.sleep(0.002)
-    elapsed = time.perf_counter() - t0
-    worker.request_stop()
-    thread.join()
-    engine = worker._engine
-    return (n - first) / elapsed, engine.store.round_trips if engine else 0
-
-
-def pure(values: list[bytes]) -> tuple[float, float]:
-    """µs per record: bare fastavro decode+project+encode vs rill's process_batch (no Kafka)."""
-    reader, writer = _schema("order.avsc"), _schema("order_out.avsc")
-    t = time.perf_counter()
-    for v in values:
-        buf = io.BytesIO(v)
-        buf.seek(5)
-        rec = fastavro.schemaless_reader(buf, reader, None)
-        if rec["status"] == "cancelled":
-            continue
-        obuf = io.BytesIO()
-        obuf.write(HEADER_OUT)
-        fastavro.schemaless_writer(
-            obuf,
-            writer,
-            {
-                "order_id": rec["order_id"],
-                "customer_id": rec["customer_id"],
-                "total": rec["amount"],
-                "currency": rec["currency"],
-                "created_at": rec["created_at"],
-            },
+def verdicts(res: dict[str, Any]) -> dict[str, str]:
+    """Each target of issue 11, met or missed, with the figures."""
+    by = {(r["workload"], r["system"]): r for r in res["throughput"]}
+    out: dict[str, str] = {}
+    alo, eos = by.get(("demo", RILL_ALO.name), {}), by.get(("demo", RILL_EOS.name), {})
+    if alo.get("to_floor") and eos.get("to_floor"):
+        met = alo["to_floor"] >= 0.6 and eos["to_floor"] >= 0.5
+        out[report.TARGETS[0]] = (
+            f"{'met' if met else 'MISSED'}: {alo['to_floor']}x / {eos['to_floor']}x"
         )
-    bare = (time.perf_counter() - t) / len(values) * 1e6
-    plan = build_plan(load_settings(**PROJECTION_SETTINGS))
-    records = [InRecord("t", 0, i, b"k", v, None, 0) for i, v in enumerate(values)]
-    t = time.perf_counter()
-    for start in range(0, len(records), 1000):
-        process_batch(records[start : start + 1000], plan, 0)
-    ours = (time.perf_counter() - t) / len(values) * 1e6
-    return bare, ours
+    quix = [
+        f"{w} {r['system'].split()[-1]} {r['to_quix']}x"
+        for (w, _), r in by.items()
+        if r.get("to_quix")
+    ]
+    if quix:
+        met = all(r["to_quix"] >= 2.5 for r in by.values() if r.get("to_quix"))
+        out[report.TARGETS[1]] = f"{'met' if met else 'MISSED'}: " + ", ".join(quix)
+    lat = {r["system"]: r for r in res["latency"]}
+    if RILL_ALO.name in lat and RILL_EOS.name in lat:
+        a, e = lat[RILL_ALO.name].get("p99_ms"), lat[RILL_EOS.name].get("p99_ms")
+        met = a is not None and e is not None and a <= 100 and e <= 250
+        out[report.TARGETS[2]] = f"{'met' if met else 'MISSED'}: rill p99 {a} ms / {e} ms"
+    rec = [r for r in res["recovery"] if r["system"] == RILL_ALO.name]
+    if rec:
+        times = [r.get("recovery_s") for r in rec if "recovery_s" in r]
+        rss = [r["rss_mb"] for r in rec if r["open_windows"] == 100_000]
+        met = all(t is not None and t <= 10 for t in times) and all(m <= 200 for m in rss)
+        out[report.TARGETS[3]] = (
+            f"{'met' if met else 'MISSED'}: recovery {times} s, RSS at 100,000 {rss} MiB"
+        )
+    return out
+
+
+def run_phases(args: argparse.Namespace, bootstrap: str, res: dict[str, Any]) -> None:
+    """Run the chosen phases, adding their rows to res."""
+    phases = set(args.phases.split(","))
+    with private_redis() as redis:
+        if "throughput" in phases:
+            for workload in args.workloads.split(","):
+                inp = prepare(bootstrap, workload, args.records)
+                for system in ALL:
+                    row = throughput.measure(bootstrap, system, inp, redis, 600)
+                    print(row, flush=True)
+                    res["throughput"].append(row)
+            ratios(res["throughput"])
+        if "latency" in phases:
+            rates = {
+                r["system"]: r.get("records_per_s")
+                for r in res["throughput"]
+                if r["workload"] == "demo"
+            }
+            for system in (RILL_STATELESS, RILL_ALO, RILL_EOS, QUIX_ALO, QUIX_EOS):
+                rate = (rates.get(system.name) or 4000) / 2
+                row = latency.measure(bootstrap, system, rate, args.latency_seconds, redis)
+                print(row, flush=True)
+                res["latency"].append(row)
+        if "recovery" in phases:
+            for size in (int(s) for s in args.recovery_sizes.split(",")):
+                for system in (RILL_ALO, QUIX_ALO):
+                    row = recovery.measure(bootstrap, system, size, redis, args.session_timeout_ms)
+                    print(row, flush=True)
+                    res["recovery"].append(row)
+        if "memory" in phases:
+            row = recovery.measure(
+                bootstrap,
+                RILL_ALO,
+                args.memory_windows,
+                redis,
+                args.session_timeout_ms,
+                kill=False,
+            )
+            print(row, flush=True)
+            res["recovery"].append(row)
 
 
 def main() -> None:
-    """Run the benchmarks and print a report."""
+    """Run the phases and write bench/results/."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("--records", type=int, default=200_000)
-    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--records", type=int, default=200_000, help="per throughput row")
+    parser.add_argument("--workloads", default="demo,skewed")
+    parser.add_argument("--phases", default="throughput,latency,recovery,memory")
+    parser.add_argument("--latency-seconds", type=float, default=30)
+    parser.add_argument("--recovery-sizes", default="1000,1000000")
+    parser.add_argument("--memory-windows", type=int, default=100_000)
+    parser.add_argument("--session-timeout-ms", type=int, default=6000)
+    parser.add_argument("--quick", action="store_true", help="small sizes, to try the harness")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
-    configure_logging("warning")  # as `rill run` does with RILL_LOG_LEVEL=warning
+    if args.quick:
+        args.records, args.latency_seconds = 20_000, 20
+        args.recovery_sizes, args.memory_windows = "1000,20000", 20_000
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
-    topic = f"bench-{uuid.uuid4().hex[:8]}"
-    values = prepare(bootstrap, topic, args.records)
-    bare_us, ours_us = pure(values)
-    floor_rps = floor(bootstrap, topic, args.records, args.batch)
-    rill_rps, _ = rill(bootstrap, topic, args.records, args.batch, **PROJECTION_SETTINGS)
-    win_rps, trips = rill(bootstrap, topic, args.records, args.batch)
-    # The demo's 10 s windows hold about 1.5 records per customer and window; 5 min
-    # windows about 45: the cost of windowing is per window touched, not per record.
-    dense_rps, dense_trips = rill(
-        bootstrap, topic, args.records, args.batch, window_size_ms=300_000
-    )
-    report = {
+    atexit.register(stop_all)
+    t0 = time.monotonic()
+    res: dict[str, Any] = {"throughput": [], "latency": [], "recovery": [], "method": METHOD}
+    res["meta"] = {
+        "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cores": os.cpu_count(),
+        "load_before": [round(x, 2) for x in machine_load()],
         "records": args.records,
-        "batch": args.batch,
-        "floor_records_per_s": round(floor_rps),
-        "rill_stateless_records_per_s": round(rill_rps),
-        "rill_stateless_to_floor": round(rill_rps / floor_rps, 3),
-        "rill_windowed_records_per_s": round(win_rps),
-        "rill_windowed_to_floor": round(win_rps / floor_rps, 3),
-        "windowed_redis_round_trips_per_1000_records": round(trips / args.records * 1000, 2),
-        "rill_windowed_5min_records_per_s": round(dense_rps),
-        "rill_windowed_5min_to_floor": round(dense_rps / floor_rps, 3),
-        "windowed_5min_round_trips_per_1000_records": round(dense_trips / args.records * 1000, 2),
-        "pure_bare_us_per_record": round(bare_us, 2),
-        "pure_rill_us_per_record": round(ours_us, 2),
-        "pure_overhead_ratio": round(ours_us / bare_us, 3),
+        "session_timeout_ms": args.session_timeout_ms,
     }
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"throughput-{int(time.time())}.json").write_text(json.dumps(report, indent=2))
-    for key, value in report.items():
-        print(f"{key:28} {value}")
+    try:
+        run_phases(args, bootstrap, res)
+    finally:
+        stop_all()
+        delete_topics(bootstrap, CREATED)
+    res["meta"]["load_after"] = [round(x, 2) for x in machine_load()]
+    res["meta"]["duration_s"] = time.monotonic() - t0
+    res["verdicts"] = verdicts(res)
+    report.write(res, Path(args.out))
+    print(report.markdown(res))
 
 
 if __name__ == "__main__":

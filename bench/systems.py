@@ -94,8 +94,25 @@ def rill_env(system: System, run: Run) -> dict[str, str]:
     return env
 
 
+STARTED: list[subprocess.Popen[bytes]] = []
+
+
+def stop_all() -> None:
+    """Kill every process the bench started that still runs (after an error)."""
+    for proc in STARTED:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def start(system: System, run: Run) -> subprocess.Popen[bytes]:
     """Start the system's process; it runs until SIGTERM (or SIGKILL)."""
+    proc = _spawn(system, run)
+    STARTED.append(proc)
+    return proc
+
+
+def _spawn(system: System, run: Run) -> subprocess.Popen[bytes]:
     if system.kind == "floor":
         args = [
             sys.executable,

@@ -1,0 +1,149 @@
+"""The bench's results as a markdown table, JSON and a PNG plot (bench/results/)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+TARGETS = [
+    "windowed at-least-once >= 0.60x the floor on the demo job; exactly-once >= 0.50x",
+    ">= 2.5x Quix Streams' records/s on the same job, in both modes",
+    "p99 end-to-end <= 100 ms at-least-once, <= 250 ms exactly-once, at half max rate",
+    "recovery <= 10 s at both state sizes; RSS <= 200 MB at 100,000 open windows",
+]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> list[str]:
+    lines = ["| " + " | ".join(title for title, _ in columns) + " |"]
+    lines.append("|" + "---|" * len(columns))
+    lines += ["| " + " | ".join(_cell(r.get(key)) for _, key in columns) + " |" for r in rows]
+    return lines
+
+
+def _check(row: dict[str, Any]) -> str:
+    c = row.get("check", {})
+    if not c:
+        return "-"
+    verdict = "ok" if c["ok"] and c.get("finished", True) else "FAILED"
+    detail = f"{c['expected']:,} expected, {c['missing']} missing, {c['wrong']} wrong"
+    detail += f", {c['extra']} extra"
+    return f"{verdict} ({detail}, {c['duplicates']} dup)"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The results page."""
+    meta = results["meta"]
+    out = ["# rill bench results", ""]
+    out.append(
+        f"Run {meta['started']} on {meta['cores']} cores; load average before "
+        f"{meta['load_before']}, after {meta['load_after']}; {meta['records']:,} records per "
+        f"throughput row; {meta['duration_s']:.0f} s in all. Broker and Redis on the same machine."
+    )
+    out += ["", "## Throughput (records/s of input, each row checked against the reference)", ""]
+    for row in results["throughput"]:
+        row["checked"] = _check(row)
+    cols = [
+        ("workload", "workload"),
+        ("system", "system"),
+        ("records/s", "records_per_s"),
+        ("x floor", "to_floor"),
+        ("x Quix", "to_quix"),
+        ("CPU s / 1M", "cpu_s_per_million"),
+        ("Redis CPU s / 1M", "redis_cpu_s_per_million"),
+        ("peak RSS MiB", "peak_rss_mb"),
+        ("output check", "checked"),
+    ]
+    out += _table(results["throughput"], cols)
+    out += ["", "## End-to-end latency at half the system's measured maximum (demo job)", ""]
+    cols = [
+        ("system", "system"),
+        ("input records/s", "rate"),
+        ("results", "results"),
+        ("p50 ms", "p50_ms"),
+        ("p99 ms", "p99_ms"),
+        ("max ms", "max_ms"),
+    ]
+    out += _table(results["latency"], cols)
+    out += ["", "## Recovery after SIGKILL, and memory at a state size (at-least-once)", ""]
+    cols = [
+        ("system", "system"),
+        ("open windows", "open_windows"),
+        ("load s", "load_s"),
+        ("RSS MiB", "rss_mb"),
+        ("peak RSS MiB", "peak_rss_mb"),
+        ("recovery s", "recovery_s"),
+        ("replacement RSS MiB", "replacement_rss_mb"),
+    ]
+    out += _table(results["recovery"], cols)
+    out += ["", "## Targets (issue 11)", ""]
+    out += [f"- {t}: {results['verdicts'].get(t, '-')}" for t in TARGETS]
+    out += ["", "## How each figure is measured", "", *results["method"], ""]
+    return "\n".join(out)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Bars of records/s per system and workload, and latency p50/p99 per system."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 2]})
+    workloads = sorted({r["workload"] for r in results["throughput"]})
+    systems = list(dict.fromkeys(r["system"] for r in results["throughput"]))
+    width = 0.8 / max(1, len(workloads))
+    for i, wl in enumerate(workloads):
+        values = [
+            next(
+                (
+                    r.get("records_per_s", 0)
+                    for r in results["throughput"]
+                    if r["system"] == s and r["workload"] == wl
+                ),
+                0,
+            )
+            for s in systems
+        ]
+        xs = [x + i * width for x in range(len(systems))]
+        left.barh(xs, values, height=width, label=wl)
+    left.set_yticks([x + width * (len(workloads) - 1) / 2 for x in range(len(systems))], systems)
+    left.invert_yaxis()
+    left.set_xlabel("input records/s (higher is better)")
+    left.set_title("Throughput, same windowed job, one run")
+    left.legend(title="workload")
+    lat = [r for r in results["latency"] if "p99_ms" in r]
+    names = [r["system"] for r in lat]
+    right.barh(
+        [x - 0.2 for x in range(len(lat))], [r["p50_ms"] for r in lat], height=0.4, label="p50"
+    )
+    right.barh(
+        [x + 0.2 for x in range(len(lat))], [r["p99_ms"] for r in lat], height=0.4, label="p99"
+    )
+    right.set_yticks(range(len(lat)), names)
+    right.invert_yaxis()
+    right.set_xscale("log")
+    right.set_xlabel("end-to-end ms at half max rate (log, lower is better)")
+    right.set_title("Latency")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(results: dict[str, Any], folder: Path) -> None:
+    """results.json, results.md and results.png in folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.md").write_text(markdown(results))
+    (folder / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    plot(results, folder / "results.png")
