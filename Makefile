@@ -56,7 +56,17 @@ chaos: install ## Process-level fault suite on its own broker + Redis; writes te
 
 .PHONY: chaos
 
-bench: up ## Benchmarks against a bare confluent-kafka + fastavro floor
-	set -a; source .rill/local.env; set +a; $(PY) bench/run.py && $(PY) bench/decode.py
+# Quix Streams pins an older confluent-kafka: the bench gets a venv of its own (rill + the
+# `bench` extra), so every system in it runs on the same librdkafka.
+BENCH_VENV ?= .rill/bench-venv
+$(BENCH_VENV)/.installed: pyproject.toml
+	python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install -q -e '.[bench]'
+	touch $@
+
+BENCH_ARGS ?=
+bench: up $(BENCH_VENV)/.installed ## Floor, rill and Quix Streams side by side -> bench/results/ (BENCH_ARGS=--quick)
+	set -a; source .rill/local.env; set +a; $(BENCH_VENV)/bin/python bench/run.py $(BENCH_ARGS) && $(BENCH_VENV)/bin/python bench/decode.py
 
 .PHONY: help install tools up down k8s-up k8s-down demo lint test bench
