@@ -65,6 +65,8 @@ def markdown(results: dict[str, Any]) -> str:
         ("x floor", "to_floor"),
         ("x Quix", "to_quix"),
         ("CPU s / 1M", "cpu_s_per_million"),
+        ("CPU x floor", "cpu_to_floor"),
+        ("CPU x Quix", "cpu_to_quix"),
         ("Redis CPU s / 1M", "redis_cpu_s_per_million"),
         ("peak RSS MiB", "peak_rss_mb"),
         ("output check", "checked"),
