@@ -72,7 +72,8 @@ METHOD = [
     "emit exactly the reference. Stateless rows: every passing order_id out once.",
     "- Latency: demo-like orders over 200 customers at a fixed rate, CreateTime = "
     "`created_at` = wall clock at produce (linger 5 ms). Windowed: sink LogAppendTime - "
-    "CreateTime of the record that closes the window (first of its partition at >= end + grace). Stateless: sink - source per record.",
+    "CreateTime of the record that closes the window (first of its partition at >= end + "
+    "grace). Stateless: sink - source per record.",
     "- Recovery: 1 h windows emitting every update, N distinct keys all open; after the "
     "group committed everything, SIGKILL and start the replacement at once; recovery = sink "
     "append time of the first probe record's result - kill time. It includes session.timeout.ms "
