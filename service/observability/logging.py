@@ -32,6 +32,17 @@ def mask_secrets(
     return event
 
 
+class _CurrentStdout:
+    """Writes to whatever `sys.stdout` is now (a redirected or captured stdout included),
+    so a cached logger never holds on to a stream that has been closed."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
     """Set up structlog once for the process."""
     renderer: Any = (
@@ -51,6 +62,6 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(_CurrentStdout()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
