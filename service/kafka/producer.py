@@ -22,6 +22,7 @@ from service.errors import (
 from service.kafka.errors import classify, from_exception
 from service.processing.dlq import DlqEntry, render
 from service.records import OutRecord
+from service.retry import Backoff
 
 log = structlog.get_logger("rill.producer")
 
@@ -169,6 +170,7 @@ class BatchProducer:
         committed offsets.
         """
         deadline = time.monotonic() + timeout_s
+        backoff = Backoff(0.1, 2.0)
         while True:
             try:
                 self.client.commit_transaction(max(deadline - time.monotonic(), 1.0))
@@ -181,7 +183,7 @@ class BatchProducer:
                     raise FatalError(
                         f"transaction outcome unknown after {timeout_s}s: {err.str()}"
                     ) from exc
-                time.sleep(0.2)
+                time.sleep(backoff.next_delay())
 
     def init_transactions(self, timeout_s: float) -> None:
         """Fence older producers of this transactional id and get ready."""

@@ -17,6 +17,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, Schema
 
 from service.errors import ConfigError, RillError
 from service.records import InRecord
+from service.retry import Backoff
 from service.serde.schema_cache import OutputSchema, SchemaCache, peek_schema_id
 
 log = structlog.get_logger("rill.registry")
@@ -46,7 +47,8 @@ class RegistryResolver:
         conf: SchemaRegistryClient configuration (url, auth, TLS, timeout).
         cache: the cache the decoder reads (None: the input does not use the registry).
         retries: attempts for a new id while the registry is thought up.
-        backoff_s: wait between attempts (doubling).
+        backoff_s: the first backoff ceiling between attempts (`retry.Backoff`: doubling,
+            full jitter).
         output: the output schema whose id the encoder needs (None: the output does not
             use the registry).
         retry_interval_s: while ids are pending, the least time between two attempts.
@@ -165,7 +167,7 @@ class RegistryResolver:
 
     def _lookup(self, cache: SchemaCache, schema_id: int, attempts: int) -> bool:
         """Ask for one id; True when the registry answered (with a schema or a refusal)."""
-        delay = self._backoff_s
+        backoff = Backoff(self._backoff_s, self._backoff_s * 8)
         error = ""
         for attempt in range(1, attempts + 1):
             self.lookups += 1
@@ -192,8 +194,7 @@ class RegistryResolver:
                 "schema registry lookup failed", schema_id=schema_id, attempt=attempt, error=error
             )
             if attempt < attempts:
-                time.sleep(delay)
-                delay *= 2
+                time.sleep(backoff.next_delay())
         now = self._clock()
         self._next_try = now + self._interval_s
         since = self.pending[schema_id].since if schema_id in self.pending else now

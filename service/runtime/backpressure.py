@@ -14,8 +14,8 @@ from service.errors import RillError, TransientError
 from service.observability.health import HealthState
 from service.observability.metrics import Metrics
 from service.records import TP
+from service.retry import STATE_VALUE, Backoff, BreakerState, CircuitBreaker
 from service.runtime.ports import Consumer
-from service.runtime.retry import STATE_VALUE, Backoff, BreakerState, CircuitBreaker
 
 log = structlog.get_logger("rill.backpressure")
 T = TypeVar("T")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.runtime.retry import Backoff, CircuitBreaker
+from service.retry import Backoff, CircuitBreaker
 
 
 def test_backoff_ceiling_doubles_up_to_cap_with_full_jitter() -> None:

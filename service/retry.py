@@ -1,4 +1,8 @@
-"""Retry policy and circuit breaker: pure logic over an injected clock."""
+"""Retry policy and circuit breaker: pure logic over an injected clock.
+
+The one backoff of every retry loop: back-pressure (Redis, Kafka), the schema registry
+client, the transactional commit.
+"""
 
 from __future__ import annotations
 
