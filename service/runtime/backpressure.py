@@ -52,7 +52,10 @@ class BackPressure:
         self.paused = False
         self.breakers = {
             name: CircuitBreaker(
-                name, settings.breaker_threshold, settings.breaker_reset_s, on_change=self._changed
+                name,
+                settings.retry.breaker_threshold,
+                settings.retry.breaker_reset_s,
+                on_change=self._changed,
             )
             for name in DEPENDENCIES
         }
@@ -70,7 +73,7 @@ class BackPressure:
         worker stays in the group and buffers nothing new; they resume on success.
         """
         s = self.settings
-        breaker, backoff = self.breakers[name], Backoff(s.retry_base_s, s.retry_max_s)
+        breaker, backoff = self.breakers[name], Backoff(s.retry.base_s, s.retry.max_s)
         while True:
             if breaker.allow():
                 try:
@@ -119,7 +122,7 @@ class BackPressure:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            stray = consumer.consume(self.settings.batch_size, min(left, 0.2))
+            stray = consumer.consume(self.settings.consumer.batch_size, min(left, 0.2))
             if stray:
                 # A partition assigned during the pause fetched before it was paused:
                 # rewind it so these records are processed after the resume.

@@ -25,7 +25,7 @@ def open_consumer(
 ) -> GroupConsumer:
     """The group consumer of `settings` (not started)."""
     return GroupConsumer(
-        consumer_config(settings), [settings.input_topic], on_assign, on_revoke, on_stats
+        consumer_config(settings), [settings.topics.input], on_assign, on_revoke, on_stats
     )
 
 
@@ -38,13 +38,13 @@ def state_layout(settings: Settings, window: WindowPlan) -> StateLayout:
     """Where the window state of `settings` lives, and what the scripts need to know."""
     s = settings
     return StateLayout(
-        prefix=s.redis_prefix,
-        group=s.group_id,
+        prefix=s.state.prefix,
+        group=s.kafka.group_id,
         kind=window.spec.kind,
         size_ms=window.spec.size_ms,
         emit=window.emit,
         ops=tuple(ops_of(window.aggregations)),
-        ttl_s=s.state_ttl_s,
+        ttl_s=s.state.ttl_s,
     )
 
 
@@ -52,11 +52,11 @@ def open_store(settings: Settings, window: WindowPlan) -> RedisWindowStore:
     """The window store of `settings`, connected and checked to answer."""
     s = settings
     client = connect(
-        s.redis_url.get_secret_value(),
-        cluster=s.redis_cluster,
-        timeout_s=s.redis_timeout_s,
-        password=s.redis_password.get_secret_value() if s.redis_password else None,
-        ssl_ca_certs=s.redis_ssl_ca_certs,
+        s.state.url.get_secret_value(),
+        cluster=s.state.cluster,
+        timeout_s=s.state.timeout_s,
+        password=s.state.password.get_secret_value() if s.state.password else None,
+        ssl_ca_certs=s.state.ssl_ca_certs,
     )
     return RedisWindowStore(client, state_layout(s, window))
 
@@ -64,11 +64,11 @@ def open_store(settings: Settings, window: WindowPlan) -> RedisWindowStore:
 def create_topics(settings: Settings) -> None:
     """Create the input, output, DLQ (and late) topics where missing."""
     s = settings
-    common = s.librdkafka_common()
-    partitions = partition_count(common, s.input_topic) or DEFAULT_PARTITIONS
-    topics = [s.input_topic, s.output_topic, s.dlq_topic]
-    if s.late_topic:
-        topics.append(s.late_topic)
+    common = s.kafka.librdkafka_common()
+    partitions = partition_count(common, s.topics.input) or DEFAULT_PARTITIONS
+    topics = [s.topics.input, s.topics.output, s.topics.dlq]
+    if s.topics.late:
+        topics.append(s.topics.late)
     ensure_topics(common, topics, partitions)
 
 

@@ -59,8 +59,10 @@ class Worker:
         self.edges = edges
         self.plan = plan
         self.metrics = metrics or Metrics()
-        self.health = HealthState(liveness_threshold_s=settings.health_stall_s)
-        self.tracer = BatchTracer(settings.tracing_enabled, settings.otel_traces_exporter)
+        self.health = HealthState(liveness_threshold_s=settings.observability.health_stall_s)
+        self.tracer = BatchTracer(
+            settings.observability.tracing_enabled, settings.observability.traces_exporter
+        )
         self._stop = threading.Event()
         self._assigned: set[TP] = set()
         self._unclaimed: set[TP] = set()
@@ -140,7 +142,7 @@ class Worker:
         assert self._engine is not None
         assert self._guarantee is not None
         where = {"topic": tp[0], "partition": tp[1], "error": str(exc)}
-        if self.settings.state_loss == "reset":
+        if self.settings.state.loss == "reset":
             had = self._engine.store.adopt(tp, exc.expected)
             self.metrics.state_loss(tp, "reset")
             log.error(
@@ -243,8 +245,10 @@ class Worker:
         """Open every client in `stack` (closed in reverse order) and join the group."""
         s = self.settings
         open_plan(self.plan, stack)
-        if s.metrics_port:
-            server = HealthServer(s.metrics_port, self.metrics.registry, self.health).start()
+        if s.observability.metrics_port:
+            server = HealthServer(
+                s.observability.metrics_port, self.metrics.registry, self.health
+            ).start()
             stack.callback(server.close)
             self.health.ready_check = self._ready
         if self.plan.window is not None:
@@ -257,13 +261,13 @@ class Worker:
         stack.callback(producer.close)
         consumer = self.edges.consumer(s, self._on_assign, self._on_revoke, self._on_stats)
         self._consumer = consumer
-        self._guarantee = GUARANTEES[s.processing_guarantee](
+        self._guarantee = GUARANTEES[s.kafka.guarantee](
             self.plan,
             producer,
             consumer,
             self._engine,
-            source_topic=s.input_topic,
-            timeout_s=s.delivery_timeout_s,
+            source_topic=s.topics.input,
+            timeout_s=s.producer.delivery_timeout_s,
             on_delivered=self._count,
         )
         self._guarantee.start()
@@ -273,13 +277,13 @@ class Worker:
         log.info(
             "worker started",
             version=__version__,
-            input=s.input_topic,
-            output=s.output_topic,
-            dlq=s.dlq_topic,
-            group=s.group_id,
-            guarantee=s.processing_guarantee,
+            input=s.topics.input,
+            output=s.topics.output,
+            dlq=s.topics.dlq,
+            group=s.kafka.group_id,
+            guarantee=s.kafka.guarantee,
             steps=[step.name for step in self.plan.steps],
-            window=s.window_type if self.plan.window else None,
+            window=s.window.kind if self.plan.window else None,
         )
         return consumer
 
@@ -287,7 +291,7 @@ class Worker:
 
     def _loop(self, consumer: Consumer) -> None:
         s = self.settings
-        next_summary = time.monotonic() + s.summary_interval_s
+        next_summary = time.monotonic() + s.observability.summary_interval_s
         next_tick = time.monotonic() + TICK_INTERVAL_S
         batch_no = 0
         while not self._stop.is_set():
@@ -295,7 +299,7 @@ class Worker:
             self.metrics.last_poll.set_to_current_time()
             if self._unclaimed:
                 self.backpressure.run("redis", self._claim_pending, consumer)
-            records = consumer.consume(s.batch_size, s.poll_timeout_s)
+            records = consumer.consume(s.consumer.batch_size, s.consumer.poll_timeout_s)
             if self._schema_held:
                 self._resume_schema_held(consumer)
             if records:
@@ -310,12 +314,12 @@ class Worker:
             if time.monotonic() >= next_summary:
                 log.info(
                     "summary",
-                    interval_s=s.summary_interval_s,
+                    interval_s=s.observability.summary_interval_s,
                     partitions=len(self._assigned),
                     **self._totals,
                 )
                 self._totals = dict.fromkeys(self._totals, 0)
-                next_summary = time.monotonic() + s.summary_interval_s
+                next_summary = time.monotonic() + s.observability.summary_interval_s
 
     def _process(self, records: list[InRecord], consumer: Consumer) -> None:
         """One batch through the record flow: process, window, deliver and commit."""
@@ -454,7 +458,7 @@ class Worker:
                 "or offsets reset / the topic recreated (window state already has them)",
                 skipped=applied.skipped,
             )
-        self.metrics.count_windows(self.settings.input_topic, applied)
+        self.metrics.count_windows(self.settings.topics.input, applied)
 
     def _tick(self, consumer: Consumer) -> None:
         """Close windows of idle partitions by wall clock, and deliver what closed.
@@ -490,7 +494,7 @@ class Worker:
         result = BatchResult(seqs=applied.seqs)
         emit(result, applied.results, applied.tps, self.plan, now_ms())
         if applied.results:
-            self.metrics.count_windows(self.settings.input_topic, applied)
+            self.metrics.count_windows(self.settings.topics.input, applied)
         return result
 
     def _progress(self) -> dict[TP, Progress]:
@@ -501,7 +505,7 @@ class Worker:
 
     def _count(self, result: BatchResult, delivered: Delivered) -> None:
         """Every delivery (batch, tick, reconcile) counted in one place."""
-        topic = self.settings.input_topic
+        topic = self.settings.topics.input
         self.metrics.commit_seconds.observe(delivered.commit_s)
         self.metrics.count_batch(topic, result, delivered.outputs)
         if delivered.moved:
