@@ -1,7 +1,7 @@
 """Pure window aggregation: keyed records and per-partition clocks in, apply requests out;
 store replies in, window results and DLQ entries out.
 
-No Redis, no Kafka: the store is asked through `WindowStore` by `runtime.windowing`, which
+No Redis, no Kafka: the store is asked through `WindowStore` by `runtime.window_engine`, which
 hands this module the replies. Clocks, ownership (epoch, applied offset, acknowledged
 outbox sequence) and the accumulators of user reducers live here. Records at or below a
 partition's applied offset were already applied (a replay after a crash): they never touch

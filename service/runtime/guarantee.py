@@ -26,7 +26,7 @@ from service.processing.dlq import DlqEntry, add_to_dlq, render
 from service.records import TP, BatchResult
 from service.runtime.ledger import Ledger, outbox_seq, seq_meta
 from service.runtime.ports import Consumer, Producer
-from service.runtime.windowing import Outbox, WindowEngine
+from service.runtime.window_engine import Outbox, WindowEngine
 
 log = structlog.get_logger("rill.guarantee")
 TRUNCATED = "rill.value.truncated"

@@ -30,7 +30,7 @@ from service.runtime.backpressure import BackPressure
 from service.runtime.edges import REAL_EDGES
 from service.runtime.guarantee import GUARANTEES, Delivered, Guarantee, now_ms
 from service.runtime.ports import Consumer, Edges
-from service.runtime.windowing import WindowEngine
+from service.runtime.window_engine import WindowEngine
 from service.serde.schema_cache import split_waiting
 from service.state.store import StateLostError
 

@@ -24,7 +24,7 @@ from service.processing.windows import (
     ops_of,
 )
 from service.records import InRecord
-from service.runtime.windowing import WindowEngine
+from service.runtime.window_engine import WindowEngine
 from service.state.codec import StateLayout
 from service.state.store import WindowStore
 from tests.support.window_model import AGGREGATES, Rec, run_model, same_values

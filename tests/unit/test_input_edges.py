@@ -39,7 +39,7 @@ from service.processing.windows import (
     results,
 )
 from service.records import BatchResult, InRecord
-from service.runtime.windowing import WindowEngine
+from service.runtime.window_engine import WindowEngine
 from service.serde import JsonSerde
 from service.serde.wire import PlainWire
 from service.state.codec import StateLayout, pack_ordered
