@@ -251,29 +251,8 @@ class ExactlyOnce(_Base):
 
     carries_dlq = True
 
+    # Born at `start()`, before the consumer joins: what this process knows is committed.
     ledger: Ledger
-
-    def __init__(
-        self,
-        plan: Plan,
-        producer: Producer,
-        consumer: Consumer,
-        engine: WindowEngine | None,
-        *,
-        source_topic: str,
-        timeout_s: float,
-        on_delivered: OnDelivered | None = None,
-    ) -> None:
-        super().__init__(
-            plan,
-            producer,
-            consumer,
-            engine,
-            source_topic=source_topic,
-            timeout_s=timeout_s,
-            on_delivered=on_delivered,
-        )
-        self.ledger = Ledger()
 
     def deliver(self, batch: BatchResult) -> Delivered:
         """1. the offsets to commit, each with its outbox sequence; 2. one transaction of
@@ -374,7 +353,8 @@ class ExactlyOnce(_Base):
         self.ledger.forget(tps)
 
     def start(self) -> None:
-        """Fence older producers of this transactional id."""
+        """Fence older producers of this transactional id; an empty ledger."""
+        self.ledger = Ledger()
         self.producer.init_transactions(self.timeout_s)
 
 
