@@ -3,13 +3,15 @@ real Redis Cluster (the unit tier checks the same on fakeredis)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 
 from service.processing.windows import Component
-from service.state.client import RedisClient
+from service.state.client import RedisClient, connect
+from tests.integration.conftest import Endpoints
 from tests.support import state_contract as contract
 from tests.support.redis_clients import MODES, real_redis
 
@@ -47,3 +49,68 @@ def test_script_merge_equals_python_merge(
 ) -> None:
     """The script merges every op (add, min, max, first, last, set) as windows.merge does."""
     contract.check_script_merge_equals_python(client, a, b)
+
+
+class _Monitor:
+    """Every command a real Redis runs, as MONITOR shows them (from a thread)."""
+
+    def __init__(self, client: RedisClient) -> None:
+        self.lines: list[tuple[str, str]] = []
+        self.client = client  # holds the connection pool MONITOR's connection is from
+        self._monitor = client.monitor()
+        self._monitor.__enter__()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                found = self._monitor.next_command()
+            except Exception as exc:  # noqa: BLE001 - ends the thread; the test shows it
+                self.lines.append(("error", repr(exc)))
+                return
+            self.lines.append((str(found["client_type"]), str(found["command"])))
+            if found["command"] == "ECHO monitor-end":
+                return
+
+    def stop(self, client: RedisClient) -> list[tuple[str, str]]:
+        client.echo("monitor-end")
+        self._thread.join(10)
+        self._monitor.__exit__()
+        return self.lines
+
+
+# Commands whose every argument is a key; the others the scripts use take one key first.
+_ALL_KEYS = {"DEL", "EXISTS"}
+
+
+def _undeclared(lines: list[tuple[str, str]]) -> list[str]:
+    """Commands a script ran on a key not among the KEYS of the EVALSHA that ran it."""
+    declared: set[str] = set()
+    out = []
+    for source, command in lines:
+        words = command.split(" ")
+        name = words[0].upper()
+        if source != "lua":
+            if name in ("EVALSHA", "EVAL"):
+                declared = set(words[3 : 3 + int(words[2])])
+            continue
+        keys = words[1:] if name in _ALL_KEYS else words[1:2]
+        out.extend(command for key in keys if key not in declared)
+    return out
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_key_a_script_touches_is_in_its_keys(kind: str, endpoints: Endpoints) -> None:
+    """B13: MONITOR on a real Redis: every key a script reads or writes was in its KEYS, so a
+    Cluster slot migration moves it with the others (the script never sees half a state)."""
+    client = connect(endpoints.redis_url)
+    monitor = _Monitor(connect(endpoints.redis_url))
+    try:
+        contract.check_keys_and_members(client, kind)
+        contract.check_outbox(client, kind)
+    finally:
+        lines = monitor.stop(client)
+        client.close()
+    assert any(source == "lua" for source, _ in lines), "MONITOR saw no script run"
+    assert _undeclared(lines) == []
