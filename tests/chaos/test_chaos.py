@@ -42,7 +42,7 @@ def _lose_redis(run: Run, step: int) -> None:
 
     def held() -> bool:
         return all(
-            run.fleet.ready(s) not in (0, 200) and "rill_state_loss" in run.fleet.metrics(s)
+            run.fleet.ready(s) not in (0, 200) and "rill_state_los" in run.fleet.metrics(s)
             for s in slots
         )
 
@@ -50,7 +50,7 @@ def _lose_redis(run: Run, step: int) -> None:
         states = {s.name: run.fleet.ready(s) for s in slots}
         run.notes.append(
             "state loss not detected: 60 s after Redis restarted empty, /readyz "
-            f"{states} and no rill_state_loss metric"
+            f"{states} and no rill_state_loss / rill_state_lost metric"
         )
 
 
