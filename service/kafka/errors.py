@@ -8,7 +8,15 @@ from service.errors import DeliveryError, FatalError, RefusedError, RillError
 
 # Delivery failures librdkafka does not flag retriable, but which pass with time.
 _TRANSIENT = frozenset(
-    {KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN}
+    {
+        KafkaError._MSG_TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        # Purged by an aborted transaction (e.g. a rebalance fenced its offsets): the
+        # records are fine; the transaction is redone.
+        KafkaError._PURGE_QUEUE,
+        KafkaError._PURGE_INFLIGHT,
+    }
 )
 
 

@@ -23,7 +23,7 @@ from service.errors import DeliveryError, TransactionRefusedError
 from service.kafka.producer import Failure
 from service.processing.batch import Plan, emit
 from service.processing.dlq import DlqEntry, add_to_dlq, render
-from service.records import TP, BatchResult
+from service.records import TP, BatchResult, OutRecord
 from service.runtime.ledger import Ledger, outbox_seq, seq_meta
 from service.runtime.ports import Consumer, Producer
 from service.runtime.window_engine import Outbox, WindowEngine
@@ -304,13 +304,17 @@ class ExactlyOnce(_Base):
         refused = [f for f in failures if f.refused]
         if not refused:
             raise DeliveryError(f"transaction aborted: {failures[0].error}")
-        gone = {f.record for f in refused}
-        kept = [(o, s) for o, s in zip(batch.outputs, batch.sources, strict=True) if o not in gone]
+        gone = {_identity(f.record) for f in refused}
+        kept = [
+            (o, s)
+            for o, s in zip(batch.outputs, batch.sources, strict=True)
+            if _identity(o) not in gone
+        ]
         moved = len(batch.outputs) - len(kept)
         batch.outputs = [o for o, _ in kept]
         batch.sources = [s for _, s in kept]
-        rendered = {render(e, self.plan.version): e for e in batch.dlq}
-        batch.dlq = [e for r, e in rendered.items() if r not in gone]
+        version = self.plan.version
+        batch.dlq = [e for e in batch.dlq if _identity(render(e, version)) not in gone]
         add_to_dlq(
             batch, [refused_entry(f, plan.dlq_topic, self.source_topic, now) for f in refused]
         )
@@ -356,6 +360,11 @@ class ExactlyOnce(_Base):
         """Fence older producers of this transactional id; an empty ledger."""
         self.ledger = Ledger()
         self.producer.init_transactions(self.timeout_s)
+
+
+def _identity(record: OutRecord) -> tuple[str, bytes | None, bytes | None]:
+    """What tells a refused record in a batch (records hold header lists: not hashable)."""
+    return record.topic, record.key, record.value
 
 
 def refused_entry(failure: Failure, dlq_topic: str, source_topic: str, now: int) -> DlqEntry:

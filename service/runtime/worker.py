@@ -102,18 +102,12 @@ class Worker:
         self.metrics.rebalances.labels("assign").inc()
         self.metrics.assigned_partitions.set(len(self._assigned))
         if self._engine is not None:
+            # Claimed and reconciled by the loop, right after this callback: a reconcile
+            # commits offsets in a transaction, which must not wait on the very rebalance
+            # this callback is part of. Until then the partitions stay paused.
             self._unclaimed.update(pairs)
-            try:
-                self._claim_pending()
-            except TransientError as exc:
-                # Redis or Kafka is away: keep these partitions paused until it is back.
-                log.warning(
-                    "partitions not reconciled yet",
-                    error=str(exc),
-                    partitions=sorted(self._unclaimed),
-                )
-                self._pause(sorted(self._unclaimed))
-        if self.backpressure.paused:
+            self._pause(pairs)
+        elif self.backpressure.paused:
             self._pause(pairs)
 
     def _pause(self, pairs: list[TP]) -> None:
@@ -323,7 +317,8 @@ class Worker:
 
     def _process(self, records: list[InRecord], consumer: Consumer) -> None:
         """One batch through the record flow: process, window, deliver and commit."""
-        records = self._hold_unresolved(self._hold_unclaimed(records, consumer), consumer)
+        records = self._hold_unclaimed(records, consumer)
+        records = self._hold_unresolved(self._drop_applied(records), consumer)
         if not records:
             return
         started = time.perf_counter()
@@ -359,6 +354,20 @@ class Worker:
                 count=count,
                 interval_s=sampler.interval_s,
             )
+
+    def _drop_applied(self, records: list[InRecord]) -> list[InRecord]:
+        """Drop records at or below their partition's applied offset where the outbox holds
+        every output of theirs, DLQ entries included (exactly-once): they were fully handled,
+        and a new owner's fetch may start below the offset its reconcile committed."""
+        if self._engine is None or self._guarantee is None or not self._guarantee.carries_dlq:
+            return records
+        floor = {tp: o.applied for tp, o in self._engine.owned.items() if o.applied >= 0}
+        if not floor or all(r.offset > floor.get(r.topic_partition(), -1) for r in records):
+            return records
+        kept = [r for r in records if r.offset > floor.get(r.topic_partition(), -1)]
+        replayed = self.metrics.records_replayed.labels(self.settings.topics.input)
+        replayed.inc(len(records) - len(kept))
+        return kept
 
     def _hold_unclaimed(self, records: list[InRecord], consumer: Consumer) -> list[InRecord]:
         """Records of partitions not claimed and reconciled yet go back to the broker.

@@ -24,6 +24,9 @@ class MemoryBroker:
     """Topics as lists of records per partition, and the group's committed offsets."""
 
     logs: dict[TP, list[OutRecord]] = field(default_factory=dict)
+    # True while a rebalance callback runs: a transaction then would wait on the very
+    # rebalance it is part of (the real group coordinator stalls it), so the twin refuses.
+    in_rebalance: bool = False
     committed: dict[TP, tuple[int, str]] = field(default_factory=dict)
     partitions: dict[str, int] = field(default_factory=dict)
 
@@ -78,7 +81,11 @@ class MemoryConsumer:
         """Assign every partition; as in Kafka, fetching starts from the offset committed
         when the assign callback has returned (a reconcile may commit in it)."""
         pairs = [(self.topic, p) for p in range(self.broker.partitions.get(self.topic, 1))]
-        self.on_assign(pairs)
+        self.broker.in_rebalance = True
+        try:
+            self.on_assign(pairs)
+        finally:
+            self.broker.in_rebalance = False
         for tp in pairs:
             self.positions[tp] = max(self.broker.committed.get(tp, (0, ""))[0], 0)
         return self
@@ -86,7 +93,11 @@ class MemoryConsumer:
     def revoke(self, pairs: list[TP]) -> None:
         """Take partitions away, as a rebalance would."""
         self.commit()
-        self.on_revoke(pairs)
+        self.broker.in_rebalance = True
+        try:
+            self.on_revoke(pairs)
+        finally:
+            self.broker.in_rebalance = False
         for tp in pairs:
             self.positions.pop(tp, None)
 
@@ -212,6 +223,8 @@ class MemoryProducer:
         timeout_s: float,
     ) -> None:
         """All or nothing: records, DLQ entries and offsets."""
+        if self.broker.in_rebalance:
+            raise AssertionError("a transaction inside a rebalance callback deadlocks")
         batch = [*records, *(render(e, "test") for e in dlq)]
         if self.fail_transactions:
             self.fail_transactions -= 1

@@ -234,3 +234,33 @@ def test_dlq_entry_source_survives_the_outbox() -> None:
     entry = DlqEntry(DLQ, b"k", b"v", None, "decode", "DecodeError", "bad", 1, 0, IN, 1, 7)
     assert entry.source == (IN, 1)
     assert entry.reason()["source_offset"] == 7
+
+
+def test_refused_output_beside_dlq_entries_in_a_transaction() -> None:
+    """A refused record in a transaction that also carries DLQ entries (records with header
+    lists) is swapped for its DLQ entry; the worker does not crash on it."""
+    broker = MemoryBroker()
+    feed(broker, [{"k": "a", "v": i} for i in range(4)], partitions=1)
+    broker.append(OutRecord(IN, b"a", b"poison"))
+
+    def refuse(record: OutRecord) -> RillError | None:
+        if record.topic == OUT and b'"v":2' in (record.value or b""):
+            return RefusedError("MSG_SIZE_TOO_LARGE", "larger than the broker accepts")
+        return None
+
+    producer = MemoryProducer(broker, refuse=refuse)
+    Run(broker, fakeredis.FakeServer(), settings_for("exactly_once"), producer).worker.run()
+    assert len(broker.records(OUT)) == 3
+    assert _stages(broker) == ["decode", "produce"]
+
+
+def test_purged_records_of_an_aborted_transaction_are_transient() -> None:
+    """Records purged when a transaction aborts (a rebalance fenced it) are retried, not
+    moved to the DLQ as refused."""
+    from confluent_kafka import KafkaError  # noqa: PLC0415 - only the mapping test needs it
+
+    from service.kafka.errors import classify  # noqa: PLC0415
+
+    for code in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT):
+        assert isinstance(classify(KafkaError(code)), DeliveryError)
+    assert isinstance(classify(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)), RefusedError)
