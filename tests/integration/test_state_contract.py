@@ -87,7 +87,7 @@ _ALL_KEYS = {"DEL", "EXISTS"}
 def _undeclared(lines: list[tuple[str, str]]) -> list[str]:
     """Commands a script ran on a key not among the KEYS of the EVALSHA that ran it."""
     declared: set[str] = set()
-    out = []
+    out: list[str] = []
     for source, command in lines:
         words = command.split(" ")
         name = words[0].upper()

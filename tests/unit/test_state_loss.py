@@ -64,7 +64,7 @@ def _run(
     def wrap(store: WindowStore) -> WindowStore:
         watch = _Watch(store, server, lambda: holder[0].worker.request_stop(), flush_at)  # noqa: PLW0108 - holder is filled after Run builds the store
         watches.append(watch)
-        return watch  # type: ignore[return-value]
+        return watch
 
     settings = settings_for(guarantee, **{**WINDOWED, **kw})
     run = Run(broker, server, settings, store=wrap)
