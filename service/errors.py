@@ -91,3 +91,43 @@ class RefusedError(RillError):
 
 class FatalError(RillError):
     """The process cannot go on; a restart (and the recovery protocol) is needed."""
+
+
+class StateLostError(RillError):
+    """Redis no longer has what it acknowledged of some partitions' window state.
+
+    Emptied (a restart without persistence), keys evicted or expired, or a failover to a
+    replica that missed the last writes: seen by a claim (Redis's outbox sequence is
+    behind the one Kafka's committed offsets name) or by an apply (the state, or this
+    worker's claim of it, is gone). Never retried as transient: the worker holds the
+    partitions or goes on, per RILL_STATE_LOSS.
+
+    Args:
+        tps: the partitions.
+        found: the outbox sequence Redis has (a claim's; 0 for an apply's).
+        expected: the sequence Kafka's committed offsets name (0 when not known).
+    """
+
+    def __init__(self, tps: Sequence[tuple[str, int]], found: int = 0, expected: int = 0) -> None:
+        names = ", ".join(f"{t}[{p}]" for t, p in tps)
+        if expected:
+            why = f"Redis has outbox sequence {found}, Kafka's committed offsets {expected}"
+        else:
+            why = "the state, or this worker's claim of it, is gone from Redis"
+        super().__init__(f"window state of {names} lost: {why}")
+        self.tps = list(tps)
+        self.found = found
+        self.expected = expected
+
+
+class StateLayoutError(FatalError):
+    """Open window state was written under another aggregate layout (the message says
+    which settings changed and what to do)."""
+
+
+class EventTimeError(ValueError):
+    """An event time no window can hold (non-finite, out of range, too far ahead).
+
+    The DLQ entry names this class, so such records can be found and replayed
+    (`rill dlq replay --error-class EventTimeError`), e.g. once the future has come.
+    """

@@ -31,7 +31,7 @@ from typing import Any, Literal, TypeAlias
 
 import orjson
 
-from service.errors import ConfigError, RecordError
+from service.errors import ConfigError, EventTimeError, RecordError
 from service.records import InRecord
 from service.state.codec import pack_ordered, unpack_ordered
 
@@ -277,14 +277,6 @@ def results(aggs: Sequence[Aggregation], comps: Sequence[Component]) -> dict[str
         else:
             out[agg.name] = _num(comp)
     return out
-
-
-class EventTimeError(ValueError):
-    """An event time no window can hold (non-finite, out of range, too far ahead).
-
-    The DLQ entry names this class, so such records can be found and replayed
-    (`rill dlq replay --error-class EventTimeError`), e.g. once the future has come.
-    """
 
 
 def _time_error(message: str) -> RecordError:

@@ -17,22 +17,22 @@ import structlog
 from service import __version__
 from service.app import open_plan
 from service.config import Settings
-from service.errors import TransientError
+from service.errors import StateLostError, TransientError
 from service.kafka.progress import Progress
 from service.observability.health import HealthServer, HealthState
 from service.observability.metrics import Metrics
-from service.observability.sampling import LogSampler
 from service.observability.tracing import BatchTracer
 from service.processing.batch import Plan, dlq_entry, emit, process_batch
 from service.processing.dlq import DlqEntry, add_to_dlq
 from service.records import TP, BatchResult, InRecord
 from service.runtime.backpressure import BackPressure
 from service.runtime.edges import REAL_EDGES
+from service.runtime.gates import drop_applied, hold, hold_unresolved
 from service.runtime.guarantee import GUARANTEES, Delivered, Guarantee, now_ms
 from service.runtime.ports import Consumer, Edges
+from service.runtime.report import Report
+from service.runtime.state_loss import state_lost
 from service.runtime.window_engine import WindowEngine
-from service.serde.schema_cache import split_waiting
-from service.state.store import StateLostError
 
 log = structlog.get_logger("rill.worker")
 TICK_INTERVAL_S = 1.0
@@ -77,9 +77,9 @@ class Worker:
         self._engine: WindowEngine | None = None
         self._consumer: Consumer | None = None
         self._guarantee: Guarantee | None = None
-        self._last_ts: dict[TP, int] = {}
-        self._totals = dict.fromkeys(("in", "out", "dlq", "filtered"), 0)
-        self._dlq_lines = LogSampler()
+        self.report = Report(
+            self.metrics, settings.topics.input, settings.observability.summary_interval_s
+        )
         self.backpressure = BackPressure(
             settings,
             self.metrics,
@@ -128,37 +128,14 @@ class Worker:
                 self._consumer.resume([tp])
 
     def _state_lost(self, tp: TP, exc: StateLostError) -> bool:
-        """Redis lost `tp`'s window state: hold it (RILL_STATE_LOSS=fail) or go on (reset).
-
-        Returns:
-            True when `tp` is reconciled again (reset), False when it is held.
-        """
+        """Redis lost `tp`'s window state: True when it goes on (reset), False when held."""
         assert self._engine is not None
         assert self._guarantee is not None
-        where = {"topic": tp[0], "partition": tp[1], "error": str(exc)}
-        if self.settings.state.loss == "reset":
-            had = self._engine.store.adopt(tp, exc.expected)
-            self.metrics.state_loss(tp, "reset")
-            log.error(
-                "window state lost; going on with what Redis has (RILL_STATE_LOSS=reset): "
-                "its open windows and watermark start again from there",
-                redis_seq=had,
-                **where,
-            )
-            self._guarantee.reconcile(tp)
+        mode = self.settings.state.loss
+        if state_lost(tp, exc, mode, self._engine, self._guarantee, self.metrics):
             return True
         self._lost.add(tp)
         self._pause([tp])
-        self.metrics.state_loss(tp, "held")
-        log.error(
-            "window state lost: partition held, nothing of it processed or committed "
-            "(RILL_STATE_LOSS=fail). Redis restarted without persistence, evicted or "
-            "expired keys (RILL_STATE_TTL_S), or failed over to a replica that missed "
-            "writes. To recover: restore Redis's data and restart the workers, or set "
-            "RILL_STATE_LOSS=reset and restart them to go on with what Redis has; run "
-            "Redis with AOF or a replica and maxmemory-policy noeviction",
-            **where,
-        )
         return False
 
     def _hold_lost(self, exc: StateLostError, records: list[InRecord], consumer: Consumer) -> None:
@@ -191,8 +168,7 @@ class Worker:
         self.metrics.drop_partitions(pairs)
         if self._guarantee is not None:
             self._guarantee.revoked(pairs)
-        for tp in pairs:
-            self._last_ts.pop(tp, None)
+        self.report.forget(pairs)
         if self._engine is not None:
             try:
                 self._engine.flush_acks(pairs)
@@ -210,7 +186,7 @@ class Worker:
             return
         progress = self._consumer.progress(sorted(self._assigned))
         lags = {tp: p.lag for tp, p in progress.items() if p.lag is not None}
-        self.metrics.partition_lag(lags, time.time(), self._last_ts)
+        self.metrics.partition_lag(lags, time.time(), self.report.last_ts)
 
     def _ready(self) -> tuple[bool, str]:
         if not self._assigned:
@@ -232,7 +208,7 @@ class Worker:
         with ExitStack() as stack:
             consumer = self._start(stack)
             self._loop(consumer)
-        self._log_dlq_counts(force=True)
+        self.report.dlq_counts(force=True)
         log.info("worker stopped")
 
     def _start(self, stack: ExitStack) -> Consumer:
@@ -262,7 +238,7 @@ class Worker:
             self._engine,
             source_topic=s.topics.input,
             timeout_s=s.producer.delivery_timeout_s,
-            on_delivered=self._count,
+            on_delivered=self.report.delivered,
         )
         self._guarantee.start()
         consumer.start()
@@ -285,7 +261,6 @@ class Worker:
 
     def _loop(self, consumer: Consumer) -> None:
         s = self.settings
-        next_summary = time.monotonic() + s.observability.summary_interval_s
         next_tick = time.monotonic() + TICK_INTERVAL_S
         batch_no = 0
         while not self._stop.is_set():
@@ -303,21 +278,13 @@ class Worker:
                 structlog.contextvars.unbind_contextvars("batch")
             if time.monotonic() >= next_tick:
                 self._tick(consumer)
-                self._log_dlq_counts()
+                self.report.dlq_counts()
                 next_tick = time.monotonic() + TICK_INTERVAL_S
-            if time.monotonic() >= next_summary:
-                log.info(
-                    "summary",
-                    interval_s=s.observability.summary_interval_s,
-                    partitions=len(self._assigned),
-                    **self._totals,
-                )
-                self._totals = dict.fromkeys(self._totals, 0)
-                next_summary = time.monotonic() + s.observability.summary_interval_s
+            self.report.summary(len(self._assigned))
 
     def _process(self, records: list[InRecord], consumer: Consumer) -> None:
         """One batch through the record flow: process, window, deliver and commit."""
-        records = self._hold_unclaimed(records, consumer)
+        records = hold(records, self._unclaimed, consumer)
         records = self._hold_unresolved(self._drop_applied(records), consumer)
         if not records:
             return
@@ -332,28 +299,7 @@ class Worker:
                 return
             result.outputs = self.tracer.propagate(result.outputs)
             self.backpressure.run("kafka", partial(self._deliver, result, owners), consumer)
-        self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        self._observe_latency(records)
-        self._log_dlq(result)
-        log.debug("batch", **result.extra())
-
-    def _log_dlq(self, result: BatchResult) -> None:
-        """A line per DLQ record, but under a flood a few per reason and a count."""
-        sampler = self._dlq_lines
-        for entry in result.dlq:
-            if sampler.allow((entry.stage, entry.error_class)):
-                log.warning("record to DLQ", **entry.reason())
-        self._log_dlq_counts()
-
-    def _log_dlq_counts(self, force: bool = False) -> None:
-        sampler = self._dlq_lines
-        for kind, count in sampler.due(force).items():
-            log.warning(
-                "more records to DLQ (not logged one by one; see rill_records_dlq)",
-                reason=kind,
-                count=count,
-                interval_s=sampler.interval_s,
-            )
+        self.report.batch(records, result, time.perf_counter() - started)
 
     def _drop_applied(self, records: list[InRecord]) -> list[InRecord]:
         """Drop records at or below their partition's applied offset where the outbox holds
@@ -361,51 +307,22 @@ class Worker:
         and a new owner's fetch may start below the offset its reconcile committed."""
         if self._engine is None or self._guarantee is None or not self._guarantee.carries_dlq:
             return records
-        floor = {tp: o.applied for tp, o in self._engine.owned.items() if o.applied >= 0}
-        if not floor or all(r.offset > floor.get(r.topic_partition(), -1) for r in records):
-            return records
-        kept = [r for r in records if r.offset > floor.get(r.topic_partition(), -1)]
-        replayed = self.metrics.records_replayed.labels(self.settings.topics.input)
-        replayed.inc(len(records) - len(kept))
+        applied = {tp: o.applied for tp, o in self._engine.owned.items() if o.applied >= 0}
+        kept = drop_applied(records, applied)
+        if len(kept) < len(records):
+            replayed = self.metrics.records_replayed.labels(self.settings.topics.input)
+            replayed.inc(len(records) - len(kept))
         return kept
 
-    def _hold_unclaimed(self, records: list[InRecord], consumer: Consumer) -> list[InRecord]:
-        """Records of partitions not claimed and reconciled yet go back to the broker.
-
-        They are fetched again once the partition is claimed; never processed, delivered
-        or committed before (their window state may hold undelivered outputs).
-        """
-        if not self._unclaimed:
-            return records
-        held = [r for r in records if r.topic_partition() in self._unclaimed]
-        if not held:
-            return records
-        consumer.rewind(held)
-        consumer.pause(sorted({r.topic_partition() for r in held}))
-        return [r for r in records if r.topic_partition() not in self._unclaimed]
-
     def _hold_unresolved(self, records: list[InRecord], consumer: Consumer) -> list[InRecord]:
-        """Records whose writer schema the registry does not give yet wait in Kafka.
-
-        The registry is asked for new ids first (`RegistryResolver.prefetch`). A partition
-        with a record of a pending id is rewound to it and paused until the registry may
-        be asked again; other partitions (and records before it) go on. After
-        RILL_SCHEMA_REGISTRY_WAIT_S such records go to the DLQ instead.
-        """
+        """Records whose writer schema the registry does not give yet wait in Kafka
+        (`RegistryResolver.prefetch` asks for new ids first); after
+        RILL_SCHEMA_REGISTRY_WAIT_S such records go to the DLQ instead."""
         resolver = self.plan.resolver
         if resolver is None or not records:
             return records
-        waiting = resolver.prefetch(records)
-        if not waiting:
-            return records
-        ready, held = split_waiting(records, waiting)
-        consumer.rewind(held)
-        tps = sorted({r.topic_partition() for r in held})
-        consumer.pause(tps)
+        ready, tps = hold_unresolved(records, resolver.prefetch(records), consumer)
         self._schema_held.update(tps)
-        log.warning(
-            "records wait for the schema registry", schema_ids=sorted(waiting), partitions=tps
-        )
         return ready
 
     def _resume_schema_held(self, consumer: Consumer) -> None:
@@ -511,28 +428,6 @@ class Worker:
         if self._consumer is None or self._engine is None:
             return {}
         return self._consumer.progress(sorted(self._engine.owned))
-
-    def _count(self, result: BatchResult, delivered: Delivered) -> None:
-        """Every delivery (batch, tick, reconcile) counted in one place."""
-        topic = self.settings.topics.input
-        self.metrics.commit_seconds.observe(delivered.commit_s)
-        self.metrics.count_batch(topic, result, delivered.outputs)
-        if delivered.moved:
-            self.metrics.records_dlq.labels(topic, "produce", "refused").inc(delivered.moved)
-        totals = self._totals
-        totals["in"] += result.consumed
-        totals["out"] += delivered.outputs
-        totals["dlq"] += len(result.dlq) + delivered.moved
-        totals["filtered"] += result.filtered
-
-    def _observe_latency(self, records: list[InRecord]) -> None:
-        """End-to-end latency of each record, and the last timestamp per partition."""
-        now = time.time() * 1000
-        self.metrics.end_to_end_seconds.observe_many(
-            [max(0.0, now - r.timestamp_ms) / 1000 for r in records]
-        )
-        # Records are in offset order per partition: the last one of each wins.
-        self._last_ts.update({(r.topic, r.partition): r.timestamp_ms for r in records})
 
     def _restart_idle_clocks(self) -> None:
         if self._engine is not None:

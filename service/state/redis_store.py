@@ -15,19 +15,13 @@ from typing import Any, TypeVar
 import structlog
 from redis.exceptions import NoScriptError
 
-from service.errors import RillError
+from service.errors import RillError, StateLayoutError, StateLostError
 from service.processing.windows import Component, Op
 from service.records import TP
 from service.state import codec
 from service.state.client import REDIS_ERRORS, RedisClient, mapped
 from service.state.codec import PartitionKeys, StateLayout
-from service.state.store import (
-    Applied,
-    ApplyCall,
-    Claim,
-    StateLayoutError,
-    StateLostError,
-)
+from service.state.store import Applied, ApplyCall, Claim
 
 log = structlog.get_logger("rill.state")
 _T = TypeVar("_T")

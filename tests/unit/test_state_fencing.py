@@ -7,13 +7,13 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
-from service.errors import FatalError, StateError
+from service.errors import FatalError, StateError, StateLayoutError, StateLostError
 from service.processing.windows import Delta, Op
 from service.records import TP
 from service.state import codec
 from service.state.codec import StateLayout
 from service.state.memory import MemoryWindowStore
-from service.state.store import ApplyCall, Claim, StateLayoutError, StateLostError
+from service.state.store import ApplyCall, Claim
 
 TP0: TP = ("orders", 0)
 OPS: tuple[Op, ...] = ("add", "max")

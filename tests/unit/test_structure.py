@@ -58,3 +58,18 @@ def test_processing_imports_no_client_library() -> None:
             for alias in node.names
         ] + [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
         assert not [n for n in names if n.split(".")[0] in ("redis", "confluent_kafka")], path
+
+
+def test_every_exception_class_lives_in_errors() -> None:
+    """One exception hierarchy: every class rill raises on purpose is in service/errors.py."""
+    elsewhere = []
+    for path in sorted(SERVICE.rglob("*.py")):
+        if path == SERVICE / "errors.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any(
+                isinstance(b, ast.Name) and b.id.endswith(("Error", "Exception"))
+                for b in node.bases
+            ):
+                elsewhere.append(f"{path.relative_to(ROOT)}: {node.name}")
+    assert elsewhere == []
