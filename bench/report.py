@@ -135,7 +135,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     right.set_yticks(range(len(lat)), names)
     right.invert_yaxis()
     right.set_xscale("log")
-    right.set_xlabel("end-to-end ms at half max rate (log, lower is better)")
+    right.set_xlabel("end-to-end ms at half max rate (log)")
     right.set_title("Latency")
     right.legend()
     fig.tight_layout()
