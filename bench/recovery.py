@@ -1,9 +1,11 @@
 """Recovery after SIGKILL with many open windows, and worker memory at a state size.
 
-The job here is the windowed job with 1 h windows that emit every update (rill
+The job here is the windowed job with 1 day windows that emit every update (rill
 `RILL_WINDOW_EMIT=update`, Quix `.current()`), so every record processed shows in the
-sink at once. Every record has the same event time, inside one window: the state is
-`size` open windows (one per distinct key) and nothing ever closes.
+sink at once. Every record's event time is the wall clock when it is produced, inside one
+day's window: the state is `size` open windows (one per distinct key) and nothing closes
+(a run across midnight UTC would close them). Probes carry the wall clock too, so a
+watermark that rill's idle rule moved on with the wall clock never makes them late.
 
 1. Prefill `size` records with `size` distinct keys; start the worker; wait until all
    are in the sink and the group's committed offsets reach the end (Quix: its
@@ -33,7 +35,7 @@ from bench.common import PARTITIONS, create_topics, end_offsets, status_mb
 from bench.systems import Run, System, start
 from bench.workloads import encode, partition_of
 
-HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
 
 
 def _order(key: str, ts: int, i: int) -> bytes:
@@ -118,9 +120,7 @@ def _load(
         time.sleep(0.5)
 
 
-def _first_probe(
-    bootstrap: str, run: Run, ts: int, killed: float, proc: subprocess.Popen[bytes]
-) -> int:
+def _first_probe(bootstrap: str, run: Run, killed: float, proc: subprocess.Popen[bytes]) -> int:
     """Produce a probe every 100 ms until one's result is in the sink: its append time (ms)."""
     sink = _tail(bootstrap, run.output)
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
@@ -128,6 +128,7 @@ def _first_probe(
     try:
         while time.time() - killed < 900 and proc.poll() is None:
             key = f"p-{i}"
+            ts = int(time.time() * 1000)
             producer.produce(
                 run.input, _order(key, ts, i), key.encode(), partition=i % PARTITIONS, timestamp=ts
             )
@@ -155,8 +156,7 @@ def measure(
     create_topics(bootstrap, [name])
     create_topics(bootstrap, [f"{name}-out"], log_append_time=True)
     create_topics(bootstrap, [f"{name}-out-dlq"])
-    now = int(time.time() * 1000)
-    ts = now - now % HOUR_MS + 1  # every record in the current hour's window
+    ts = int(time.time() * 1000)
     prefill(bootstrap, name, size, ts)
     row: dict[str, Any] = {"system": system.name, "open_windows": size}
     with (
@@ -170,7 +170,7 @@ def measure(
             f"g-{name}",
             redis[0],
             a,
-            HOUR_MS,
+            DAY_MS,
             "update",
             session_timeout_ms,
         )
@@ -189,7 +189,7 @@ def measure(
         proc.wait()
         replacement = start(system, replace(run, state_dir=b))
         try:
-            seen_ms = _first_probe(bootstrap, run, ts, killed, replacement)
+            seen_ms = _first_probe(bootstrap, run, killed, replacement)
             row["replacement_rss_mb"] = round(status_mb(replacement.pid, "VmRSS"), 1)
         finally:
             replacement.send_signal(signal.SIGTERM)

@@ -74,7 +74,7 @@ METHOD = [
     "`created_at` = wall clock at produce (linger 5 ms). Windowed: sink LogAppendTime - "
     "CreateTime of the record that closes the window (first of its partition at >= end + "
     "grace). Stateless: sink - source per record.",
-    "- Recovery: 1 h windows emitting every update, N distinct keys all open; after the "
+    "- Recovery: 1 day windows emitting every update, N distinct keys all open; after the "
     "group committed everything, SIGKILL and start the replacement at once; recovery = sink "
     "append time of the first probe record's result - kill time. It includes session.timeout.ms "
     "(set alike for both), start-up, join and Quix's changelog restore.",
