@@ -69,4 +69,8 @@ BENCH_ARGS ?=
 bench: up $(BENCH_VENV)/.installed ## Floor, rill and Quix Streams side by side -> bench/results/ (BENCH_ARGS=--quick)
 	set -a; source .rill/local.env; set +a; $(BENCH_VENV)/bin/python bench/run.py $(BENCH_ARGS) && $(BENCH_VENV)/bin/python bench/decode.py
 
-.PHONY: help install tools up down k8s-up k8s-down demo lint test bench
+PROFILE_ARGS ?=
+profile: up $(BENCH_VENV)/.installed ## One windowed worker under py-spy -> bench/results/flame-*.svg, profile.md
+	set -a; source .rill/local.env; set +a; $(BENCH_VENV)/bin/python bench/profile.py $(PROFILE_ARGS)
+
+.PHONY: help install tools up down k8s-up k8s-down demo lint test bench profile
