@@ -133,6 +133,10 @@ class Probe:
             return -1
         return sum(ends[p] - done.get(p, 0) for p in ends)
 
+    def ends(self, topic: str) -> dict[int, int]:
+        """The high watermark of each partition."""
+        return _ends(self._consumer, topic)
+
     def committed(self, topic: str) -> dict[int, int]:
         """The group's committed offsets."""
         return _committed(self._consumer, topic)
@@ -241,6 +245,7 @@ def run(stack: ChaosStack, logs: Path, scenario: Scenario, mode: str) -> Row:
         feed.release_all()
         fleet.stop_all()
     committed = probe.committed(topics[0]) if scenario.holds else None
+    ends = probe.ends(topics[0]) if scenario.holds else {}
     probe.close()
     recs, to_dlq, _ = model_input(stack.bootstrap, topics[0])
     model = run_model(recs, "tumbling", size=SIZE_MS, grace=GRACE_MS)
@@ -250,10 +255,15 @@ def run(stack: ChaosStack, logs: Path, scenario: Scenario, mode: str) -> Row:
         row.problems.append(f"{len(unexplained)} DLQ records without a reason")
     held = None
     if committed is not None:
+        # A partition the workers hold (state lost in Redis, RILL_STATE_LOSS=fail) keeps
+        # every window it had not emitted: those whose records were all committed before
+        # the fault died with Redis's data and wait for it to be restored. Held, not lost
+        # silently; a window that IS emitted must still be right.
+        stuck = {p for p, end in ends.items() if committed.get(p, 0) < end}
         held = {
             (r.key, r.ts // SIZE_MS * SIZE_MS, r.ts // SIZE_MS * SIZE_MS + SIZE_MS)
             for r in recs
-            if r.offset >= committed.get(r.partition, 0)
+            if r.offset >= committed.get(r.partition, 0) or r.partition in stuck
         }
     judge(row, model, emissions(stack.bootstrap, topics[1]), sources, expected, committed, held)
     row.problems.extend(ctx.notes)
