@@ -8,7 +8,8 @@
 #
 # Each wrapper module (kubernetes/, etcd/, kwok/ next to this script) pins one upstream
 # release; its go.sum is committed, so every download is checked. Peak memory is about
-# 2 GB per step (kube-apiserver); the steps run one after another.
+# 2 GB per step (kube-apiserver); the steps run one after another. No VCS stamping: the
+# binaries do not depend on the state of this checkout.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -58,18 +59,18 @@ k8s_ldflags() {
 build_kubernetes() {
   local names=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
   if fresh kubernetes "${names[@]}"; then log "kubernetes $k8s_version: cached"; return; fi
-  log "building kubernetes $k8s_version (${names[*]}); about 5 min on 2 cores"
+  log "building kubernetes $k8s_version (${names[*]}); 10+ min on 2 cores from empty caches"
   local pkgs=() n
   for n in "${names[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$n"); done
   (cd "$here/kubernetes" &&
-    timed kubernetes go build -trimpath -ldflags "$(k8s_ldflags)" -o "$bin/" "${pkgs[@]}")
+    timed kubernetes go build -trimpath -buildvcs=false -ldflags "$(k8s_ldflags)" -o "$bin/" "${pkgs[@]}")
   stamp kubernetes "${names[@]}"
 }
 
 build_etcd() {
   if fresh etcd etcd; then log "etcd: cached"; return; fi
   log "building etcd"
-  (cd "$here/etcd" && timed etcd go build -trimpath -ldflags "-s -w" -o "$bin/etcd" .)
+  (cd "$here/etcd" && timed etcd go build -trimpath -buildvcs=false -ldflags "-s -w" -o "$bin/etcd" .)
   stamp etcd etcd
 }
 
@@ -77,7 +78,7 @@ build_kwok() {
   if fresh kwok kwok; then log "kwok: cached"; return; fi
   log "building kwok"
   (cd "$here/kwok" &&
-    timed kwok go build -trimpath -ldflags "-s -w" -o "$bin/kwok" sigs.k8s.io/kwok/cmd/kwok)
+    timed kwok go build -trimpath -buildvcs=false -ldflags "-s -w" -o "$bin/kwok" sigs.k8s.io/kwok/cmd/kwok)
   stamp kwok kwok
 }
 
