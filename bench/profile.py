@@ -111,6 +111,50 @@ RULES: list[tuple[str, str, frozenset[str] | None]] = [
 ]
 
 
+# Functions the ranked changes in profile.md name: their cumulative share of each run
+# (a path "outer>inner": samples where inner runs under outer).
+FOCUS = [
+    "_HiredisParser.read_from_socket",
+    "decode_rows",
+    "Aggregator.results_of",
+    "event_time",
+    "to_window>event_time",
+    "Aggregator._take>event_time",
+    "datetime_ms",
+    "BatchProducer.transaction",
+    "BatchProducer._commit",
+    "GroupConsumer.group_metadata",
+    "BatchProducer.flush",
+    "PartitionBatch.add",
+    "record_components",
+    "__init__",
+    "to_in_record",
+    "PartitionBatch.as_deltas",
+    "apply_argv",
+    "HiredisRespSerializer.pack",
+    "Report.batch",
+    "read_avro",
+    "process_batch",
+]
+
+
+def share(prof: Profile, path: str) -> float:
+    """The fraction of samples whose stack holds `path` ("outer>inner": inner under outer).
+
+    A bare `__init__` counts the dataclass constructors (frames of file `<string>`).
+    """
+    outer, _, inner = path.rpartition(">")
+    hits = 0
+    for stack in prof.stacks:
+        if inner == "__init__":
+            hits += any(n.endswith("__init__") and f == "<string>" for n, f in stack)
+            continue
+        names = [n for n, _ in stack]
+        if inner in names and (not outer or outer in names[: names.index(inner)]):
+            hits += 1
+    return hits / (len(prof.stacks) or 1)
+
+
 def category(stack: list[tuple[str, str]]) -> str:
     """The category of one sample: its innermost frame that a rule claims (else other).
 
@@ -196,6 +240,7 @@ def analyse(prof: Profile, top: int = 15) -> dict[str, Any]:
         "categories": {k: round(cats.get(k, 0) / total, 4) for k in CATEGORIES},
         "own": [(f, round(n / total, 4)) for f, n in own.most_common(top)],
         "cumulative": [(f, round(n / total, 4)) for f, n in cum.most_common(top)],
+        "focus": {f: round(share(prof, f), 4) for f in FOCUS},
     }
 
 
@@ -242,6 +287,7 @@ def profile_run(
     inp: throughput.Input,
     redis: tuple[str, int],
     svg: Path,
+    work: Path,
     timeout_s: float,
 ) -> dict[str, Any]:
     """Drain the input with one worker under two py-spy samplers; figures and the check."""
@@ -249,7 +295,7 @@ def profile_run(
     create_topics(bootstrap, [name], log_append_time=True)
     create_topics(bootstrap, [f"{name}-dlq"])
     group = f"g-{name}"
-    row: dict[str, Any] = {"system": system.name, "workload": inp.workload}
+    row: dict[str, Any] = {"system": system.name, "workload": inp.workload, "flame": svg.stem}
     with tempfile.TemporaryDirectory(prefix="rill-profile-") as tmp:
         run = Run(bootstrap, inp.topic, name, group, redis[0], tmp)
         worker = subprocess.Popen(
@@ -257,7 +303,7 @@ def profile_run(
         )
         try:
             started = wait_for(lambda: committed_and_end(bootstrap, group, inp.topic)[0] > 0, 120)
-            scope = WORK / f"{svg.stem}.speedscope.json"
+            scope = work / f"{svg.stem}.speedscope.json"
             samplers = [
                 sampler(worker.pid, "flamegraph", svg),
                 sampler(worker.pid, "speedscope", scope),
@@ -339,6 +385,12 @@ def markdown(res: dict[str, Any]) -> str:
         "- Each sample is charged to the innermost frame a category claims (bench/profile.py "
         "`RULES`): e.g. `BatchProducer.send` inside a transaction is (a), its `_commit` (g); "
         "`emit` (JSON out) is (f) wherever it is called.",
+        "- Flame graphs: `flame-windowed-alo.svg` / `flame-windowed-eos.svg` (demo workload), "
+        "`flame-windowed-{alo,eos}-skewed.svg`; frames per line, over the whole sampled "
+        "interval (so they also show the last second's idle `consume`, which the tables "
+        "leave out). The speedscope files of the same runs are left in .rill/profile/.",
+        "- Two samplers stop the worker 400 times a second between them: the profiled "
+        "worker is slower than an unprofiled one, evenly across its code.",
         "",
         "## Runs",
         "",
@@ -363,6 +415,12 @@ def markdown(res: dict[str, Any]) -> str:
             pct((r.get("analysis") or {}).get("categories", {}).get(k, 0)) for r in runs
         )
         lines.append(f"| ({k}) {text} | {cells} |")
+    lines += ["", "## Cumulative share of the functions the changes below name", ""]
+    lines += [f"| | {head} |", "| --- |" + " ---: |" * len(runs)]
+    for f in FOCUS:
+        cells = " | ".join(pct((r.get("analysis") or {}).get("focus", {}).get(f, 0)) for r in runs)
+        name = "dataclass `__init__` (objects built)" if f == "__init__" else f"`{f}`"
+        lines.append(f"| {name} | {cells} |")
     for r in runs:
         a = r.get("analysis")
         if not a:
@@ -396,13 +454,21 @@ def main() -> None:
     parser.add_argument("--modes", default="alo,eos")
     parser.add_argument("--quick", action="store_true", help="20,000 records, to try it")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    parser.add_argument("--rewrite", action="store_true", help="only re-render profile.md")
+    parser.add_argument("--work", default=str(WORK), help="speedscope files and profile.json")
+    parser.add_argument(
+        "--rewrite", action="store_true", help="analyse the last run again, re-render profile.md"
+    )
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    WORK.mkdir(parents=True, exist_ok=True)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
     if args.rewrite:
-        res = json.loads((WORK / "profile.json").read_text())
+        res = json.loads((work / "profile.json").read_text())
+        for row in res["runs"]:  # analysed again: the speedscope files are the data
+            scope = work / f"{row['flame']}.speedscope.json"
+            if scope.exists():
+                row["analysis"] = analyse(load_speedscope(scope))
         write_md(res, out / "profile.md")
         return
     if args.quick:
@@ -424,13 +490,13 @@ def main() -> None:
                 for mode in args.modes.split(","):
                     suffix = "" if workload == "demo" else f"-{workload}"
                     svg = out / f"flame-windowed-{mode}{suffix}.svg"
-                    row = profile_run(bootstrap, MODES[mode], inp, redis, svg, 900)
+                    row = profile_run(bootstrap, MODES[mode], inp, redis, svg, work, 900)
                     print(json.dumps({k: v for k, v in row.items() if k != "analysis"}), flush=True)
                     res["runs"].append(row)
     finally:
         delete_topics(bootstrap, CREATED)
     res["meta"]["load_after"] = [round(x, 2) for x in machine_load()]
-    (WORK / "profile.json").write_text(json.dumps(res, indent=1) + "\n")
+    (work / "profile.json").write_text(json.dumps(res, indent=1) + "\n")
     print(write_md(res, out / "profile.md"))
 
 
