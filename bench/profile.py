@@ -322,6 +322,8 @@ def profile_run(
                 if s.returncode:
                     print(err.decode(errors="replace"), file=sys.stderr)
             row["analysis"] = analyse(load_speedscope(scope)) if scope.exists() else None
+            if svg.exists():  # py-spy writes the command lines in: paths from the repository
+                svg.write_text(svg.read_text().replace(f"{ROOT}/", ""))
         finally:
             worker.send_signal(signal.SIGTERM)
             try:
