@@ -1,0 +1,92 @@
+"""Exactly-once edges of issue 9 B16: a commit of unknown outcome, a tick with no position."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fakeredis
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from service.errors import FatalError
+from service.kafka.producer import BatchProducer
+from service.processing.windows import Keyed
+from service.records import BatchResult, InRecord, OutRecord
+from service.runtime.guarantee import ExactlyOnce
+from service.runtime.ledger import outbox_seq
+from service.runtime.window_engine import WindowEngine
+from tests.support.inprocess import IN, OUT, WINDOWED, settings_for
+from tests.support.memory_kafka import MemoryBroker, MemoryConsumer, MemoryProducer
+
+
+class _Client:
+    """Stands in for librdkafka's producer at the commit call only."""
+
+    def __init__(self, unknown: int) -> None:
+        self.unknown = unknown
+        self.commits = 0
+        self.aborts = 0
+
+    def commit_transaction(self, _timeout: float) -> None:
+        self.commits += 1
+        if self.unknown:
+            self.unknown -= 1
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "timed out", retriable=True))
+
+    def abort_transaction(self, _timeout: float) -> None:
+        self.aborts += 1
+
+
+def _producer(client: _Client) -> BatchProducer:
+    producer = BatchProducer({}, "test")
+    producer._producer = client  # type: ignore[assignment]
+    return producer
+
+
+def test_commit_of_unknown_outcome_is_retried_not_aborted() -> None:
+    """A retriable commit failure leaves the outcome unknown: commit again, never abort."""
+    client = _Client(unknown=3)
+    _producer(client)._commit(timeout_s=30.0)
+    assert (client.commits, client.aborts) == (4, 0)
+
+
+def test_commit_that_never_answers_stops_the_process() -> None:
+    """If the outcome stays unknown, the worker stops (recovery reads the truth from Kafka)."""
+    client = _Client(unknown=10**6)
+    with pytest.raises(FatalError, match="outcome unknown"):
+        _producer(client)._commit(timeout_s=0.5)
+    assert client.aborts == 0
+
+
+def test_tick_on_a_partition_with_no_committed_offset_records_its_sequence() -> None:
+    """An idle tick's windows go out with an offset (past the applied records) carrying the
+    outbox sequence, even where no offset was committed yet: a new owner must not re-emit
+    them."""
+    from service.app import build_plan  # noqa: PLC0415 - the plan of the shared settings
+    from service.runtime.edges import state_layout  # noqa: PLC0415
+    from service.state.memory import MemoryWindowStore  # noqa: PLC0415
+
+    broker = MemoryBroker()
+    broker.create(IN, 1)
+    settings = settings_for("exactly_once", **WINDOWED)
+    plan = build_plan(settings)
+    assert plan.window is not None
+    store = MemoryWindowStore(state_layout(settings, plan.window), fakeredis.FakeServer())
+    engine = WindowEngine(plan.window, store, lambda rec, err: None)  # type: ignore[arg-type,return-value]
+    consumer = MemoryConsumer(broker, IN, lambda _p: None, lambda _p: None)
+    guarantee = ExactlyOnce(
+        plan, MemoryProducer(broker), consumer, engine, source_topic=IN, timeout_s=5.0
+    )
+    guarantee.start()
+    tp = (IN, 0)
+    guarantee.reconcile(tp)
+    record = InRecord(IN, 0, 41, b"a", b"{}", None, 1_000)
+    applied = engine.apply([Keyed(record, "a", {"k": "a", "ts": 10, "amount": 1})], 0)
+    assert guarantee.ledger.positions.get(tp, -1) < 0, "nothing committed for it yet"
+    tick: Any = BatchResult(
+        outputs=[OutRecord(OUT, b"a", b"{}")], sources=[tp], seqs=dict(applied.seqs)
+    )
+    guarantee.deliver(tick)
+    offset, meta = broker.committed[tp]
+    assert offset == 42
+    assert outbox_seq(meta) == applied.seqs[tp]
