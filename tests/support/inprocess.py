@@ -79,6 +79,18 @@ class Run:
         self.worker = Worker(
             settings, build_plan(settings), edges=self._edges(broker, server, store)
         )
+        self.ready_at_stop: tuple[bool, str] = (False, "not stopped yet")
+        self.samples_at_stop: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+
+    def _closing(self) -> None:
+        # What /readyz and /metrics said as the worker began to leave (close() then revokes
+        # every partition, which drops their gauges).
+        self.ready_at_stop = self.worker._ready()
+        self.samples_at_stop = {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in self.worker.metrics.registry.collect()
+            for sample in family.samples
+        }
 
     def _idle(self) -> None:
         # Input drained: stop once the test's condition holds (or the bound passed, so a
@@ -93,7 +105,9 @@ class Run:
         wrap: Callable[[WindowStore], WindowStore],
     ) -> Edges:
         def consumer(s: Settings, on_assign: Any, on_revoke: Any, _stats: Any) -> MemoryConsumer:
-            self.consumer = MemoryConsumer(broker, s.input_topic, on_assign, on_revoke, self._idle)
+            self.consumer = MemoryConsumer(
+                broker, s.input_topic, on_assign, on_revoke, self._idle, self._closing
+            )
             return self.consumer
 
         def store(s: Settings, window: WindowPlan) -> WindowStore:

@@ -56,6 +56,7 @@ class MemoryConsumer:
         on_assign / on_revoke: the worker's callbacks.
         on_idle: called when a poll finds every partition read to its end and none
             paused (e.g. to stop the worker).
+        on_close: called when close() begins, before the partitions are revoked.
     """
 
     def __init__(
@@ -65,12 +66,14 @@ class MemoryConsumer:
         on_assign: Callable[[list[TP]], None],
         on_revoke: Callable[[list[TP]], None],
         on_idle: Callable[[], None] | None = None,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self.broker = broker
         self.topic = topic
         self.on_assign = on_assign
         self.on_revoke = on_revoke
         self.on_idle = on_idle
+        self.on_close = on_close
         self.positions: dict[TP, int] = {}
         self.stored: dict[TP, int] = {}
         self.stored_meta: dict[TP, str] = {}
@@ -161,7 +164,11 @@ class MemoryConsumer:
         }
 
     def close(self) -> None:
-        """Commit and leave."""
+        """Leave the group as Kafka's close does: revoke every partition (which commits)."""
+        if self.on_close is not None:
+            self.on_close()
+        if self.positions:
+            self.revoke(sorted(self.positions))
         self.commit()
         self.closed = True
 

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 import fakeredis
+import pytest
 
 from service.errors import DeliveryError, RefusedError, RillError
 from service.kafka.producer import OffsetMeta
@@ -264,3 +265,24 @@ def test_purged_records_of_an_aborted_transaction_are_transient() -> None:
     for code in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT):
         assert isinstance(classify(KafkaError(code)), DeliveryError)
     assert isinstance(classify(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)), RefusedError)
+
+
+def test_offsets_reset_below_the_applied_offset_are_counted_and_logged(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """B16: records skipped as already applied (offsets reset, topic recreated) are counted
+    and logged, not skipped silently; no window is emitted twice."""
+    broker, server = MemoryBroker(), fakeredis.FakeServer()
+    from tests.support.inprocess import events  # noqa: PLC0415 - the shared workload
+
+    feed(broker, events(100))
+    settings = settings_for(**WINDOWED)
+    Run(broker, server, settings).worker.run()
+    first = windows(broker)
+    broker.committed.clear()  # an operator resets the group's offsets to the start
+    again = Run(broker, server, settings)
+    again.worker.run()
+    replayed = again.worker.metrics.records_replayed.labels(IN)._value.get()
+    assert replayed == 100
+    assert "records at or below the applied offset skipped" in capsys.readouterr().out
+    assert windows(broker) == first, "nothing applied twice, nothing emitted twice"
