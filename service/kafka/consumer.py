@@ -131,17 +131,13 @@ class GroupConsumer:
     def consume(self, max_records: int, timeout_s: float) -> list[InRecord]:
         """Up to `max_records` records; client-level errors are logged, never returned.
 
-        Returns as soon as there is something: what the fetch queue holds now (up to
-        `max_records`), else the first record to arrive within `timeout_s` plus whatever
-        came with it. So a batch never waits to fill (low latency at low rates), and under
-        load the queue fills while the previous batch is processed (large batches).
+        One call into librdkafka: it returns when `max_records` are there or `timeout_s`
+        has passed. (Splitting it into a no-wait call and a wait for the first record
+        broke the order of a partition's records after a seek: a rewound partition's
+        records came back behind later ones.) Low latency comes from a short default
+        `RILL_POLL_TIMEOUT_S`; under load a batch fills long before it.
         """
-        client = self.client
-        messages = client.consume(num_messages=max_records, timeout=0)
-        if not messages:
-            messages = client.consume(num_messages=1, timeout=timeout_s)
-            if messages and max_records > 1:
-                messages.extend(client.consume(num_messages=max_records - 1, timeout=0))
+        messages = self.client.consume(num_messages=max_records, timeout=timeout_s)
         records: list[InRecord] = []
         append = records.append
         for msg in messages:
