@@ -186,16 +186,34 @@ class BatchProducer:
                 time.sleep(backoff.next_delay())
 
     def init_transactions(self, timeout_s: float) -> None:
-        """Fence older producers of this transactional id and get ready."""
-        try:
-            self.client.init_transactions(timeout_s)
-        except KafkaException as exc:
-            raise DeliveryError(f"cannot start transactions: {exc}") from exc
+        """Fence older producers of this transactional id and get ready.
+
+        A coordinator still loading (a broker just restarted) answers with retriable
+        errors: asked again with backoff for up to `timeout_s`.
+        """
+        deadline = time.monotonic() + timeout_s
+        backoff = Backoff(0.2, 5.0)
+        while True:
+            try:
+                self.client.init_transactions(max(deadline - time.monotonic(), 1.0))
+                return
+            except KafkaException as exc:
+                error = from_exception(exc)
+                if not isinstance(error, DeliveryError) or time.monotonic() >= deadline:
+                    raise DeliveryError(f"cannot start transactions: {exc}") from exc
+                log.warning("transactions not ready yet, retrying", error=str(exc))
+                time.sleep(backoff.next_delay())
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Deliver what is queued, then drop the client."""
         if self._producer is not None:
-            left = self._producer.flush(timeout_s)
+            producer, self._producer = self._producer, None
+            try:
+                left = producer.flush(timeout_s)
+            except KafkaException as exc:
+                # A producer already failed fatally (the error that stops the worker is
+                # raised elsewhere): closing must not hide it behind a second one.
+                log.error("producer unusable at close", error=str(exc))
+                return
             if left:
                 log.error("records left undelivered at close", count=left)
-            self._producer = None
