@@ -7,11 +7,20 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
-from service.errors import RillError
+from service.errors import DeliveryError, RillError
+from service.kafka.errors import from_exception
 from service.kafka.messages import to_in_record
 from service.records import InRecord
+from service.retry import Backoff
 
 
 def read_topic(
@@ -93,10 +102,36 @@ def _offsets_since(
 def _high_watermarks(consumer: Consumer, tps: list[TopicPartition]) -> dict[int, int]:
     ends = {}
     for tp in tps:
-        low, high = consumer.get_watermark_offsets(tp, timeout=10)
+        low, high = _watermarks(consumer, tp)
         if high > max(low, tp.offset):
             ends[tp.partition] = high
     return ends
+
+
+def _watermarks(consumer: Consumer, tp: TopicPartition, timeout_s: float = 30.0) -> tuple[int, int]:
+    """A partition's (low, high) offsets; a topic just created may have no leader yet
+    (NOT_LEADER_FOR_PARTITION, LEADER_NOT_AVAILABLE): asked again with backoff."""
+    deadline = time.monotonic() + timeout_s
+    backoff = Backoff(0.1, 2.0)
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            return int(low), int(high)
+        except KafkaException as exc:
+            if not isinstance(from_exception(exc), DeliveryError) and not _no_leader(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(backoff.next_delay())
+
+
+def _no_leader(exc: KafkaException) -> bool:
+    err = exc.args[0] if exc.args else None
+    return isinstance(err, KafkaError) and err.code() in (
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+    )
 
 
 def _reached(consumer: Consumer, ends: dict[int, int]) -> bool:
