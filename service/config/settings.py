@@ -285,10 +285,6 @@ class Settings(BaseSettings):
         """Metrics, health, logs and traces."""
         return ObservabilitySettings.of(self)
 
-    def librdkafka_common(self) -> dict[str, Any]:
-        """Same as `kafka.librdkafka_common()` (kept while readers move to the views)."""
-        return self.kafka.librdkafka_common()
-
 
 def resolve_schema_path(value: str) -> Path:
     """A schema file as given, else one of the built-in schemas shipped with rill."""

@@ -37,11 +37,10 @@ from tests.integration.helpers import (
     worker_env,
 )
 from tests.integration.test_registry import (
-    OUT,
     PAYMENT_V1,
     PAYMENT_V2,
     _avro,
-    _register,
+    registry_input,
 )
 
 pytestmark = pytest.mark.integration
@@ -167,24 +166,10 @@ def test_records_wait_while_the_registry_does_not_answer_and_none_is_lost(
 ) -> None:
     """Registry frozen mid-run: a new id's records wait (no DLQ), then all come out in order."""
     url, port = registry
-    env = worker_env(
-        endpoints.bootstrap,
-        endpoints.redis_url,
-        unique,
-        input_format="avro",
-        input_wire="registry",
-        input_schema="",
-        schema_registry_url=url,
-        schema_registry_timeout_s=1,
-        schema_registry_retries=2,
-        schema_registry_retry_interval_s=1,
-        schema_registry_wait_s=600,
-        **OUT,
+    env, v1, v2 = registry_input(
+        endpoints, url, unique, schema_registry_retry_interval_s=1, schema_registry_wait_s=600
     )
     topic = env["RILL_INPUT_TOPIC"]
-    v1 = _register(url, f"{topic}-value", json.dumps(PAYMENT_V1), "AVRO")
-    v2 = _register(url, f"{topic}-value", json.dumps(PAYMENT_V2), "AVRO")
-    create_topics(endpoints.bootstrap, [topic], partitions=1)
 
     def records(start: int, n: int, new: bool = False) -> list[tuple[bytes | None, bytes | None]]:
         out: list[tuple[bytes | None, bytes | None]] = []

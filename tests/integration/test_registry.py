@@ -256,6 +256,31 @@ def test_output_schema_registered_at_start_and_written_with_its_id(
     assert got == {f"p{i}": {"id": f"p{i}", "amount": i, "currency": "EUR"} for i in range(50)}
 
 
+def registry_input(
+    endpoints: Endpoints, url: str, unique: str, **extra: Any
+) -> tuple[dict[str, str], int, int]:
+    """A worker env reading registry-framed Avro payments, the topic made, v1 and v2
+    registered under its subject: (env, v1 id, v2 id)."""
+    env = worker_env(
+        endpoints.bootstrap,
+        endpoints.redis_url,
+        unique,
+        input_format="avro",
+        input_wire="registry",
+        input_schema="",
+        schema_registry_url=url,
+        schema_registry_timeout_s=1,
+        schema_registry_retries=2,
+        **extra,
+        **OUT,
+    )
+    topic = env["RILL_INPUT_TOPIC"]
+    v1 = _register(url, f"{topic}-value", json.dumps(PAYMENT_V1), "AVRO")
+    v2 = _register(url, f"{topic}-value", json.dumps(PAYMENT_V2), "AVRO")
+    create_topics(endpoints.bootstrap, [topic], partitions=1)
+    return env, v1, v2
+
+
 @pytest.fixture
 def own_registry() -> Iterator[tuple[str, int]]:
     """A registry of this test only, which it stops mid-run."""
@@ -272,24 +297,9 @@ def test_registry_outage_cached_ids_flow_new_ids_retried_then_dlq(
 ) -> None:
     """Registry stopped mid-run: cached ids keep flowing; a new id goes to the DLQ."""
     url, port = own_registry
-    env = worker_env(
-        endpoints.bootstrap,
-        endpoints.redis_url,
-        unique,
-        input_format="avro",
-        input_wire="registry",
-        input_schema="",
-        schema_registry_url=url,
-        schema_registry_timeout_s=1,
-        schema_registry_retries=2,
-        # The new id's records (and those after them) wait this long, then the DLQ.
-        schema_registry_wait_s=3,
-        **OUT,
-    )
+    # The new id's records (and those after them) wait 3 s, then the DLQ.
+    env, v1, v2 = registry_input(endpoints, url, unique, schema_registry_wait_s=3)
     topic = env["RILL_INPUT_TOPIC"]
-    v1 = _register(url, f"{topic}-value", json.dumps(PAYMENT_V1), "AVRO")
-    v2 = _register(url, f"{topic}-value", json.dumps(PAYMENT_V2), "AVRO")
-    create_topics(endpoints.bootstrap, [topic], partitions=1)
 
     def v1_records(start: int, n: int) -> list[tuple[bytes | None, bytes | None]]:
         return [

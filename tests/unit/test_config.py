@@ -118,7 +118,7 @@ def test_sasl_ssl_settings_reach_librdkafka(tmp_path: Path) -> None:
         kafka_sasl_password="pw",
         kafka_ssl_ca_location=str(ca),
     )
-    conf = settings.librdkafka_common()
+    conf = settings.kafka.librdkafka_common()
     assert conf["security.protocol"] == "SASL_SSL"
     assert conf["sasl.mechanisms"] == "SCRAM-SHA-512"
     assert conf["sasl.username"] == "rill"

@@ -232,9 +232,12 @@ def test_at_least_once_reconcile_moves_refused_outbox_records_to_the_dlq() -> No
 
 def test_dlq_entry_source_survives_the_outbox() -> None:
     """A DLQ entry keeps its source partition and offset (what trimming and dedup key on)."""
-    entry = DlqEntry(DLQ, b"k", b"v", None, "decode", "DecodeError", "bad", 1, 0, IN, 1, 7)
-    assert entry.source == (IN, 1)
-    assert entry.reason()["source_offset"] == 7
+    from service.state.codec import decode_dlq_entries, encode_dlq_entries  # noqa: PLC0415
+
+    entry = DlqEntry(DLQ, b"k", b"v", [("h", None)], "decode", "DecodeError", "bad", 1, 0, IN, 1, 7)
+    [back] = decode_dlq_entries(encode_dlq_entries([entry]))
+    assert back == entry
+    assert (back.source, back.reason()["source_offset"]) == ((IN, 1), 7)
 
 
 def test_refused_output_beside_dlq_entries_in_a_transaction() -> None:
