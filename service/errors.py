@@ -71,6 +71,15 @@ class TransactionRefusedError(DeliveryError):
         self.failures = list(failures)
 
 
+class TransactionUnknownError(DeliveryError):
+    """A transaction's commit failed in a way that leaves open whether it committed.
+
+    Never redone blindly: the producer is replaced first (the new one's
+    `init_transactions` completes or aborts the open transaction), then the group's
+    committed offsets tell which (`runtime.guarantee.ExactlyOnce`).
+    """
+
+
 class StateError(TransientError):
     """Redis refused or could not be reached."""
 

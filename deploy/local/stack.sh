@@ -76,6 +76,8 @@ transaction.state.log.num.partitions=4
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+# Transactions past their timeout are aborted within a second (a test times one out).
+transaction.abort.timed.out.transaction.cleanup.interval.ms=1000
 auto.create.topics.enable=true
 log.retention.hours=4
 PROPS

@@ -18,6 +18,7 @@ from service.errors import (
     RefusedError,
     RillError,
     TransactionRefusedError,
+    TransactionUnknownError,
 )
 from service.kafka.errors import classify, from_exception
 from service.processing.dlq import DlqEntry, render
@@ -28,6 +29,10 @@ log = structlog.get_logger("rill.producer")
 
 # (offset, metadata) committed for one input partition inside a transaction.
 OffsetMeta = tuple[int, str]
+# How long an abort may take before the transactional client is replaced instead.
+ABORT_WAIT_S = 10.0
+# Replacements in a row (no transaction committed in between) before the worker stops.
+MAX_RENEWALS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +61,10 @@ class BatchProducer:
         self._version = version
         self._producer: Producer | None = None
         self._failed: list[Failure] = []
+        # Why the transactional client must be replaced before its next transaction.
+        self._broken: str | None = None
+        self._fresh = False  # a replacement client not through init_transactions yet
+        self._renewals = 0
 
     def start(self) -> BatchProducer:
         """Create the client."""
@@ -128,11 +137,20 @@ class BatchProducer:
     ) -> None:
         """Produce records and DLQ entries and commit `offsets` in ONE Kafka transaction.
 
+        A client that failed fatally before the commit (its transaction timed out on the
+        coordinator and it was fenced, a broker restart left it in an invalid state) or
+        whose abort does not finish is replaced by a new one with the same transactional
+        id before the next attempt: `init_transactions` fences the old one and aborts its
+        transaction, so nothing of the failed attempt is ever committed.
+
         Raises:
-            DeliveryError: the transaction was aborted (or its outcome is unknown after
-                retries); nothing of it is visible to read_committed readers.
-            FatalError: the producer is fenced or unusable.
+            DeliveryError: the transaction was aborted; nothing of it is visible to
+                read_committed readers. A `TransactionUnknownError` when the commit may or
+                may not have happened: `settle()`, then the committed offsets tell.
+            FatalError: clients kept failing fatally after `MAX_RENEWALS` replacements in
+                a row.
         """
+        self.settle(timeout_s)
         client = self.client
         try:
             client.begin_transaction()
@@ -141,7 +159,11 @@ class BatchProducer:
             if self._failed:
                 # Refused before queueing: committing would drop it silently.
                 failed, self._failed = self._failed, []
-                client.abort_transaction(timeout_s)
+                self._abort(timeout_s)
+                fatal = next((f.error for f in failed if isinstance(f.error, FatalError)), None)
+                if fatal is not None:
+                    self._broken = str(fatal)
+                    raise DeliveryError(f"transaction aborted: {fatal} (a new producer takes over)")
                 raise TransactionRefusedError(failed)
             if offsets:
                 client.send_offsets_to_transaction(
@@ -150,24 +172,76 @@ class BatchProducer:
                     timeout_s,
                 )
             self._commit(timeout_s)
+            self._renewals = 0
         except KafkaException as exc:
+            # Before the commit, or a commit librdkafka says to abort: nothing committed.
             error = from_exception(exc)
             if isinstance(error, FatalError):
-                raise error from exc
-            with contextlib.suppress(KafkaException):
-                client.abort_transaction(timeout_s)
+                self._broken = str(error)
+                raise DeliveryError(
+                    f"transaction aborted: {error} (a new producer takes over)"
+                ) from exc
+            self._abort(timeout_s)
             failed, self._failed = self._failed, []
             if any(f.refused for f in failed):
                 raise TransactionRefusedError(failed) from exc
             raise DeliveryError(f"transaction aborted: {error}") from exc
 
+    def settle(self, timeout_s: float) -> None:
+        """Replace a client that failed (see `transaction`); a no-op for a healthy one.
+
+        After it returns, no transaction of this transactional id is open on the broker:
+        the one whose commit had an unknown outcome is now committed or aborted.
+
+        Raises:
+            DeliveryError: the new client cannot start transactions yet.
+            FatalError: clients kept failing (`MAX_RENEWALS`).
+        """
+        if self._broken is not None:
+            self._renew(timeout_s)
+
+    def _abort(self, timeout_s: float) -> None:
+        """Abort the open transaction; a client whose abort fails is replaced later."""
+        try:
+            self.client.abort_transaction(min(timeout_s, ABORT_WAIT_S))
+        except KafkaException as exc:
+            self._broken = f"abort did not finish: {exc.args[0] if exc.args else exc}"
+
+    def _renew(self, timeout_s: float) -> None:
+        """Replace the transactional client with a new one of the same transactional id.
+
+        Raises:
+            FatalError: after `MAX_RENEWALS` replacements without a committed transaction.
+            DeliveryError: the new client cannot start transactions yet (asked again on
+                the next attempt, without another replacement).
+        """
+        if not self._fresh:
+            if self._renewals >= MAX_RENEWALS:
+                raise FatalError(
+                    f"transactional producer failed {self._renewals} times in a row, "
+                    f"last: {self._broken}"
+                )
+            self._renewals += 1
+            log.warning("transactional producer replaced", reason=self._broken)
+            old, self._producer = self._producer, None
+            if old is not None:
+                with contextlib.suppress(KafkaException):
+                    old.purge(blocking=False)  # its queue belongs to an aborted transaction
+            self._failed = []
+            self.start()
+            self._fresh = True
+        self.init_transactions(timeout_s)
+        self._broken = None
+        self._fresh = False
+
     def _commit(self, timeout_s: float) -> None:
         """Commit; a retriable failure leaves the outcome unknown, so commit again.
 
         Aborting then would redo a transaction that may have committed (duplicates):
-        retry the commit itself until it answers, and if it never does within
-        `timeout_s`, stop the process: the recovery protocol reads the truth from the
-        committed offsets.
+        retry the commit itself until it answers. A commit librdkafka says to abort did
+        not happen (raised to be aborted); any other failure, or no answer within
+        `timeout_s`, leaves the outcome open: `TransactionUnknownError`, and the client is
+        replaced before anything else is sent.
         """
         deadline = time.monotonic() + timeout_s
         backoff = Backoff(0.1, 2.0)
@@ -177,11 +251,12 @@ class BatchProducer:
                 return
             except KafkaException as exc:
                 err = exc.args[0]
-                if not err.retriable():
+                if err.txn_requires_abort():
                     raise
-                if time.monotonic() >= deadline:
-                    raise FatalError(
-                        f"transaction outcome unknown after {timeout_s}s: {err.str()}"
+                if not err.retriable() or time.monotonic() >= deadline:
+                    self._broken = f"commit failed: {err.str()}"
+                    raise TransactionUnknownError(
+                        f"transaction outcome unknown: {err.str()}"
                     ) from exc
                 time.sleep(backoff.next_delay())
 
@@ -199,6 +274,8 @@ class BatchProducer:
                 return
             except KafkaException as exc:
                 error = from_exception(exc)
+                if isinstance(error, FatalError):
+                    raise error from exc
                 if not isinstance(error, DeliveryError) or time.monotonic() >= deadline:
                     raise DeliveryError(f"cannot start transactions: {exc}") from exc
                 log.warning("transactions not ready yet, retrying", error=str(exc))

@@ -19,8 +19,13 @@ from typing import Protocol
 
 import structlog
 
-from service.errors import DeliveryError, TransactionRefusedError
-from service.kafka.producer import Failure
+from service.errors import (
+    DeliveryError,
+    FatalError,
+    TransactionRefusedError,
+    TransactionUnknownError,
+)
+from service.kafka.producer import Failure, OffsetMeta
 from service.processing.batch import Plan, emit
 from service.processing.dlq import DlqEntry, add_to_dlq, render
 from service.records import TP, BatchResult, OutRecord
@@ -282,6 +287,11 @@ class ExactlyOnce(_Base):
                 break
             except TransactionRefusedError as exc:
                 moved += self._refused_to_dlq(batch, exc.failures)
+            except TransactionUnknownError:
+                if not self._landed(offsets):
+                    raise  # it did not commit: redone by the caller's retry
+                log.warning("a commit without an answer did commit (the group's offsets say so)")
+                break
         else:
             raise DeliveryError("records refused in every transaction attempt")
         # 3. Kafka has it.
@@ -289,6 +299,22 @@ class ExactlyOnce(_Base):
         return self._done(
             batch, Delivered(len(batch.outputs), moved, time.perf_counter() - started)
         )
+
+    def _landed(self, offsets: dict[TP, OffsetMeta]) -> bool:
+        """Did the transaction that committed `offsets`, with no answer, commit?
+
+        Once the producer is replaced, no transaction of its id is open any more: the
+        group's committed offsets are the truth. When they cannot be read (or there are
+        none to tell by) the worker stops; the recovery protocol reads them at restart.
+        """
+        try:
+            self.producer.settle(self.timeout_s)
+            committed = self.consumer.committed(list(offsets), self.timeout_s)
+        except DeliveryError as exc:
+            raise FatalError(f"a transaction's outcome cannot be learned now: {exc}") from exc
+        if not offsets:
+            raise FatalError("a transaction without offsets has an unknown outcome")
+        return all(_reached(committed.get(tp, (-1, "")), want) for tp, want in offsets.items())
 
     def _know_positions(self, batch: BatchResult) -> None:
         if self.engine is None:
@@ -360,6 +386,11 @@ class ExactlyOnce(_Base):
         """Fence older producers of this transactional id; an empty ledger."""
         self.ledger = Ledger()
         self.producer.init_transactions(self.timeout_s)
+
+
+def _reached(committed: OffsetMeta, want: OffsetMeta) -> bool:
+    """The committed offset is the one wanted (with its outbox sequence) or past it."""
+    return committed[0] > want[0] or committed == want
 
 
 def _identity(record: OutRecord) -> tuple[str, bytes | None, bytes | None]:

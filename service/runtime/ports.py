@@ -101,6 +101,10 @@ class Producer(Protocol):
         """Fence older producers of this transactional id."""
         ...
 
+    def settle(self, timeout_s: float) -> None:
+        """Replace a transactional client that failed; then no transaction of it is open."""
+        ...
+
 
 PartitionsCallback = Callable[[list[TP]], None]
 StatsCallback = Callable[[dict[str, Any]], None]

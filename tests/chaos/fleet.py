@@ -93,6 +93,23 @@ class Fleet:
                 self.unexpected_exits.append(f"{slot.name} exited {code}:\n" + "\n".join(tail))
                 self.restart(slot)
 
+    def digest(self, lines: int = 12) -> str:
+        """The last events of each worker's log, without per-record DLQ lines and
+        librdkafka's own (what a failed run's message shows)."""
+        out = []
+        for slot in self.slots:
+            try:
+                text = slot.log.read_text(errors="replace")
+            except OSError:
+                continue
+            events = [
+                line[:300]
+                for line in text.splitlines()
+                if line.startswith("{") and '"record to DLQ"' not in line
+            ]
+            out.append(f"--- {slot.name} (started {slot.starts}x)\n" + "\n".join(events[-lines:]))
+        return "\n".join(out)
+
     def ready(self, slot: Slot) -> int:
         """HTTP status of the worker's /readyz (0 when it does not answer)."""
         return _status(slot.port, "/readyz")

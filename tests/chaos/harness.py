@@ -269,6 +269,10 @@ def run(stack: ChaosStack, logs: Path, scenario: Scenario, mode: str) -> Row:
     row.problems.extend(ctx.notes)
     row.worker_exits = len(fleet.unexpected_exits)
     if fleet.unexpected_exits:
+        # Every fault here is one rill rides out: a worker that stops on its own is a bug.
+        row.problems.append(f"workers exited {row.worker_exits} times on their own")
         (logs / "exits.txt").write_text("\n\n".join(fleet.unexpected_exits))
+    if row.failures:
+        (logs / "digest.txt").write_text(fleet.digest())
     row.seconds = time.monotonic() - started
     return row

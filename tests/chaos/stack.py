@@ -7,6 +7,7 @@ ports, so the faults never touch the broker and Redis the other tests share.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -19,10 +20,36 @@ STACK = ROOT / "deploy" / "local" / "stack.sh"
 
 
 def free_port() -> int:
-    """A TCP port nobody listens on now."""
+    """A TCP port nobody listens on now (for a worker's metrics)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def fixed_port(rng: random.Random) -> int:
+    """A free port below the ephemeral range, for a server the suite stops and starts.
+
+    A port the kernel hands out (`free_port`) can be taken, while its broker is down, as
+    the local end of one of the hundreds of connections the clients retry meanwhile; the
+    broker then cannot listen on it again.
+    """
+    low, _high = _ephemeral_range()
+    while True:
+        port = rng.randrange(20_000, min(low, 32_000))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32_768, 60_999
 
 
 @dataclass(frozen=True)
@@ -52,7 +79,13 @@ class ChaosStack:
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
-        self.ports = Ports(free_port(), free_port(), free_port())
+        rng = random.Random()
+        picked: list[int] = []
+        while len(picked) < 3:
+            port = fixed_port(rng)
+            if port not in picked:
+                picked.append(port)
+        self.ports = Ports(*picked)
 
     @property
     def bootstrap(self) -> str:

@@ -197,6 +197,7 @@ class MemoryProducer:
         self.queued: list[OutRecord] = []
         self.transactions = 0
         self.initialized = False
+        self.settled = 0
 
     def send(self, records: Iterable[OutRecord]) -> None:
         """Queue records."""
@@ -247,6 +248,10 @@ class MemoryProducer:
     def init_transactions(self, timeout_s: float) -> None:
         """Ready for transactions."""
         self.initialized = True
+
+    def settle(self, timeout_s: float) -> None:
+        """Nothing open here: every transaction ended when it returned."""
+        self.settled += 1
 
     def close(self) -> None:
         """Nothing queued is lost here: flush it."""

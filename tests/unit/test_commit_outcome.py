@@ -8,7 +8,7 @@ import fakeredis
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from service.errors import FatalError
+from service.errors import TransactionUnknownError
 from service.kafka.producer import BatchProducer
 from service.processing.windows import Keyed
 from service.records import BatchResult, InRecord, OutRecord
@@ -50,12 +50,36 @@ def test_commit_of_unknown_outcome_is_retried_not_aborted() -> None:
     assert (client.commits, client.aborts) == (4, 0)
 
 
-def test_commit_that_never_answers_stops_the_process() -> None:
-    """If the outcome stays unknown, the worker stops (recovery reads the truth from Kafka)."""
+def test_commit_that_never_answers_is_unknown_and_the_client_is_replaced() -> None:
+    """If the outcome stays unknown, it is neither aborted nor redone: the client is marked
+    for replacement, and the caller learns the outcome from the committed offsets."""
     client = _Client(unknown=10**6)
-    with pytest.raises(FatalError, match="outcome unknown"):
-        _producer(client)._commit(timeout_s=0.5)
+    producer = _producer(client)
+    with pytest.raises(TransactionUnknownError, match="outcome unknown"):
+        producer._commit(timeout_s=0.5)
     assert client.aborts == 0
+    assert producer._broken is not None
+
+
+def test_fatal_commit_is_unknown_and_an_abortable_one_is_aborted() -> None:
+    """A fatal commit error may follow a commit that happened: unknown, not redone. One
+    librdkafka says to abort did not commit: raised for the abort path."""
+    fatal = _Client(unknown=0)
+    fatal.commit_transaction = _raises(KafkaError(KafkaError._FENCED, "fenced", fatal=True))  # type: ignore[method-assign]
+    with pytest.raises(TransactionUnknownError):
+        _producer(fatal)._commit(timeout_s=5.0)
+    abortable = _Client(unknown=0)
+    error = KafkaError(KafkaError._STATE, "abort", txn_requires_abort=True)
+    abortable.commit_transaction = _raises(error)  # type: ignore[method-assign]
+    with pytest.raises(KafkaException):
+        _producer(abortable)._commit(timeout_s=5.0)
+
+
+def _raises(error: KafkaError) -> Any:
+    def commit(_timeout: float) -> None:
+        raise KafkaException(error)
+
+    return commit
 
 
 def test_tick_on_a_partition_with_no_committed_offset_records_its_sequence() -> None:

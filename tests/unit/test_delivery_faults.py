@@ -14,7 +14,7 @@ from typing import Any
 import fakeredis
 import pytest
 
-from service.errors import DeliveryError, RefusedError, RillError
+from service.errors import DeliveryError, RefusedError, RillError, TransactionUnknownError
 from service.kafka.producer import OffsetMeta
 from service.processing import dlq
 from service.processing.dlq import DlqEntry
@@ -289,3 +289,40 @@ def test_offsets_reset_below_the_applied_offset_are_counted_and_logged(
     assert replayed == 100
     assert "records at or below the applied offset skipped" in capsys.readouterr().out
     assert windows(broker) == first, "nothing applied twice, nothing emitted twice"
+
+
+class UnknownOutcome(MemoryProducer):
+    """The first transactions raise TransactionUnknownError, having committed or not."""
+
+    def __init__(self, broker: MemoryBroker, outcomes: list[bool]) -> None:
+        super().__init__(broker)
+        self.outcomes = outcomes
+
+    def transaction(self, *args: Any) -> None:
+        if not self.outcomes:
+            super().transaction(*args)
+            return
+        if self.outcomes.pop(0):
+            super().transaction(*args)
+        raise TransactionUnknownError("transaction outcome unknown: Local: Timed out")
+
+
+@pytest.mark.parametrize("outcomes", [[True], [False], [False, True]], ids=str)
+def test_commit_of_unknown_outcome_is_settled_by_the_committed_offsets(
+    outcomes: list[bool],
+) -> None:
+    """A commit that never answered is neither redone blindly (duplicates when it did
+    commit) nor taken as done (loss when it did not): the producer is settled, then the
+    group's committed offsets tell."""
+    broker, server = MemoryBroker(), fakeredis.FakeServer()
+    from tests.support.inprocess import events  # noqa: PLC0415 - the shared workload
+
+    stream = events(200)
+    feed(broker, stream)
+    producer = UnknownOutcome(broker, list(outcomes))
+    run = Run(broker, server, settings_for("exactly_once", **WINDOWED), producer)
+    run.worker.run()
+    got = windows(broker)
+    assert all(n == 1 for n in got.values()), "no window twice"
+    assert set(expected(stream)) <= set(got), "every window the records closed is out"
+    assert producer.settled >= len(outcomes)
