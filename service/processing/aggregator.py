@@ -327,7 +327,9 @@ class Aggregator:
         """Window one record into the batch; returns why it cannot be, if so."""
         plan, rec = self.plan, item.record
         try:
-            ts = event_time(item.value, plan.time_field, rec.timestamp_ms)
+            ts = item.ts
+            if ts is None:
+                ts = event_time(item.value, plan.time_field, rec.timestamp_ms)
             comps = record_components(plan.aggregations, item.value, ts, rec.offset)
             if not clock.observe(ts, plan.spec.grace_ms):
                 return RecordError(

@@ -239,6 +239,7 @@ def to_window(
     latest = now_ms + window.max_future_ms if window.max_future_ms > 0 else None
     for index, (key, value) in enumerate(items):
         error: RecordError | None = None
+        ts = 0
         if key is None or isinstance(key, ItemError):
             error = key.error if key is not None else RecordError("transform", NULL_KEY)
         else:
@@ -250,7 +251,8 @@ def to_window(
                 if latest is not None and ts > latest:
                     error = check_future(ts, now_ms, window.max_future_ms)
         if error is None:
-            keyed.append(Keyed(record, key if type(key) is str else str(window_key(key)), value))
+            name = key if type(key) is str else str(window_key(key))
+            keyed.append(Keyed(record, name, value, ts))
         else:
             failed.append((index, None if isinstance(key, ItemError) else key, value, error))
     return keyed, failed

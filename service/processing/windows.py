@@ -285,12 +285,19 @@ def _time_error(message: str) -> RecordError:
     return error
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_ONE_MS = dt.timedelta(milliseconds=1)
+
+
 def datetime_ms(value: dt.datetime) -> int:
     """Milliseconds since the epoch, exactly (a naive datetime is local time, as in Python).
 
     The whole seconds are an exact float; the milliseconds come from the integer
     microseconds, never through a float product (which is 1 ms off for some times).
     """
+    if value.tzinfo is not None:
+        # Aware (fastavro's timestamp-millis): exact integer arithmetic on the timedelta.
+        return (value - _EPOCH) // _ONE_MS
     try:
         seconds = int(value.replace(microsecond=0).timestamp())
     except (OverflowError, OSError, ValueError) as exc:
@@ -460,11 +467,16 @@ class WindowPlan:
 
 @dataclass(frozen=True, slots=True)
 class Keyed:
-    """A transformed record on its way into a window."""
+    """A transformed record on its way into a window.
+
+    `ts` is its event time where the batch already read and checked it (the aggregator
+    reads it from the value otherwise).
+    """
 
     record: InRecord
     key: str
     value: Any
+    ts: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

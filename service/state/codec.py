@@ -86,12 +86,16 @@ def encode_components(comps: Sequence[Component]) -> str:
 def decode_components(ops: Sequence[Op], text: str) -> list[Component]:
     """The inverse of `encode_components`: numeric ops give ints (plain digits) or
     floats, the others text."""
-    parts = text.split(SEP)
-    return [_number(p) if op in NUMERIC_OPS else p for op, p in zip(ops, parts, strict=True)]
+    return _components([op in NUMERIC_OPS for op in ops], text)
 
 
-def _number(text: str) -> int | float:
-    return int(text) if _INTEGER.fullmatch(text) else float(text)
+def _components(numeric: Sequence[bool], text: str) -> list[Component]:
+    """Decode components given which of them are numbers (per window, the hot path)."""
+    integer = _INTEGER.fullmatch
+    return [
+        (int(p) if integer(p) else float(p)) if n else p
+        for n, p in zip(numeric, text.split(SEP), strict=True)
+    ]
 
 
 def pack_ordered(ts: int, offset: int, value: Any) -> str:
@@ -390,15 +394,20 @@ def decode_rows(ops: Sequence[Op], flat: Sequence[Any]) -> list[WindowRow]:
     The tag is `c` for a closed window, `u` for an update; start and end are written
     with `%.17g`, so they may read as floats.
     """
+    texts = [x.decode() if type(x) is bytes else x for x in flat]
+    numeric = [op in NUMERIC_OPS for op in ops]
     rows = []
-    for i in range(0, len(flat), 5):
-        tag, key, start, end, comps = (_text(x) for x in flat[i : i + 5])
+    for i in range(0, len(texts), 5):
+        tag, key, start, end, comps = texts[i : i + 5]
         rows.append(
-            WindowRow(
-                tag == "c", key, int(float(start)), int(float(end)), decode_components(ops, comps)
-            )
+            WindowRow(tag == "c", key, _whole(start), _whole(end), _components(numeric, comps))
         )
     return rows
+
+
+def _whole(text: str) -> int:
+    """A `%.17g` number that is whole (plain digits unless it is very large)."""
+    return int(text) if _INTEGER.fullmatch(text) else int(float(text))
 
 
 def decode_applied(ops: Sequence[Op], reply: Sequence[Any]) -> Applied:
