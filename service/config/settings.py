@@ -156,6 +156,8 @@ class Settings(BaseSettings):
     state_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     # Redis lost state Kafka says it had: hold the partition (fail) or go on (reset).
     state_loss: Literal["fail", "reset"] = "fail"
+    # Apply a batch's window state in Redis while the next batch is fetched and decoded.
+    state_overlap: bool = True
 
     # Retries, circuit breakers and memory bounds.
     retry_base_s: float = Field(default=0.2, gt=0)

@@ -316,6 +316,7 @@ class StateSettings:
     prefix: str
     ttl_s: int
     loss: Literal["fail", "reset"]
+    overlap: bool
 
     @classmethod
     def of(cls, s: Settings) -> StateSettings:
@@ -329,6 +330,7 @@ class StateSettings:
             prefix=s.redis_prefix,
             ttl_s=s.state_ttl_s,
             loss=s.state_loss,
+            overlap=s.state_overlap,
         )
 
 

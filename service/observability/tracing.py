@@ -61,6 +61,11 @@ class BatchTracer:
             self._provider = provider
             self._tracer = provider.get_tracer("rill")
 
+    @property
+    def enabled(self) -> bool:
+        """Spans are made (RILL_TRACING_ENABLED)."""
+        return self._tracer is not None
+
     def _parent(self, record: InRecord) -> Any:
         carrier = {
             k: v.decode("latin-1")

@@ -7,7 +7,10 @@ batch, one round trip), tick (idle partitions), acknowledge. The computing is in
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from functools import partial
 
 import structlog
 
@@ -15,11 +18,20 @@ from service.processing.aggregator import Aggregator, DlqOf, EngineResult, Outbo
 from service.processing.dlq import DlqEntry
 from service.processing.windows import Keyed, WindowPlan
 from service.records import TP
-from service.state.store import WindowStore
+from service.state.store import Applied, WindowStore
 
 log = structlog.get_logger("rill.windows")
 
-__all__ = ["EngineResult", "Keyed", "Outbox", "WindowEngine", "WindowPlan"]
+__all__ = ["EngineResult", "InFlight", "Keyed", "Outbox", "WindowEngine", "WindowPlan"]
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """A batch whose apply round trip is under way (`WindowEngine.begin`)."""
+
+    prepared: Prepared
+    carry: dict[TP, Sequence[DlqEntry]]
+    future: Future[dict[TP, Applied]] | None
 
 
 class WindowEngine:
@@ -74,6 +86,33 @@ class WindowEngine:
         prepared = self.aggregator.prepare(keyed, carry, last_offsets)
         return self._send(prepared, now_wall_ms, carry or {})
 
+    def begin(
+        self,
+        keyed: Sequence[Keyed],
+        carry: Mapping[TP, Sequence[DlqEntry]],
+        last_offsets: Mapping[TP, int],
+        submit: Callable[[Callable[[], dict[TP, Applied]]], Future[dict[TP, Applied]]],
+    ) -> InFlight:
+        """`apply`'s first half: prepare the batch and send it, without waiting.
+
+        The round trip runs in `submit`'s thread while the caller fetches and decodes the
+        next batch; `finish` takes the replies. Nothing of the aggregator changes in
+        between (a failed round trip is done again by `apply`, from the same state).
+        """
+        prepared = self.aggregator.prepare(keyed, carry, last_offsets)
+        calls = prepared.calls
+        future = submit(partial(self.store.apply, calls)) if calls else None
+        return InFlight(prepared, dict(carry), future)
+
+    def finish(self, flight: InFlight, now_wall_ms: int) -> EngineResult:
+        """`apply`'s second half: the replies of `begin`'s round trip, taken.
+
+        Raises:
+            whatever the round trip raised (`StateError`, `StateLostError`, ...).
+        """
+        replies = flight.future.result() if flight.future is not None else {}
+        return self._take(flight.prepared, replies, now_wall_ms, flight.carry)
+
     def tick(self, now_wall_ms: int, at_end: Collection[TP]) -> EngineResult:
         """Advance the watermark of idle partitions by wall clock (`Aggregator.prepare_tick`)."""
         return self._send(self.aggregator.prepare_tick(now_wall_ms, at_end), now_wall_ms, {})
@@ -82,6 +121,19 @@ class WindowEngine:
         self, prepared: Prepared, now_wall_ms: int, carry: Mapping[TP, Sequence[DlqEntry]]
     ) -> EngineResult:
         replies = self.store.apply(prepared.calls) if prepared.calls else {}
+        return self._take(prepared, replies, now_wall_ms, carry)
+
+    def _take(
+        self,
+        prepared: Prepared,
+        replies: Mapping[TP, Applied],
+        now_wall_ms: int,
+        carry: Mapping[TP, Sequence[DlqEntry]],
+    ) -> EngineResult:
+        # A partition revoked while its round trip was under way is its new owner's: the
+        # outbox holds what this batch did to it, and the new claim takes it from there.
+        mine = self.owned
+        replies = {tp: applied for tp, applied in replies.items() if tp in mine}
         out = self.aggregator.take(prepared, replies, now_wall_ms)
         for tp in out.fenced:
             log.warning(

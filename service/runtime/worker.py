@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import ExitStack
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -32,10 +35,25 @@ from service.runtime.guarantee import GUARANTEES, Delivered, Guarantee, now_ms
 from service.runtime.ports import Consumer, Edges
 from service.runtime.report import Report
 from service.runtime.state_loss import state_lost
-from service.runtime.window_engine import WindowEngine
+from service.runtime.window_engine import EngineResult, InFlight, Keyed, WindowEngine
 
 log = structlog.get_logger("rill.worker")
 TICK_INTERVAL_S = 1.0
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A batch whose window apply is under way while the next batch is fetched."""
+
+    records: list[InRecord]
+    result: BatchResult
+    owners: dict[TP, int]
+    keyed: list[Keyed]
+    carry: dict[TP, list[DlqEntry]]
+    last: dict[TP, int]
+    now: int
+    started: float
+    flight: InFlight
 
 
 class Worker:
@@ -75,6 +93,10 @@ class Worker:
         # as they were when it was polled.
         self._generation: dict[TP, int] = {}
         self._engine: WindowEngine | None = None
+        # RILL_STATE_OVERLAP: one thread runs a batch's Redis round trip while the loop
+        # fetches and decodes the next batch (`_pending`).
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: _Pending | None = None
         self._consumer: Consumer | None = None
         self._guarantee: Guarantee | None = None
         self.report = Report(
@@ -96,6 +118,7 @@ class Worker:
     # --- group membership -------------------------------------------------------------
 
     def _on_assign(self, pairs: list[TP]) -> None:
+        self._settle_flight()
         self._assigned.update(pairs)
         for tp in pairs:
             self._generation[tp] = self._generation.get(tp, 0) + 1
@@ -158,6 +181,7 @@ class Worker:
         self._pause(sorted(self._unclaimed))
 
     def _on_revoke(self, pairs: list[TP]) -> None:
+        self._settle_flight()
         self._assigned.difference_update(pairs)
         self.metrics.rebalances.labels("revoke").inc()
         self.metrics.assigned_partitions.set(len(self._assigned))
@@ -227,6 +251,9 @@ class Worker:
             self._engine = WindowEngine(
                 self.plan.window, store, lambda rec, err: dlq_entry(self.plan, rec, err, now_ms())
             )
+            if s.state.overlap and not self.tracer.enabled:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="rill-redis")
+                stack.callback(self._pool.shutdown)
         producer = self.edges.producer(s)
         stack.callback(producer.close)
         consumer = self.edges.consumer(s, self._on_assign, self._on_revoke, self._on_stats)
@@ -276,19 +303,27 @@ class Worker:
                 structlog.contextvars.bind_contextvars(batch=batch_no)
                 self._process(records, consumer)
                 structlog.contextvars.unbind_contextvars("batch")
+            else:
+                self._finish(consumer)  # nothing to overlap with: deliver it now
             if time.monotonic() >= next_tick:
+                self._finish(consumer)
                 self._tick(consumer)
                 self.report.dlq_counts()
                 next_tick = time.monotonic() + TICK_INTERVAL_S
             self.report.summary(len(self._assigned))
+        self._finish(consumer)
 
     def _process(self, records: list[InRecord], consumer: Consumer) -> None:
         """One batch through the record flow: process, window, deliver and commit."""
         records = hold(records, self._unclaimed, consumer)
         records = self._hold_unresolved(self._drop_applied(records), consumer)
         if not records:
+            self._finish(consumer)
             return
         started = time.perf_counter()
+        if self._pool is not None:
+            self._overlapped(records, consumer, started)
+            return
         with self.tracer.batch(records):
             result = process_batch(records, self.plan, now_ms())
             owners = self._owners(result)
@@ -300,6 +335,68 @@ class Worker:
             result.outputs = self.tracer.propagate(result.outputs)
             self.backpressure.run("kafka", partial(self._deliver, result, owners), consumer)
         self.report.batch(records, result, time.perf_counter() - started)
+
+    def _overlapped(self, records: list[InRecord], consumer: Consumer, started: float) -> None:
+        """The record flow with the Redis round trip of this batch running while the next
+        one is fetched and decoded: process this batch (the previous one's round trip is
+        still under way), finish and deliver the previous one, then start this one's.
+
+        Delivery and commit order are unchanged: batch N is delivered before N+1's window
+        state is even prepared (N+1's clocks start where N's reply left them).
+        """
+        result = process_batch(records, self.plan, now_ms())
+        owners = self._owners(result)
+        if not self._finish(consumer, later=records):
+            return  # an earlier batch found state gone: this one went back to Kafka too
+        assert self._engine is not None
+        assert self._pool is not None
+        keyed, carry, last = self._window_input(result)
+        now = now_ms()
+        flight = self._engine.begin(keyed, carry, last, self._pool.submit)
+        self._pending = _Pending(records, result, owners, keyed, carry, last, now, started, flight)
+
+    def _finish(self, consumer: Consumer, later: Sequence[InRecord] = ()) -> bool:
+        """Take the pending batch's Redis replies, then deliver it (no-op without one).
+
+        A failed round trip is done again synchronously behind back-pressure (the
+        aggregator did not change meanwhile). Returns False when window state was found
+        gone: the pending batch and `later` (records fetched after it) are rewound.
+        """
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return True
+        engine = self._engine
+        assert engine is not None
+        first = True
+
+        def step() -> EngineResult:
+            nonlocal first
+            if first:
+                first = False
+                return engine.finish(pending.flight, pending.now)
+            owned = engine.owned
+            keyed = [k for k in pending.keyed if k.record.topic_partition() in owned]
+            return engine.apply(keyed, pending.now, pending.carry, pending.last)
+
+        started = time.perf_counter()
+        try:
+            applied = self.backpressure.run("redis", step, consumer)
+        except StateLostError as exc:
+            self._hold_lost(exc, [*pending.records, *later], consumer)
+            return False
+        self.metrics.redis_seconds.observe(time.perf_counter() - started)
+        self._applied(pending.result, applied, pending.now)
+        self.backpressure.run(
+            "kafka", partial(self._deliver, pending.result, pending.owners), consumer
+        )
+        self.report.batch(pending.records, pending.result, time.perf_counter() - pending.started)
+        return True
+
+    def _settle_flight(self) -> None:
+        """Wait for an apply round trip under way (a rebalance changes what is owned)."""
+        pending = self._pending
+        if pending is not None and pending.flight.future is not None:
+            wait([pending.flight.future])
 
     def _drop_applied(self, records: list[InRecord]) -> list[InRecord]:
         """Drop records at or below their partition's applied offset where the outbox holds
@@ -359,9 +456,20 @@ class Worker:
         """Steps 4-5 of the record flow: pre-aggregate and apply the batch to the store."""
         if self._engine is None:
             return
-        assert self._guarantee is not None
         started = time.perf_counter()
         now = now_ms()
+        keyed, carry, last = self._window_input(result)
+        applied = self._engine.apply(keyed, now, carry, last)
+        self.metrics.redis_seconds.observe(time.perf_counter() - started)
+        self._applied(result, applied, now)
+
+    def _window_input(
+        self, result: BatchResult
+    ) -> tuple[list[Keyed], dict[TP, list[DlqEntry]], dict[TP, int]]:
+        """What of a batch goes to the window: keyed records, carried DLQ entries, and the
+        last offset per partition."""
+        assert self._engine is not None
+        assert self._guarantee is not None
         owned = self._engine.owned
         # Partitions revoked while the batch waited are its new owner's to redo: none of
         # their records is applied here, and their offsets are not committed.
@@ -371,12 +479,19 @@ class Worker:
             for entry in result.dlq:
                 carry.setdefault(entry.source, []).append(entry)
         last = {tp: offset - 1 for tp, offset in result.next_offsets.items()}
-        applied = self._engine.apply(keyed, now, carry, last)
-        self.metrics.redis_seconds.observe(time.perf_counter() - started)
+        return keyed, carry, last
+
+    def _applied(self, result: BatchResult, applied: EngineResult, now: int) -> None:
+        """The window part's outcome into the batch: results, DLQ entries, sequences."""
+        assert self._engine is not None
+        owned = self._engine.owned
         emit(result, applied.results, applied.tps, self.plan, now)
         add_to_dlq(result, applied.dlq)
-        for tp in applied.fenced | (result.next_offsets.keys() - owned.keys()):
-            result.next_offsets.pop(tp, None)
+        # Fenced, or revoked while the batch waited: the new owner redoes these partitions
+        # from the committed offset (their DLQ entries too) and takes their outbox.
+        gone = applied.fenced | (result.next_offsets.keys() - owned.keys())
+        if gone:
+            result.trim(gone)
         result.seqs = applied.seqs
         if applied.skipped:
             log.warning(

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 SCHEMA_PATH = Path(__file__).with_name("event.avsc")
 SCHEMA = fastavro.parse_schema(json.loads(SCHEMA_PATH.read_text()))
@@ -166,6 +166,11 @@ class SteppedFeed:
                         break
                     except BufferError:
                         producer.poll(0.05)
+                    except KafkaException as exc:
+                        # A broker just restarted may not know the topic for a moment.
+                        if exc.args[0].code() != KafkaError._UNKNOWN_TOPIC:
+                            raise
+                        producer.poll(0.5)
                 producer.poll(0)
             if producer.flush(600) != 0 or self.failed:
                 raise RuntimeError(f"the feed could not deliver {self.failed} records")

@@ -31,7 +31,7 @@ from tests.support.inprocess import (
 from tests.support.inprocess import (
     events as make_events,
 )
-from tests.support.memory_kafka import MemoryBroker, MemoryProducer
+from tests.support.memory_kafka import MemoryBroker, MemoryConsumer, MemoryProducer
 
 
 def test_stateless_batch_goes_to_sink_and_dlq_and_commits() -> None:
@@ -50,12 +50,15 @@ def test_stateless_batch_goes_to_sink_and_dlq_and_commits() -> None:
     assert run.consumer.closed
 
 
+@pytest.mark.parametrize("overlap", [True, False], ids=["overlap", "in-turn"])
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
-def test_windowed_results_equal_the_model(guarantee: str) -> None:
-    """Tumbling windows closed by the watermark are emitted once each, in both modes."""
+def test_windowed_results_equal_the_model(guarantee: str, overlap: bool) -> None:
+    """Tumbling windows closed by the watermark are emitted once each, in both modes, with
+    the Redis round trip overlapped with the next batch (RILL_STATE_OVERLAP) or not."""
     broker, events = MemoryBroker(), make_events(300)
     feed(broker, events)
-    Run(broker, fakeredis.FakeServer(), settings_for(guarantee, **WINDOWED)).worker.run()
+    settings = settings_for(guarantee, **WINDOWED, state_overlap=overlap, batch_size=40)
+    Run(broker, fakeredis.FakeServer(), settings).worker.run()
     assert windows(broker) == expected(events)
     if guarantee == "exactly_once":
         offset, meta = broker.committed[(IN, 0)]
@@ -89,10 +92,11 @@ def test_exactly_once_new_owner_reemits_the_outbox_once() -> None:
     assert windows(broker) == expected(events)
 
 
+@pytest.mark.parametrize("overlap", [True, False], ids=["overlap", "in-turn"])
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 @pytest.mark.parametrize(("before", "after"), [(3, 0), (0, 2)])
 def test_store_failures_are_retried_and_change_nothing(
-    guarantee: str, before: int, after: int
+    guarantee: str, before: int, after: int, overlap: bool
 ) -> None:
     """Redis failing before or after the script ran: windows still emitted exactly once."""
     broker, events = MemoryBroker(), make_events(240)
@@ -103,7 +107,8 @@ def test_store_failures_are_retried_and_change_nothing(
         flaky.append(Flaky(store, before, after))
         return flaky[0]  # type: ignore[return-value]
 
-    run = Run(broker, fakeredis.FakeServer(), settings_for(guarantee, **WINDOWED), store=wrap)
+    settings = settings_for(guarantee, **WINDOWED, state_overlap=overlap, batch_size=40)
+    run = Run(broker, fakeredis.FakeServer(), settings, store=wrap)
     run.worker.run()
     assert windows(broker) == expected(events)
     assert flaky[0].before == flaky[0].after == 0
@@ -132,3 +137,36 @@ def test_refused_records_go_to_the_dlq_and_retry_never_drops() -> None:
     assert dlq_records, "the refused record is in the DLQ"
     assert any(dlq.reason_of(r.headers)[dlq.ERROR_STAGE] == "produce" for r in dlq_records)
     assert broker.committed[(IN, 0)] == (5, "")
+
+
+def test_partition_revoked_while_its_round_trip_is_under_way_goes_out_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RILL_STATE_OVERLAP: a rebalance takes a partition while its batch's Redis apply is
+    in flight. The old owner delivers nothing of it; the new owner re-emits the outbox:
+    every window once (exactly-once)."""
+    broker, server, events = MemoryBroker(), fakeredis.FakeServer(), make_events(400)
+    feed(broker, events)
+    for _ in range(3):  # DLQ entries of the partition in flight
+        broker.append(OutRecord(IN, b"a", b"poison"), partition=1)
+    # Batch 1: partition 0 whole and the start of 1; batch 2: the rest of partition 1.
+    settings = settings_for("exactly_once", **WINDOWED, batch_size=250)
+    calls = {"n": 0}
+    consume = MemoryConsumer.consume
+
+    def revoking(self: MemoryConsumer, max_records: int, timeout_s: float) -> list[Any]:
+        calls["n"] += 1
+        if calls["n"] == 3 and (IN, 1) in self.positions:
+            assert first.worker._pending is not None, "a round trip is under way"
+            self.revoke([(IN, 1)])
+        return consume(self, max_records, timeout_s)
+
+    monkeypatch.setattr(MemoryConsumer, "consume", revoking)
+    first = Run(broker, server, settings)
+    first.worker.run()
+    monkeypatch.setattr(MemoryConsumer, "consume", consume)
+    Run(broker, server, settings).worker.run()
+    assert windows(broker) == expected(events)
+    reasons = [dlq.reason_of(r.headers) for r in broker.records(DLQ)]
+    offsets = sorted(int(r[dlq.SOURCE_OFFSET]) for r in reasons)
+    assert offsets == [200, 201, 202], "each DLQ entry once"
