@@ -42,6 +42,7 @@ from bench.systems import (  # noqa: E402
     QUIX_ALO,
     QUIX_EOS,
     RILL_ALO,
+    RILL_ALO_IN_TURN,
     RILL_EOS,
     RILL_STATELESS,
     stop_all,
@@ -93,7 +94,11 @@ def prepare(bootstrap: str, workload: str, records: int) -> throughput.Input:
 
 def ratios(rows: list[dict[str, Any]]) -> None:
     """Add x floor and x Quix to each throughput row."""
-    rivals = {RILL_ALO.name: QUIX_ALO.name, RILL_EOS.name: QUIX_EOS.name}
+    rivals = {
+        RILL_ALO.name: QUIX_ALO.name,
+        RILL_ALO_IN_TURN.name: QUIX_ALO.name,
+        RILL_EOS.name: QUIX_EOS.name,
+    }
     for row in rows:
         same = {
             r["system"]: r.get("records_per_s") for r in rows if r["workload"] == row["workload"]

@@ -24,15 +24,18 @@ class System:
     kind: str  # floor | rill | quix
     guarantee: str = "at-least-once"
     windowed: bool = True
+    overlap: bool = True  # RILL_STATE_OVERLAP
 
 
 FLOOR = System("floor (confluent-kafka + fastavro)", "floor", windowed=False)
 RILL_STATELESS = System("rill stateless", "rill", windowed=False)
 RILL_ALO = System("rill windowed at-least-once", "rill")
 RILL_EOS = System("rill windowed exactly-once", "rill", "exactly-once")
+# The same worker with the Redis round trip and the next batch's decode one after the other.
+RILL_ALO_IN_TURN = System("rill windowed at-least-once, no overlap", "rill", overlap=False)
 QUIX_ALO = System("Quix Streams at-least-once", "quix")
 QUIX_EOS = System("Quix Streams exactly-once", "quix", "exactly-once")
-ALL = [FLOOR, RILL_STATELESS, RILL_ALO, RILL_EOS, QUIX_ALO, QUIX_EOS]
+ALL = [FLOOR, RILL_STATELESS, RILL_ALO, RILL_ALO_IN_TURN, RILL_EOS, QUIX_ALO, QUIX_EOS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,7 @@ def rill_env(system: System, run: Run) -> dict[str, str]:
                 "RILL_WINDOW_GRACE_MS": str(GRACE_MS),
                 "RILL_WINDOW_EMIT": run.emit,
                 "RILL_AGGREGATES": "count,sum:amount,min:amount,max:amount",
+                "RILL_STATE_OVERLAP": "true" if system.overlap else "false",
             }
         )
     else:

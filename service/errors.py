@@ -129,6 +129,16 @@ class StateLostError(RillError):
         self.expected = expected
 
 
+class ClaimAgainError(StateLostError):
+    """A round trip left some partitions where this worker cannot tell what Redis has of
+    them (a lost reply whose claim failed after others' replies were taken): they are
+    claimed again, and the claim hands back their outbox. Not a loss of state."""
+
+    def __init__(self, tps: Sequence[tuple[str, int]], why: str) -> None:
+        RillError.__init__(self, f"partitions claimed again: {why}")
+        self.tps = list(tps)
+
+
 class StateLayoutError(FatalError):
     """Open window state was written under another aggregate layout (the message says
     which settings changed and what to do)."""

@@ -195,6 +195,13 @@ class GroupConsumer:
             tps = self.client.committed([TopicPartition(t, p) for t, p in pairs], timeout_s)
         except KafkaException as exc:
             raise DeliveryError(f"cannot read committed offsets: {exc}") from exc
+        failed = [tp for tp in tps if tp.error is not None]
+        if failed:
+            # Not "nothing committed": a claim would re-emit what was delivered.
+            raise DeliveryError(
+                f"cannot read the committed offset of {failed[0].topic}"
+                f"[{failed[0].partition}]: {failed[0].error}"
+            )
         return {
             (tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else -1, tp.metadata or "")
             for tp in tps

@@ -295,7 +295,7 @@ def datetime_ms(value: dt.datetime) -> int:
     The whole seconds are an exact float; the milliseconds come from the integer
     microseconds, never through a float product (which is 1 ms off for some times).
     """
-    if value.tzinfo is not None:
+    if value.utcoffset() is not None:
         # Aware (fastavro's timestamp-millis): exact integer arithmetic on the timedelta.
         return (value - _EPOCH) // _ONE_MS
     try:

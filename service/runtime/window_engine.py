@@ -14,6 +14,7 @@ from functools import partial
 
 import structlog
 
+from service.errors import ClaimAgainError, TransientError
 from service.processing.aggregator import Aggregator, DlqOf, EngineResult, Outbox, Owned, Prepared
 from service.processing.dlq import DlqEntry
 from service.processing.windows import Keyed, WindowPlan
@@ -143,7 +144,14 @@ class WindowEngine:
             # The script ran but its reply was lost: the state has the batch and the
             # outbox its outputs. Claim again and take what is not delivered yet.
             owned = self.owned.get(tp)
-            left = self.assign(tp, now_wall_ms, after_seq=owned.acked if owned else 0)
+            try:
+                left = self.assign(tp, now_wall_ms, after_seq=owned.acked if owned else 0)
+            except TransientError as exc:
+                # The partitions taken above moved on and their results are in `out`: a
+                # retry would skip their records. Claim them all again instead (their
+                # outbox has this batch).
+                taken = sorted(t for t, a in replies.items() if a.status != "fenced")
+                raise ClaimAgainError(taken, f"claim after a lost reply: {exc}") from exc
             out.results.extend(left.results)
             out.tps.extend([tp] * len(left.results))
             # The outbox holds this batch's DLQ entries too: the late ones this attempt

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
@@ -97,6 +97,7 @@ class Worker:
         # fetches and decodes the next batch (`_pending`).
         self._pool: ThreadPoolExecutor | None = None
         self._pending: _Pending | None = None
+        self._flying: Future[Any] | None = None  # its round trip, until taken
         self._consumer: Consumer | None = None
         self._guarantee: Guarantee | None = None
         self.report = Report(
@@ -170,14 +171,23 @@ class Worker:
         """
         assert self._engine is not None
         log.warning("window state gone from Redis; claiming again", error=str(exc))
-        if records:
-            consumer.rewind(records)
-        for tp in exc.tps:
+        # Every partition of the batch is claimed again, not only those found gone: the
+        # scripts of the others may have run (a later fetch of them would find the batch
+        # applied, `stale`, and the records after it would be skipped). The claim sets
+        # each one's applied offset and hands back its outbox.
+        # Not one fenced meanwhile: its claim is a newer owner's.
+        mine, claimed = self._assigned, self._engine.owned
+        again = {tp for tp in exc.tps if tp in mine}
+        again.update(tp for r in records if (tp := r.topic_partition()) in mine and tp in claimed)
+        kept = [r for r in records if r.topic_partition() in mine]
+        if kept:
+            consumer.rewind(kept)
+        for tp in again:
             owned = self._engine.owned.get(tp)
             if owned is not None:
                 self._engine.store.expect(tp, owned.acked)
-        self._engine.revoke(exc.tps)
-        self._unclaimed.update(tp for tp in exc.tps if tp in self._assigned)
+        self._engine.revoke([*exc.tps, *again])
+        self._unclaimed.update(again)
         self._pause(sorted(self._unclaimed))
 
     def _on_revoke(self, pairs: list[TP]) -> None:
@@ -294,6 +304,9 @@ class Worker:
             self.health.beat()
             self.metrics.last_poll.set_to_current_time()
             if self._unclaimed:
+                # A claim while a round trip is under way could hand a partition of it a
+                # new epoch before a retry of that round trip: finish it first.
+                self._finish(consumer)
                 self.backpressure.run("redis", self._claim_pending, consumer)
             records = consumer.consume(s.consumer.batch_size, s.consumer.poll_timeout_s)
             if self._schema_held:
@@ -354,6 +367,7 @@ class Worker:
         now = now_ms()
         flight = self._engine.begin(keyed, carry, last, self._pool.submit)
         self._pending = _Pending(records, result, owners, keyed, carry, last, now, started, flight)
+        self._flying = flight.future
 
     def _finish(self, consumer: Consumer, later: Sequence[InRecord] = ()) -> bool:
         """Take the pending batch's Redis replies, then deliver it (no-op without one).
@@ -373,7 +387,10 @@ class Worker:
             nonlocal first
             if first:
                 first = False
-                return engine.finish(pending.flight, pending.now)
+                try:
+                    return engine.finish(pending.flight, pending.now)
+                finally:
+                    self._flying = None
             owned = engine.owned
             keyed = [k for k in pending.keyed if k.record.topic_partition() in owned]
             return engine.apply(keyed, pending.now, pending.carry, pending.last)
@@ -394,9 +411,8 @@ class Worker:
 
     def _settle_flight(self) -> None:
         """Wait for an apply round trip under way (a rebalance changes what is owned)."""
-        pending = self._pending
-        if pending is not None and pending.flight.future is not None:
-            wait([pending.flight.future])
+        if self._flying is not None:
+            wait([self._flying])
 
     def _drop_applied(self, records: list[InRecord]) -> list[InRecord]:
         """Drop records at or below their partition's applied offset where the outbox holds

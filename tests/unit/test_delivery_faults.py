@@ -14,12 +14,19 @@ from typing import Any
 import fakeredis
 import pytest
 
-from service.errors import DeliveryError, RefusedError, RillError, TransactionUnknownError
+from service.errors import (
+    DeliveryError,
+    RefusedError,
+    RillError,
+    StateError,
+    StateLostError,
+    TransactionUnknownError,
+)
 from service.kafka.producer import OffsetMeta
 from service.processing import dlq
 from service.processing.dlq import DlqEntry
 from service.records import TP, OutRecord
-from service.state.store import WindowStore
+from service.state.store import Applied, WindowStore
 from tests.support.inprocess import (
     DLQ,
     IN,
@@ -33,7 +40,7 @@ from tests.support.inprocess import (
     settings_for,
     windows,
 )
-from tests.support.memory_kafka import MemoryBroker, MemoryProducer
+from tests.support.memory_kafka import MemoryBroker, MemoryConsumer, MemoryProducer
 
 
 def _stages(broker: MemoryBroker) -> list[str]:
@@ -326,3 +333,117 @@ def test_commit_of_unknown_outcome_is_settled_by_the_committed_offsets(
     assert all(n == 1 for n in got.values()), "no window twice"
     assert set(expected(stream)) <= set(got), "every window the records closed is out"
     assert producer.settled >= len(outcomes)
+
+
+class LoseOne:
+    """Apply number `at` runs the other partitions' scripts and reports `lost`'s state gone;
+    from then on a claim of `lost` finds it gone too (RILL_STATE_LOSS=fail holds it)."""
+
+    def __init__(self, inner: WindowStore, lost: TP, at: int = 1) -> None:
+        self.inner, self.lost, self.at = inner, lost, at
+        self.applies, self.gone = 0, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def apply(self, calls: dict[TP, Any]) -> Any:
+        self.applies += 1
+        if self.applies == self.at and self.lost in calls:
+            self.inner.apply({tp: c for tp, c in calls.items() if tp != self.lost})
+            self.gone = True
+            raise StateLostError([self.lost])
+        return self.inner.apply(calls)
+
+    def claim(self, tp: TP) -> Any:
+        if self.gone and tp == self.lost:
+            raise StateLostError([tp], found=0, expected=1)
+        return self.inner.claim(tp)
+
+
+@pytest.mark.parametrize("overlap", [True, False], ids=["overlap", "in-turn"])
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_state_lost_for_one_partition_keeps_the_others_exact(
+    guarantee: str, overlap: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis loses one partition's state in a batch whose other partitions' scripts ran.
+    Those are claimed again too: fetched again (with the records after the batch in the
+    same call) they would be found applied, `stale`, and the later records skipped."""
+    from tests.support.inprocess import events  # noqa: PLC0415 - the shared workload
+
+    broker, stream = MemoryBroker(), events(400)
+    feed(broker, stream)
+    stores: list[LoseOne] = []
+
+    def wrap(store: WindowStore) -> WindowStore:
+        stores.append(LoseOne(store, (IN, 0)))
+        return stores[0]  # type: ignore[return-value]
+
+    # Batch 1: partition 0 whole and the start of 1; batch 2: the rest of partition 1.
+    settings = settings_for(guarantee, **WINDOWED, batch_size=250, state_overlap=overlap)
+    run = Run(broker, fakeredis.FakeServer(), settings, store=wrap)
+    consume = MemoryConsumer.consume
+
+    def until_partition_1_is_done(self: MemoryConsumer, most: int, wait_s: float) -> Any:
+        # Partition 0 stays held, so the input never drains: stop when 1 is read and
+        # nothing is on its way any more.
+        got = consume(self, most, wait_s)
+        if not got and self.positions.get((IN, 1)) == 200 and run.worker._pending is None:
+            run.worker.request_stop()
+        return got
+
+    monkeypatch.setattr(MemoryConsumer, "consume", until_partition_1_is_done)
+    run.worker.run()
+    assert stores[0].gone
+    kept = [e for i, e in enumerate(stream) if i % 2 == 1]  # partition 1's
+    got = windows(broker)
+    assert set(got) == set(expected(kept, partitions=1)), "partition 1's windows, all of them"
+    if guarantee == "exactly_once":
+        assert all(n == 1 for n in got.values())
+
+
+class StaleThenClaimFails:
+    """The first apply runs every script, but one partition's reply comes back `stale` (as
+    after a lost reply), and the claim that follows fails once (Redis away)."""
+
+    def __init__(self, inner: WindowStore, stale: TP) -> None:
+        self.inner, self.stale = inner, stale
+        self.applies, self.claim_fails = 0, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def apply(self, calls: dict[TP, Any]) -> Any:
+        self.applies += 1
+        replies = self.inner.apply(calls)
+        if self.applies == 1 and self.stale in replies and len(replies) > 1:
+            replies[self.stale] = Applied("stale", applied=replies[self.stale].applied)
+            self.claim_fails = 1
+        return replies
+
+    def claim(self, tp: TP) -> Any:
+        if self.claim_fails:
+            self.claim_fails = 0
+            raise StateError("Redis does not answer")
+        return self.inner.claim(tp)
+
+
+@pytest.mark.parametrize("overlap", [True, False], ids=["overlap", "in-turn"])
+def test_failed_claim_after_a_lost_reply_loses_no_partition(overlap: bool) -> None:
+    """A lost reply's claim fails after the batch's other replies were taken: retrying the
+    round trip would skip those partitions' records (already applied) and drop their
+    results. Every partition of the batch is claimed again instead: each window once."""
+    from tests.support.inprocess import events  # noqa: PLC0415 - the shared workload
+
+    broker, stream = MemoryBroker(), events(400)
+    feed(broker, stream)
+    stores: list[StaleThenClaimFails] = []
+
+    def wrap(store: WindowStore) -> WindowStore:
+        stores.append(StaleThenClaimFails(store, (IN, 1)))
+        return stores[0]  # type: ignore[return-value]
+
+    settings = settings_for("exactly_once", **WINDOWED, batch_size=250, state_overlap=overlap)
+    Run(broker, fakeredis.FakeServer(), settings, store=wrap).worker.run()
+    got = windows(broker)
+    assert all(n == 1 for n in got.values()), "no window twice"
+    assert set(expected(stream)) <= set(got), "every window the records closed is out"
