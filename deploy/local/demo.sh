@@ -8,6 +8,10 @@ cd "$root"
 set -a; source .rill/local.env; set +a
 export RILL_BOOTSTRAP_SERVERS="$KAFKA_BOOTSTRAP_SERVERS" RILL_REDIS_URL="$REDIS_URL"
 export RILL_METRICS_PORT="${RILL_METRICS_PORT:-9400}" RILL_SUMMARY_INTERVAL_S=5
+# The local Redis keeps nothing across `make down`, while Kafka keeps the demo group's
+# offsets: a deployment would hold those partitions (RILL_STATE_LOSS=fail, the default);
+# the demo goes on from what Redis has, and the worker log says so.
+export RILL_STATE_LOSS="${RILL_STATE_LOSS:-reset}"
 py="${PYTHON:-$root/.venv/bin/python}"
 rill() { "$py" -m service "$@"; }
 log="$root/.rill/demo-worker.log"
