@@ -50,8 +50,18 @@ HUGE = 999_950  # under max_record_bytes (1,000,000): too large only with DLQ he
 
 
 def _produce(bootstrap: str, topic: str, items: list[tuple[bytes, bytes]]) -> None:
-    """Produce in order to partition 0, allowing records up to ~1 MiB."""
-    producer = Producer({"bootstrap.servers": bootstrap, "message.max.bytes": 1_040_000})
+    """Produce in order to partition 0, allowing records up to ~1 MiB.
+
+    Idempotent, so a batch retried (a topic just created may not have its leader yet) keeps
+    its place: without it the first records could land after the later ones.
+    """
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "message.max.bytes": 1_040_000,
+            "enable.idempotence": True,
+        }
+    )
     for key, value in items:
         producer.produce(topic, value, key, partition=0)
         producer.poll(0)
