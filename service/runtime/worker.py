@@ -359,6 +359,13 @@ class Worker:
         """
         result = process_batch(records, self.plan, now_ms())
         owners = self._owners(result)
+        if self._round_trip_failed():
+            # Redis failed the earlier batch's round trip: this batch goes back to Kafka
+            # (fetched again once Redis answers, and counted as lag meanwhile), and the
+            # earlier one is retried behind back-pressure.
+            consumer.rewind(records)
+            self._finish(consumer)
+            return
         if not self._finish(consumer, later=records):
             return  # an earlier batch found state gone: this one went back to Kafka too
         assert self._engine is not None
@@ -408,6 +415,14 @@ class Worker:
         )
         self.report.batch(pending.records, pending.result, time.perf_counter() - pending.started)
         return True
+
+    def _round_trip_failed(self) -> bool:
+        """Wait for the round trip under way; whether it failed."""
+        flying = self._flying
+        if flying is None:
+            return False
+        wait([flying])
+        return flying.exception() is not None
 
     def _settle_flight(self) -> None:
         """Wait for an apply round trip under way (a rebalance changes what is owned)."""
