@@ -134,7 +134,7 @@ def verdicts(res: dict[str, Any]) -> dict[str, str]:
             f"{'met' if met else 'MISSED'}: {alo['to_floor']}x / {eos['to_floor']}x"
         )
     quix = [
-        f"{w} {r['system'].split()[-1]} {r['to_quix']}x"
+        f"{w} {r['system'].removeprefix('rill windowed ')} {r['to_quix']}x"
         for (w, _), r in by.items()
         if r.get("to_quix")
     ]
