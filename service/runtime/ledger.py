@@ -11,11 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from service.kafka.producer import OffsetMeta
 from service.records import TP
 
 SEQ_META = "rill-outbox-seq="
-# (offset, metadata) committed for one input partition.
-OffsetMeta = tuple[int, str]
 
 
 def seq_meta(seq: int) -> str:

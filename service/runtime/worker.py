@@ -49,7 +49,6 @@ class _Pending:
     result: BatchResult
     owners: dict[TP, int]
     keyed: list[Keyed]
-    carry: dict[TP, list[DlqEntry]]
     last: dict[TP, int]
     now: int
     started: float
@@ -373,7 +372,7 @@ class Worker:
         keyed, carry, last = self._window_input(result)
         now = now_ms()
         flight = self._engine.begin(keyed, carry, last, self._pool.submit)
-        self._pending = _Pending(records, result, owners, keyed, carry, last, now, started, flight)
+        self._pending = _Pending(records, result, owners, keyed, last, now, started, flight)
         self._flying = flight.future
 
     def _finish(self, consumer: Consumer, later: Sequence[InRecord] = ()) -> bool:
@@ -400,7 +399,7 @@ class Worker:
                     self._flying = None
             owned = engine.owned
             keyed = [k for k in pending.keyed if k.record.topic_partition() in owned]
-            return engine.apply(keyed, pending.now, pending.carry, pending.last)
+            return engine.apply(keyed, pending.now, pending.flight.carry, pending.last)
 
         started = time.perf_counter()
         try:

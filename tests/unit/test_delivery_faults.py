@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 import fakeredis
@@ -41,6 +42,19 @@ from tests.support.inprocess import (
     windows,
 )
 from tests.support.memory_kafka import MemoryBroker, MemoryConsumer, MemoryProducer
+
+
+def wrapping(
+    make: Callable[[WindowStore], Any],
+) -> tuple[list[Any], Callable[[WindowStore], WindowStore]]:
+    """A store wrapper for `Run(store=...)`, and the list that keeps the one it made."""
+    made: list[Any] = []
+
+    def wrap(store: WindowStore) -> WindowStore:
+        made.append(make(store))
+        return made[0]  # type: ignore[no-any-return]
+
+    return made, wrap
 
 
 def _stages(broker: MemoryBroker) -> list[str]:
@@ -133,11 +147,7 @@ def test_lost_redis_reply_keeps_late_and_carried_dlq_entries_once() -> None:
     for t in (500, 510, 520, 100):  # 100 is behind the watermark (grace 0): late
         broker.append(OutRecord(IN, b"a", json.dumps({"k": "a", "ts": t, "amount": 1}).encode()))
     broker.append(OutRecord(IN, b"a", b"poison"))
-    flaky: list[Flaky] = []
-
-    def wrap(store: WindowStore) -> WindowStore:
-        flaky.append(Flaky(store, after=1))
-        return flaky[0]  # type: ignore[return-value]
+    flaky, wrap = wrapping(lambda store: Flaky(store, after=1))
 
     settings = settings_for("exactly_once", **WINDOWED)
     Run(broker, fakeredis.FakeServer(), settings, store=wrap).worker.run()
@@ -171,11 +181,7 @@ def test_claim_failing_on_assign_loses_nothing() -> None:
 
     stream = events(200)
     feed(broker, stream)
-    flaky: list[Flaky] = []
-
-    def wrap(store: WindowStore) -> WindowStore:
-        flaky.append(Flaky(store, claims=3))
-        return flaky[0]  # type: ignore[return-value]
+    flaky, wrap = wrapping(lambda store: Flaky(store, claims=3))
 
     for guarantee in ("at_least_once", "exactly_once"):
         broker.logs.pop((OUT, 0), None)
@@ -372,11 +378,7 @@ def test_state_lost_for_one_partition_keeps_the_others_exact(
 
     broker, stream = MemoryBroker(), events(400)
     feed(broker, stream)
-    stores: list[LoseOne] = []
-
-    def wrap(store: WindowStore) -> WindowStore:
-        stores.append(LoseOne(store, (IN, 0)))
-        return stores[0]  # type: ignore[return-value]
+    stores, wrap = wrapping(lambda store: LoseOne(store, (IN, 0)))
 
     # Batch 1: partition 0 whole and the start of 1; batch 2: the rest of partition 1.
     settings = settings_for(guarantee, **WINDOWED, batch_size=250, state_overlap=overlap)
@@ -407,7 +409,7 @@ class StaleThenClaimFails:
 
     def __init__(self, inner: WindowStore, stale: TP) -> None:
         self.inner, self.stale = inner, stale
-        self.applies, self.claim_fails = 0, 0
+        self.applies, self.claim_fails, self.injected = 0, 0, False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -417,7 +419,7 @@ class StaleThenClaimFails:
         replies = self.inner.apply(calls)
         if self.applies == 1 and self.stale in replies and len(replies) > 1:
             replies[self.stale] = Applied("stale", applied=replies[self.stale].applied)
-            self.claim_fails = 1
+            self.claim_fails, self.injected = 1, True
         return replies
 
     def claim(self, tp: TP) -> Any:
@@ -436,14 +438,12 @@ def test_failed_claim_after_a_lost_reply_loses_no_partition(overlap: bool) -> No
 
     broker, stream = MemoryBroker(), events(400)
     feed(broker, stream)
-    stores: list[StaleThenClaimFails] = []
-
-    def wrap(store: WindowStore) -> WindowStore:
-        stores.append(StaleThenClaimFails(store, (IN, 1)))
-        return stores[0]  # type: ignore[return-value]
+    stores, wrap = wrapping(lambda store: StaleThenClaimFails(store, (IN, 1)))
 
     settings = settings_for("exactly_once", **WINDOWED, batch_size=250, state_overlap=overlap)
     Run(broker, fakeredis.FakeServer(), settings, store=wrap).worker.run()
+    assert stores[0].injected, "a reply came back stale"
+    assert stores[0].claim_fails == 0, "and the claim after it failed once"
     got = windows(broker)
     assert all(n == 1 for n in got.values()), "no window twice"
     assert set(expected(stream)) <= set(got), "every window the records closed is out"
