@@ -53,7 +53,9 @@ def markdown(results: dict[str, Any]) -> str:
     out.append(
         f"Run {meta['started']} on {meta['cores']} cores; load average before "
         f"{meta['load_before']}, after {meta['load_after']}; {meta['records']:,} records per "
-        f"throughput row; {meta['duration_s']:.0f} s in all. Broker and Redis on the same machine."
+        f"throughput run, {meta.get('repeat', 1)} run(s) per row (the median run's figures, "
+        f"the spread of records/s beside them); {meta['duration_s']:.0f} s in all. Broker and "
+        "Redis on the same machine."
     )
     out += ["", "## Throughput (records/s of input, each row checked against the reference)", ""]
     for row in results["throughput"]:
@@ -62,6 +64,7 @@ def markdown(results: dict[str, Any]) -> str:
         ("workload", "workload"),
         ("system", "system"),
         ("records/s", "records_per_s"),
+        ("spread", "spread"),
         ("x floor", "to_floor"),
         ("x Quix", "to_quix"),
         ("CPU s / 1M", "cpu_s_per_million"),

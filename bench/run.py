@@ -45,6 +45,8 @@ from bench.systems import (  # noqa: E402
     RILL_ALO_IN_TURN,
     RILL_EOS,
     RILL_STATELESS,
+    TAGS,
+    System,
     stop_all,
 )
 
@@ -156,17 +158,56 @@ def verdicts(res: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def merged(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row of several runs of a system over the same input: the figures of the median
+    run by records/s, the spread of records/s, and the worst output check."""
+    timed = sorted((s for s in samples if s.get("records_per_s")), key=lambda s: s["records_per_s"])
+    row = dict(timed[(len(timed) - 1) // 2] if timed else samples[0])
+    bad = [s for s in samples if not (s["check"]["ok"] and s["check"].get("finished", True))]
+    if bad:
+        row["check"] = bad[0]["check"]
+    row["runs"] = len(samples)
+    if timed:
+        row["samples"] = [s["records_per_s"] for s in samples if s.get("records_per_s")]
+        low, high = timed[0]["records_per_s"], timed[-1]["records_per_s"]
+        row["spread"] = f"{low:,}-{high:,}"
+    return row
+
+
+def chosen(args: argparse.Namespace) -> list[System]:
+    """The systems of the throughput rows (`--systems`, in the bench's order)."""
+    if args.systems == "all":
+        return ALL
+    names = args.systems.split(",")
+    unknown = [n for n in names if n not in TAGS]
+    if unknown:
+        raise SystemExit(f"--systems: unknown {unknown}; known: {', '.join(TAGS)}")
+    return [s for s in ALL if s in {TAGS[n] for n in names}]
+
+
+def run_throughput(args: argparse.Namespace, bootstrap: str, redis: tuple[str, int]) -> list[Any]:
+    """Each chosen system over each workload, `--repeat` times in turn (so a slow spell
+    of the machine falls on every system alike); one merged row per system."""
+    rows = []
+    systems = chosen(args)
+    for workload in args.workloads.split(","):
+        inp = prepare(bootstrap, workload, args.records)
+        samples: dict[str, list[dict[str, Any]]] = {s.name: [] for s in systems}
+        for _ in range(args.repeat):
+            for system in systems:
+                row = throughput.measure(bootstrap, system, inp, redis, 600)
+                print(row, flush=True)
+                samples[system.name].append(row)
+        rows += [merged(samples[s.name]) for s in systems]
+    return rows
+
+
 def run_phases(args: argparse.Namespace, bootstrap: str, res: dict[str, Any]) -> None:
     """Run the chosen phases, adding their rows to res."""
     phases = set(args.phases.split(","))
     with private_redis() as redis:
         if "throughput" in phases:
-            for workload in args.workloads.split(","):
-                inp = prepare(bootstrap, workload, args.records)
-                for system in ALL:
-                    row = throughput.measure(bootstrap, system, inp, redis, 600)
-                    print(row, flush=True)
-                    res["throughput"].append(row)
+            res["throughput"] += run_throughput(args, bootstrap, redis)
             ratios(res["throughput"])  # the latency phase's rates need them
         if "latency" in phases:
             rates = {
@@ -175,6 +216,8 @@ def run_phases(args: argparse.Namespace, bootstrap: str, res: dict[str, Any]) ->
                 if r["workload"] == "demo"
             }
             for system in (RILL_STATELESS, RILL_ALO, RILL_EOS, QUIX_ALO, QUIX_EOS):
+                if args.systems != "all" and system not in chosen(args):
+                    continue
                 rate = (rates.get(system.name) or 4000) / 2
                 row = latency.measure(bootstrap, system, rate, args.latency_seconds, redis)
                 print(row, flush=True)
@@ -204,6 +247,8 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=200_000, help="per throughput row")
     parser.add_argument("--workloads", default="demo,skewed")
     parser.add_argument("--phases", default="throughput,latency,recovery,memory")
+    parser.add_argument("--systems", default="all", help=f"comma-separated: {', '.join(TAGS)}")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per throughput row")
     parser.add_argument("--latency-seconds", type=float, default=30)
     parser.add_argument("--recovery-sizes", default="1000,1000000")
     parser.add_argument("--memory-windows", type=int, default=100_000)
@@ -218,7 +263,7 @@ def main() -> None:
         finish(res, Path(args.out))
         return
     if args.quick:
-        args.records, args.latency_seconds = 20_000, 20
+        args.records, args.latency_seconds, args.repeat = 20_000, 20, 1
         args.recovery_sizes, args.memory_windows = "1000,20000", 20_000
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
     atexit.register(stop_all)
@@ -229,6 +274,7 @@ def main() -> None:
         "cores": os.cpu_count(),
         "load_before": [round(x, 2) for x in machine_load()],
         "records": args.records,
+        "repeat": args.repeat,
         "session_timeout_ms": args.session_timeout_ms,
     }
     try:

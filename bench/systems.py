@@ -36,6 +36,16 @@ RILL_ALO_IN_TURN = System("rill windowed at-least-once, no overlap", "rill", ove
 QUIX_ALO = System("Quix Streams at-least-once", "quix")
 QUIX_EOS = System("Quix Streams exactly-once", "quix", "exactly-once")
 ALL = [FLOOR, RILL_STATELESS, RILL_ALO, RILL_ALO_IN_TURN, RILL_EOS, QUIX_ALO, QUIX_EOS]
+# Short names for `bench/run.py --systems`.
+TAGS = {
+    "floor": FLOOR,
+    "stateless": RILL_STATELESS,
+    "alo": RILL_ALO,
+    "alo-in-turn": RILL_ALO_IN_TURN,
+    "eos": RILL_EOS,
+    "quix-alo": QUIX_ALO,
+    "quix-eos": QUIX_EOS,
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,9 +16,10 @@ from service.config import Settings, WindowSettings
 from service.errors import ConfigError
 from service.kafka.registry_client import RegistryResolver
 from service.pipeline import Pipeline
+from service.processing.aggregates import Aggregation
 from service.processing.batch import Plan
 from service.processing.steps import declarative_pipeline
-from service.processing.windows import Aggregation, WindowPlan, WindowSpec
+from service.processing.windows import WindowPlan, WindowSpec
 from service.serde.build import build_serdes
 
 

@@ -20,13 +20,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
 from service.errors import ConfigError
-from service.processing.windows import (
-    Aggregation,
-    Reducer,
-    WindowKind,
-    WindowPlan,
-    WindowSpec,
-)
+from service.processing.aggregates import Aggregation, Reducer
+from service.processing.windows import WindowKind, WindowPlan, WindowSpec
 
 StepKind: TypeAlias = Literal["map", "filter", "key_by", "flat_map"]
 StepFn: TypeAlias = Callable[[Any], Any]

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 from service.config.views import SerdeSettings
 from service.errors import ConfigError
-from service.processing.windows import Aggregation, check_window
+from service.processing.aggregates import Aggregation
+from service.processing.windows import check_window
 
 if TYPE_CHECKING:
     from service.config.settings import Settings

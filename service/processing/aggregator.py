@@ -17,19 +17,15 @@ from typing import Any
 import orjson
 
 from service.errors import FatalError, RecordError, RillError
+from service.processing.aggregates import Aggregation, Component, kernel, ops_of
 from service.processing.dlq import DlqEntry
 from service.processing.windows import (
-    Aggregation,
-    Component,
     Keyed,
     PartitionBatch,
     PartitionClock,
     WindowPlan,
     WindowResult,
     event_time,
-    ops_of,
-    record_components,
-    results,
 )
 from service.records import TP, InRecord
 from service.state.store import NO_TIME, Applied, ApplyCall, Claim, WindowRow
@@ -120,6 +116,7 @@ class Aggregator:
         self.plan = plan
         self.dlq_of = dlq_of
         self.ops = ops_of(plan.aggregations)
+        self.kernel = kernel(tuple(plan.aggregations))
         self.owned: dict[TP, Owned] = {}
         # User reducers fold in Python: their accumulators of open windows are cached
         # here (this worker is the fenced owner) and written to the store with each batch.
@@ -299,8 +296,8 @@ class Aggregator:
 
     def results_of(self, rows: Iterable[WindowRow]) -> list[WindowResult]:
         """Window results of the store's rows."""
-        aggs = self.plan.aggregations
-        return [WindowResult(r.key, r.start, r.end, results(aggs, r.comps), r.final) for r in rows]
+        results = self.kernel.results
+        return [WindowResult(r.key, r.start, r.end, results(r.comps), r.final) for r in rows]
 
     def _call(
         self, tp: TP, batch: PartitionBatch, clock: PartitionClock, dlq: list[DlqEntry]
@@ -330,7 +327,7 @@ class Aggregator:
             ts = item.ts
             if ts is None:
                 ts = event_time(item.value, plan.time_field, rec.timestamp_ms)
-            comps = record_components(plan.aggregations, item.value, ts, rec.offset)
+            comps = self.kernel.components(item.value, ts, rec.offset)
             if not clock.observe(ts, plan.spec.grace_ms):
                 return RecordError(
                     "late",
@@ -346,8 +343,9 @@ class Aggregator:
                 folded = [(span, comps) for span in spans]
         except RecordError as exc:
             return exc
+        fold = self.kernel.fold
         for span, span_comps in folded:
-            batch.add(self.ops, item.key, span, span_comps)
+            batch.add(fold, item.key, span, span_comps)
         return None
 
     def _fold(

@@ -24,30 +24,23 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
-import orjson
-
 from service.errors import ConfigError, EventTimeError, RecordError
+from service.processing.aggregates import Aggregation, Component, Op, merge
 from service.records import InRecord
-from service.state.codec import pack_ordered, unpack_ordered
 
 WindowKind: TypeAlias = Literal["tumbling", "hopping", "sliding", "session"]
 WINDOW_KINDS: tuple[WindowKind, ...] = ("tumbling", "hopping", "sliding", "session")
 EMIT_MODES = ("final", "update")
-Op: TypeAlias = Literal["add", "min", "max", "first", "last", "set"]
-Component: TypeAlias = int | float | str
-Number: TypeAlias = int | float
-AGG_FUNCTIONS = ("count", "sum", "min", "max", "mean", "first", "last")
+Fold: TypeAlias = Callable[[Sequence[Component], Sequence[Component]], list[Component]]
 # Event times a datetime can hold (0001-01-01 to 9999-12-31, UTC): the range every
 # encoding of a time (first/last ordering, Avro timestamp-millis, ISO text) represents.
 EARLIEST_MS = -62_135_596_800_000
 LATEST_MS = 253_402_300_799_999
 DEFAULT_MAX_FUTURE_MS = 3_600_000
-_INTEGER = re.compile(r"-?[0-9]+")
 
 
 def _arg(name: str) -> str:
@@ -132,151 +125,6 @@ class WindowSpec:
         if self.kind == "sliding":
             return [(ts, ts + 1)]
         return [(ts, ts + self.gap_ms)]
-
-
-@dataclass(frozen=True, slots=True)
-class Reducer:
-    """A user aggregate: `reducer(acc, record) -> acc`, starting from `initializer()`.
-
-    The accumulator must be JSON-serializable: it is stored in Redis between batches.
-    """
-
-    initializer: Callable[[], Any]
-    reducer: Callable[[Any, Any], Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Aggregation:
-    """One aggregate: function over a field, under an output name."""
-
-    fn: str
-    field: str | None
-    name: str
-    custom: Reducer | None = None
-
-    @classmethod
-    def parse(cls, spec: str) -> Aggregation:
-        """`count`, `sum:amount`, `mean:amount` or `max:amount as top`.
-
-        Raises:
-            ConfigError: an unknown function, or a function other than count without a field.
-        """
-        text, _, alias = spec.partition(" as ")
-        fn, _, fld = text.strip().partition(":")
-        fn = fn.strip()
-        if fn not in AGG_FUNCTIONS:
-            raise ConfigError(f"unknown aggregation {fn!r}: use one of {', '.join(AGG_FUNCTIONS)}")
-        if fn != "count" and not fld.strip():
-            raise ConfigError(f"aggregation {fn!r} needs a field, e.g. {fn}:amount")
-        name = alias.strip() or (fn if fn == "count" else f"{fn}_{fld.strip()}")
-        return cls(fn, fld.strip() or None, name)
-
-    @property
-    def ops(self) -> tuple[Op, ...]:
-        """The components this aggregate keeps."""
-        return _OPS[self.fn]
-
-
-_OPS: dict[str, tuple[Op, ...]] = {
-    "count": ("add",),
-    "sum": ("add",),
-    "min": ("min",),
-    "max": ("max",),
-    "mean": ("add", "add"),
-    "first": ("first",),
-    "last": ("last",),
-    "custom": ("set",),
-}
-
-
-def ops_of(aggs: Sequence[Aggregation]) -> list[Op]:
-    """All components of a list of aggregates, in order."""
-    return [op for agg in aggs for op in agg.ops]
-
-
-def _number(value: Any, agg: Aggregation) -> Number:
-    """The field's number as it is: an int stays an int, so sums of ints stay exact."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RecordError("transform", f"{agg.fn}:{agg.field} needs a number, got {value!r}")
-    return value
-
-
-def _num(comp: Component) -> Number:
-    """A numeric component (text only where a caller kept the stored form)."""
-    if isinstance(comp, str):
-        return int(comp) if _INTEGER.fullmatch(comp) else float(comp)
-    return comp
-
-
-def record_components(
-    aggs: Sequence[Aggregation], value: Any, ts: int, offset: int
-) -> list[Component]:
-    """One record's contribution to each component."""
-    out: list[Component] = []
-    for agg in aggs:
-        if agg.fn == "count":
-            out.append(1)
-            continue
-        if agg.fn == "custom":
-            out.append("")  # the window engine folds it from the stored accumulator
-            continue
-        try:
-            got = value[agg.field]
-        except (KeyError, TypeError):
-            raise RecordError("transform", f"aggregate field {agg.field!r} is missing") from None
-        if agg.fn in ("first", "last"):
-            out.append(pack_ordered(ts, offset, got))
-        elif agg.fn == "mean":
-            out.extend((_number(got, agg), 1))
-        else:
-            out.append(_number(got, agg))
-    return out
-
-
-def merge(ops: Sequence[Op], a: Sequence[Component], b: Sequence[Component]) -> list[Component]:
-    """Merge two component lists (the same rule as the Redis script).
-
-    int + int stays an int (exact at any size); min and max keep the winning component
-    as it is (the first of equals).
-    """
-    out: list[Component] = []
-    for op, x, y in zip(ops, a, b, strict=True):
-        if op == "add":
-            out.append(_num(x) + _num(y))
-        elif op == "min":
-            out.append(x if _num(x) <= _num(y) else y)
-        elif op == "max":
-            out.append(x if _num(x) >= _num(y) else y)
-        elif op == "first":
-            out.append(min(str(x), str(y)))
-        elif op == "set":
-            out.append(y)
-        else:
-            out.append(max(str(x), str(y)))
-    return out
-
-
-def results(aggs: Sequence[Aggregation], comps: Sequence[Component]) -> dict[str, Any]:
-    """Final values of the aggregates from their components."""
-    out: dict[str, Any] = {}
-    i = 0
-    for agg in aggs:
-        if agg.fn == "mean":
-            total, count = _num(comps[i]), _num(comps[i + 1])
-            out[agg.name] = total / count if count else None
-            i += 2
-            continue
-        comp = comps[i]
-        i += 1
-        if agg.fn == "count":
-            out[agg.name] = int(_num(comp))
-        elif agg.fn == "custom":
-            out[agg.name] = orjson.loads(str(comp))
-        elif agg.fn in ("first", "last"):
-            out[agg.name] = unpack_ordered(str(comp))
-        else:
-            out[agg.name] = _num(comp)
-    return out
 
 
 def _time_error(message: str) -> RecordError:
@@ -391,13 +239,11 @@ class PartitionBatch:
     last_offset: int = -1
     deltas: dict[tuple[str, int, int], list[Component]] = field(default_factory=dict)
 
-    def add(
-        self, ops: Sequence[Op], key: str, span: tuple[int, int], comps: list[Component]
-    ) -> None:
-        """Fold one record's components into its window."""
+    def add(self, fold: Fold, key: str, span: tuple[int, int], comps: list[Component]) -> None:
+        """Fold one record's components into its window (`fold`: the aggregates' merge)."""
         slot = (key, span[0], span[1])
         old = self.deltas.get(slot)
-        self.deltas[slot] = comps if old is None else merge(ops, old, comps)
+        self.deltas[slot] = comps if old is None else fold(old, comps)
 
     def as_deltas(self, spec: WindowSpec, ops: Sequence[Op]) -> list[Delta]:
         """The deltas to send; session seeds of a key are merged into mini-sessions."""

@@ -8,7 +8,8 @@ from service.kafka.admin import ensure_topics, partition_count
 from service.kafka.clients import consumer_config, producer_config
 from service.kafka.consumer import GroupConsumer
 from service.kafka.producer import BatchProducer
-from service.processing.windows import WindowPlan, ops_of
+from service.processing.aggregates import ops_of
+from service.processing.windows import WindowPlan
 from service.runtime.ports import Edges, PartitionsCallback, StatsCallback
 from service.state.client import connect
 from service.state.codec import StateLayout

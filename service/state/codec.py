@@ -55,7 +55,7 @@ from service.state.store import (
 )
 
 if TYPE_CHECKING:
-    from service.processing.windows import Component, Op
+    from service.processing.aggregates import Component, Op
 
 SEP: Final = "\x1f"
 ORDER_PREFIX_CHARS: Final = 32

@@ -16,7 +16,7 @@ import structlog
 from redis.exceptions import NoScriptError
 
 from service.errors import RillError, StateLayoutError, StateLostError
-from service.processing.windows import Component, Op
+from service.processing.aggregates import Component, Op
 from service.records import TP
 from service.state import codec
 from service.state.client import REDIS_ERRORS, RedisClient, mapped

@@ -17,7 +17,8 @@ from service.records import TP
 
 if TYPE_CHECKING:
     # Types only: processing.windows imports the codec, which imports these types.
-    from service.processing.windows import Component, Delta
+    from service.processing.aggregates import Component
+    from service.processing.windows import Delta
 
 NO_TIME = -(2**62)
 ApplyStatus = Literal["ok", "fenced", "stale", "lost"]

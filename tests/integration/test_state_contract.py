@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from service.processing.windows import Component
+from service.processing.aggregates import Component
 from service.state.client import RedisClient, connect
 from tests.integration.conftest import Endpoints
 from tests.support import state_contract as contract

@@ -15,8 +15,9 @@ import orjson
 from hypothesis import strategies as st
 from redis.cluster import RedisCluster
 
+from service.processing.aggregates import Component, Op, merge
 from service.processing.dlq import DlqEntry
-from service.processing.windows import Component, Delta, Op, merge
+from service.processing.windows import Delta
 from service.records import TP
 from service.state import codec
 from service.state.client import RedisClient

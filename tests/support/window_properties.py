@@ -14,15 +14,9 @@ from typing import Any
 from hypothesis import strategies as st
 
 from service.errors import RecordError
+from service.processing.aggregates import Aggregation, ops_of
 from service.processing.dlq import DlqEntry
-from service.processing.windows import (
-    Aggregation,
-    Keyed,
-    WindowPlan,
-    WindowResult,
-    WindowSpec,
-    ops_of,
-)
+from service.processing.windows import Keyed, WindowPlan, WindowResult, WindowSpec
 from service.records import InRecord
 from service.runtime.window_engine import WindowEngine
 from service.state.codec import StateLayout

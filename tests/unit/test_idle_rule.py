@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.processing.aggregates import Aggregation
 from service.processing.aggregator import Aggregator, Owned, is_idle
-from service.processing.windows import Aggregation, PartitionClock, WindowPlan, WindowSpec
+from service.processing.windows import PartitionClock, WindowPlan, WindowSpec
 from service.state.store import NO_TIME, Claim
 
 TP0, TP1 = ("in", 0), ("in", 1)

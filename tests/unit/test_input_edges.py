@@ -23,21 +23,11 @@ from service.config import load_settings
 from service.errors import RecordError
 from service.pipeline import Pipeline
 from service.processing import dlq
+from service.processing.aggregates import Aggregation, merge, ops_of, record_components, results
 from service.processing.batch import Plan, emit, process_batch
 from service.processing.dlq import DlqEntry, render
 from service.processing.sizes import TRUNCATED, record_size
-from service.processing.windows import (
-    Aggregation,
-    Keyed,
-    WindowPlan,
-    WindowResult,
-    WindowSpec,
-    event_time,
-    merge,
-    ops_of,
-    record_components,
-    results,
-)
+from service.processing.windows import Keyed, WindowPlan, WindowResult, WindowSpec, event_time
 from service.records import BatchResult, InRecord
 from service.runtime.window_engine import WindowEngine
 from service.serde import JsonSerde

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from service.processing.aggregates import Op
 from service.processing.dlq import DlqEntry, render
-from service.processing.windows import Op
 from service.state import codec
 from service.state.store import NO_TIME, Applied, OutboxEntry, WindowRow
 

@@ -8,7 +8,8 @@ import fakeredis
 import pytest
 
 from service.errors import FatalError, StateError, StateLayoutError, StateLostError
-from service.processing.windows import Delta, Op
+from service.processing.aggregates import Op
+from service.processing.windows import Delta
 from service.records import TP
 from service.state import codec
 from service.state.codec import StateLayout

@@ -6,8 +6,9 @@ import fakeredis
 import pytest
 
 from service.errors import RillError, StateError
+from service.processing.aggregates import Op
 from service.processing.dlq import DlqEntry
-from service.processing.windows import Delta, Op
+from service.processing.windows import Delta
 from service.records import TP
 from service.state.codec import StateLayout, epoch_claims
 from service.state.memory import MemoryWindowStore
