@@ -179,8 +179,13 @@ class SinkRecord:
     read_at: float
 
 
-def read_topic(bootstrap: str, topic: str, until: int, timeout_s: float) -> list[SinkRecord]:
-    """Read committed records of a topic from the start until `until` records or the timeout."""
+def read_topic(bootstrap: str, topic: str, timeout_s: float) -> list[SinkRecord]:
+    """Every committed record of a topic, from the start to its end as of now.
+
+    Reads until each partition's position reaches the high watermark taken at the start
+    (a count of expected records is not enough: the sentinels' results are in the topic
+    too, and a read that stopped at the count could leave real records unread).
+    """
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -192,21 +197,25 @@ def read_topic(bootstrap: str, topic: str, until: int, timeout_s: float) -> list
             "log_level": 3,
         }
     )
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    parts = [TopicPartition(topic, p, 0) for p in range(PARTITIONS)]
+    ends = {tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in parts}
+    consumer.assign(parts)
     out: list[SinkRecord] = []
     deadline = time.monotonic() + timeout_s
-    quiet_since = time.monotonic()
     try:
-        while len(out) < until and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             msgs = consumer.consume(10_000, 0.2)
             now = time.time()
             for m in msgs:
                 if m.error() is None:
                     out.append(SinkRecord(m.key(), m.value(), m.timestamp()[1], now))
-            if msgs:
-                quiet_since = time.monotonic()
-            elif len(out) >= until or time.monotonic() - quiet_since > timeout_s:
+            if not msgs and _at_end(consumer.position(parts), ends):
                 break
     finally:
         consumer.close()
     return out
+
+
+def _at_end(positions: list[TopicPartition], ends: dict[int, int]) -> bool:
+    """Every partition read to `ends` (an empty one has no position and needs none)."""
+    return all(tp.offset >= ends[tp.partition] or ends[tp.partition] == 0 for tp in positions)

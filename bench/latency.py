@@ -106,7 +106,7 @@ def measure(
             proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
-    recs = read_topic(bootstrap, f"{name}-out", 10**9, 10)
+    recs = read_topic(bootstrap, f"{name}-out", 30)
     lat: list[float] = []
     for rec in recs:
         if system.windowed:

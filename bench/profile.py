@@ -331,7 +331,7 @@ def profile_run(
             except subprocess.TimeoutExpired:
                 worker.kill()
                 worker.wait()
-    recs = read_topic(bootstrap, name, len(inp.windows), 30)
+    recs = read_topic(bootstrap, name, 60)
     row["check"] = throughput.check_windows(system, recs, inp.windows)
     row["check"]["finished"] = done
     cpu = watch.samples[-1][1] - watch.samples[0][1]

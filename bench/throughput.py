@@ -165,7 +165,7 @@ def measure(
             proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
-    recs = read_topic(bootstrap, name, expected, 30)
+    recs = read_topic(bootstrap, name, 60)
     check = (
         check_windows(system, recs, inp.windows)
         if system.windowed

@@ -6,13 +6,14 @@ Every input record ends in exactly one place: outputs, the DLQ, or the filtered 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
 
 from service.errors import RecordError
 from service.pipeline import Step
+from service.processing.chain import Chain, ItemError, chain
 from service.processing.dlq import DlqEntry, add_to_dlq
 from service.processing.sizes import fit_dlq, too_large
 from service.processing.windows import (
@@ -45,6 +46,11 @@ class Plan:
     # The schema registry edge (fills the decoder's schema cache before each batch);
     # held here so the worker finds it, never called by the pure functions.
     resolver: Any = None
+    # The steps as one function, written out once (`processing.chain`).
+    chain: Chain = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "chain", chain(self.steps))
 
 
 def encode_key(key: Any) -> bytes | None:
@@ -56,49 +62,6 @@ def encode_key(key: Any) -> bytes | None:
     return str(key).encode()
 
 
-def run_steps(steps: Sequence[Step], key: Any, value: Any) -> list[tuple[Any, Any]]:
-    """Apply the steps to one record; returns its (key, value) outputs, maybe none."""
-    # One record stays one record until a flat_map: no lists on the common path.
-    for i, step in enumerate(steps):
-        kind = step.kind
-        if kind == "map":
-            value = step.fn(value)
-        elif kind == "filter":
-            if not step.fn(value):
-                return []
-        elif kind == "key_by":
-            key = _new_key(step, value)
-        else:
-            return _run_many(steps[i + 1 :], [(key, out) for out in step.fn(value)])
-    return [(key, value)]
-
-
-def _new_key(step: Step, value: Any) -> Any:
-    key = step.fn(value)
-    if key is None:
-        raise RecordError("transform", f"{step.name} gave a null key")
-    return key
-
-
-@dataclass(frozen=True, slots=True)
-class ItemError:
-    """In place of the key of a flat_map item that a later step refused (a null key_by):
-    that item alone goes to the DLQ."""
-
-    error: RecordError
-
-
-def _run_many(steps: Sequence[Step], items: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
-    """The steps after a flat_map, on each of its outputs, each on its own."""
-    out: list[tuple[Any, Any]] = []
-    for key, value in items:
-        try:
-            out.extend(run_steps(steps, key, value))
-        except RecordError as exc:
-            out.append((ItemError(exc), value))
-    return out
-
-
 def _transform(
     plan: Plan, record: InRecord, value: Any
 ) -> tuple[list[tuple[Any, Any]] | None, RecordError | None, int]:
@@ -107,7 +70,7 @@ def _transform(
     while True:
         attempts += 1
         try:
-            return run_steps(plan.steps, record.key, value), None, attempts
+            return plan.chain(record.key, value), None, attempts
         except RecordError as exc:  # about the record itself: retrying cannot help
             return None, exc, attempts
         except Exception as exc:  # noqa: BLE001 - user code may raise anything; it becomes a DLQ entry

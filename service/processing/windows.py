@@ -167,6 +167,10 @@ def event_time(value: Any, time_field: str | None, kafka_ts: int) -> int:
     except (KeyError, TypeError):
         raise RecordError("transform", f"event time field {time_field!r} is missing") from None
     kind = type(got)
+    if kind is dt.datetime and got.tzinfo is dt.UTC:
+        # fastavro's timestamp-millis; every UTC datetime is within the years 1-9999.
+        ms: int = (got - _EPOCH) // _ONE_MS
+        return ms
     if kind is int or kind is float:  # the common case first: no bool, no subclass
         if kind is float and not math.isfinite(got):
             raise _time_error(f"event time field {time_field!r} is not finite: {got!r}")
