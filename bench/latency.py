@@ -28,10 +28,15 @@ from typing import Any
 import fastavro
 from confluent_kafka import Producer
 
-from bench.common import PARTITIONS, create_topics, read_topic
+from bench.common import PARTITIONS, Steal, create_topics, read_topic
 from bench.systems import Run, System, start
 from bench.throughput import OUT_SCHEMA, parse_window, wait_done
-from bench.workloads import GRACE_MS, SENTINEL, WINDOW_MS, encode, partition_of
+from bench.workloads import GRACE_MS, SENTINEL, encode, partition_of
+
+# Windowed rows use 1 s windows: a 30 s run then closes about 25 windows per key and
+# partition, so p99 is taken over a few hundred closings (with the throughput job's 10 s
+# windows it was two or three closing moments, every result of one sharing its latency).
+LATENCY_WINDOW_MS = 1_000
 
 
 def pace(bootstrap: str, topic: str, rate: float, seconds: float) -> list[list[int]]:
@@ -95,11 +100,15 @@ def measure(
     create_topics(bootstrap, [f"{name}-out"], log_append_time=True)
     create_topics(bootstrap, [f"{name}-out-dlq"])
     with tempfile.TemporaryDirectory(prefix="bench-state-") as state_dir:
-        run = Run(bootstrap, name, f"{name}-out", f"g-{name}", redis[0], state_dir)
+        run = Run(
+            bootstrap, name, f"{name}-out", f"g-{name}", redis[0], state_dir, LATENCY_WINDOW_MS
+        )
         proc = start(system, run)
         time.sleep(8)  # start-up and group join, before the clock runs
         started_ms = int(time.time() * 1000)
+        steal = Steal()
         times = pace(bootstrap, name, rate, seconds)
+        steal_pct = steal.percent()
         wait_done(bootstrap, f"{name}-out", 1, proc, 30)
         proc.send_signal(signal.SIGTERM)
         try:
@@ -114,7 +123,7 @@ def measure(
             if key == SENTINEL:
                 continue
             ts = times[partition_of(key)]
-            i = bisect.bisect_left(ts, start_ms + WINDOW_MS + GRACE_MS)
+            i = bisect.bisect_left(ts, start_ms + LATENCY_WINDOW_MS + GRACE_MS)
             if i == len(ts):
                 continue  # closed by the sentinel
             source = ts[i]
@@ -133,6 +142,7 @@ def measure(
         "rate": round(rate),
         "seconds": seconds,
         "results": len(lat),
+        "steal_pct": steal_pct,
     }
     if lat:
         row.update(

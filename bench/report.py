@@ -72,6 +72,7 @@ def markdown(results: dict[str, Any]) -> str:
         ("CPU x Quix", "cpu_to_quix"),
         ("Redis CPU s / 1M", "redis_cpu_s_per_million"),
         ("peak RSS MiB", "peak_rss_mb"),
+        ("CPU steal %", "steal_pct"),
         ("output check", "checked"),
     ]
     out += _table(results["throughput"], cols)
@@ -83,6 +84,7 @@ def markdown(results: dict[str, Any]) -> str:
         ("p50 ms", "p50_ms"),
         ("p99 ms", "p99_ms"),
         ("max ms", "max_ms"),
+        ("CPU steal %", "steal_pct"),
     ]
     out += _table(results["latency"], cols)
     out += ["", "## Recovery after SIGKILL, and memory at a state size (at-least-once)", ""]

@@ -68,15 +68,19 @@ METHOD = [
     "floor); CPU x Quix: Quix's CPU per record over rill's. On a loaded machine a process gets "
     "a share of a core, so records/s move with the load and CPU per record much less.",
     "- Peak RSS: the process's VmHWM while it drains the whole prefilled topic (a backlog).",
+    "- CPU steal %: the share of the machine's CPU time the hypervisor took during the row "
+    "(/proc/stat). This machine is a shared VM: with steal above a few percent a row's "
+    "records/s fall and its latencies grow for reasons outside the system under test.",
     "- Output check: every window (key, start) compared with the reference computed from the "
     "input: counts, minima, maxima equal; sums within 1e-9 relative (addition order). Every "
     "record is on time (event times rise with the offset; a sentinel 60 s later per partition "
     "closes every window in both systems), so no lateness rule drops anything and both must "
     "emit exactly the reference. Stateless rows: every passing order_id out once.",
     "- Latency: demo-like orders over 200 customers at a fixed rate, CreateTime = "
-    "`created_at` = wall clock at produce (linger 5 ms). Windowed: sink LogAppendTime - "
-    "CreateTime of the record that closes the window (first of its partition at >= end + "
-    "grace). Stateless: sink - source per record.",
+    "`created_at` = wall clock at produce (linger 5 ms). Windowed: the same job with 1 s "
+    "windows (about 25 closings per key in a 30 s run, so p99 is not two closing moments), "
+    "sink LogAppendTime - CreateTime of the record that closes the window (first of its "
+    "partition at >= end + grace). Stateless: sink - source per record.",
     "- Recovery: 1 day windows emitting every update, N distinct keys all open; after the "
     "group committed everything, SIGKILL and start the replacement at once; recovery = sink "
     "append time of the first probe record's result - kill time. It includes session.timeout.ms "

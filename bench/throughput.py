@@ -23,7 +23,7 @@ from typing import Any
 
 import fastavro
 
-from bench.common import ROOT, SinkRecord, Watch, create_topics, end_offsets, read_topic
+from bench.common import ROOT, SinkRecord, Steal, Watch, create_topics, end_offsets, read_topic
 from bench.systems import Run, System, start
 from bench.workloads import SENTINEL, Window
 
@@ -155,11 +155,13 @@ def measure(
     with tempfile.TemporaryDirectory(prefix="bench-state-") as state_dir:
         run = Run(bootstrap, inp.topic, name, f"g-{name}", redis[0], state_dir)
         proc = start(system, run)
+        steal = Steal()
         watch = Watch([proc.pid]).start()
         redis_watch = Watch([redis[1]], every=0.5).start()
         finished = wait_done(bootstrap, name, expected, proc, timeout_s)
         watch.stop()
         redis_watch.stop()
+        steal_pct = steal.percent()
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(60)
@@ -177,6 +179,7 @@ def measure(
         "workload": inp.workload,
         "records": inp.records,
         "check": check,
+        "steal_pct": steal_pct,
     }
     points = covered(system, recs)
     if len(points) < 2:
