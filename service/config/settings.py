@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     late_topic: str | None = None
 
     # Batching and limits.
-    batch_size: int = Field(default=1000, gt=0, le=100_000)
+    batch_size: int = Field(default=5000, gt=0, le=100_000)
     poll_timeout_s: float = Field(default=0.005, gt=0, le=30)
     max_record_bytes: int = Field(default=1_000_000, gt=0)
     transform_retries: int = Field(default=2, ge=0, le=100)
