@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -103,3 +104,14 @@ class BatchResult:
             "dlq": len(self.dlq),
             "filtered": self.filtered,
         }
+
+
+def first_offsets(batches: Iterable[Sequence[InRecord] | None]) -> dict[TP, int]:
+    """The lowest offset of each partition over some batches of records."""
+    first: dict[TP, int] = {}
+    for records in batches:
+        for r in records or ():
+            tp = (r.topic, r.partition)
+            if tp not in first or r.offset < first[tp]:
+                first[tp] = r.offset
+    return first

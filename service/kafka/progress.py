@@ -42,6 +42,14 @@ class Progress:
             return None
         return max(0, self.end - self.position)
 
+    def behind(self, first_in_hand: int | None) -> int | None:
+        """Records not done: from the first one the worker holds undelivered (fetched, in
+        its Redis round trip or retried behind back-pressure), else from the position."""
+        lag = self.lag
+        if lag is None or first_in_hand is None or self.end is None:
+            return lag
+        return max(lag, self.end - first_in_hand)
+
     @property
     def at_end(self) -> bool:
         """Read to the end, nothing of it buffered (unknown is never at the end)."""

@@ -27,7 +27,7 @@ from service.observability.metrics import Metrics
 from service.observability.tracing import BatchTracer
 from service.processing.batch import Plan, dlq_entry, emit, process_batch
 from service.processing.dlq import DlqEntry, add_to_dlq
-from service.records import TP, BatchResult, InRecord
+from service.records import TP, BatchResult, InRecord, first_offsets
 from service.runtime.backpressure import BackPressure
 from service.runtime.edges import REAL_EDGES
 from service.runtime.gates import drop_applied, hold, hold_unresolved
@@ -96,6 +96,10 @@ class Worker:
         # fetches and decodes the next batch (`_pending`).
         self._pool: ThreadPoolExecutor | None = None
         self._pending: _Pending | None = None
+        # Batches fetched but not delivered yet, for the lag (`_on_stats`): the one in
+        # `_process`, and the one `_finish` delivers (retried behind back-pressure).
+        self._current: Sequence[InRecord] = ()
+        self._finishing: Sequence[InRecord] = ()
         self._flying: Future[Any] | None = None  # its round trip, until taken
         self._consumer: Consumer | None = None
         self._guarantee: Guarantee | None = None
@@ -218,7 +222,10 @@ class Worker:
         if self._consumer is None:
             return
         progress = self._consumer.progress(sorted(self._assigned))
-        lags = {tp: p.lag for tp, p in progress.items() if p.lag is not None}
+        pending = self._pending.records if self._pending is not None else ()
+        first = first_offsets([self._current, self._finishing, pending])
+        behind = {tp: p.behind(first.get(tp)) for tp, p in progress.items()}
+        lags = {tp: lag for tp, lag in behind.items() if lag is not None}
         self.metrics.partition_lag(lags, time.time(), self.report.last_ts)
 
     def _ready(self) -> tuple[bool, str]:
@@ -313,7 +320,11 @@ class Worker:
             if records:
                 batch_no += 1
                 structlog.contextvars.bind_contextvars(batch=batch_no)
-                self._process(records, consumer)
+                self._current = records
+                try:
+                    self._process(records, consumer)
+                finally:
+                    self._current = ()
                 structlog.contextvars.unbind_contextvars("batch")
             else:
                 self._finish(consumer)  # nothing to overlap with: deliver it now
@@ -385,6 +396,15 @@ class Worker:
         pending, self._pending = self._pending, None
         if pending is None:
             return True
+        self._finishing = pending.records  # still counted as lag until delivered
+        try:
+            return self._finish_pending(pending, consumer, later)
+        finally:
+            self._finishing = ()
+
+    def _finish_pending(
+        self, pending: _Pending, consumer: Consumer, later: Sequence[InRecord]
+    ) -> bool:
         engine = self._engine
         assert engine is not None
         first = True

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from service.kafka.progress import Progress, partitions_of, progress_of
 from service.observability.metrics import Metrics
+from service.records import InRecord, first_offsets
 
 UNKNOWN = -1001  # librdkafka's "not known"
 
@@ -167,3 +168,22 @@ def test_lag_gauges_records_and_seconds_agree() -> None:
     assert value("rill_consumer_lag_seconds", "2") == 30
     metrics.drop_partitions([("in", 2)])
     assert value("rill_consumer_lag", "2") is None
+
+
+def test_records_in_the_workers_hands_count_as_lag() -> None:
+    """A batch fetched but not delivered (held behind back-pressure) is still behind."""
+    fetched_all = Progress(position=2000, end=2000)
+    assert fetched_all.behind(first_in_hand=500) == 1500
+    assert fetched_all.behind(first_in_hand=None) == 0
+    assert Progress(position=1200, end=2000).behind(first_in_hand=1500) == 800  # rewound
+    assert Progress(position=None, end=2000).behind(first_in_hand=500) is None
+
+
+def test_first_offsets_of_the_batches_in_hand() -> None:
+    """The lowest offset per partition over every batch held (empty ones included)."""
+
+    def rec(partition: int, offset: int) -> InRecord:
+        return InRecord("t", partition, offset, None, None, None, 0)
+
+    batches = [[rec(0, 7), rec(1, 3), rec(0, 8)], (), None, [rec(0, 5)]]
+    assert first_offsets(batches) == {("t", 0): 5, ("t", 1): 3}
