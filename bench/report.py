@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib import ticker
 
 TARGETS = [
     "windowed at-least-once >= 0.60x the floor on the demo job; exactly-once >= 0.50x",
@@ -127,7 +128,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
     left.set_yticks([x + width * (len(workloads) - 1) / 2 for x in range(len(systems))], systems)
     left.invert_yaxis()
     left.set_xlabel("input records/s (higher is better)")
-    left.set_title("Throughput, same windowed job, one run")
+    runs = results["meta"].get("repeat", 1)
+    left.set_title(f"Throughput, same windowed job, median of {runs} run(s)")
     left.legend(title="workload")
     lat = [r for r in results["latency"] if "p99_ms" in r]
     names = [r["system"] for r in lat]
@@ -140,6 +142,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
     right.set_yticks(range(len(lat)), names)
     right.invert_yaxis()
     right.set_xscale("log")
+    right.xaxis.set_major_formatter(ticker.ScalarFormatter())
+    right.xaxis.set_minor_formatter(ticker.NullFormatter())
     right.set_xlabel("end-to-end ms at half max rate (log)")
     right.set_title("Latency")
     right.legend()

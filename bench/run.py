@@ -139,13 +139,16 @@ def verdicts(res: dict[str, Any]) -> dict[str, str]:
         out[report.TARGETS[0]] = (
             f"{'met' if met else 'MISSED'}: {alo['to_floor']}x / {eos['to_floor']}x"
         )
+    # The target is of rill as shipped (the default rows); the no-overlap variant is shown.
+    targets = {RILL_ALO.name, RILL_EOS.name}
     quix = [
         f"{w} {r['system'].removeprefix('rill windowed ')} {r['to_quix']}x"
+        + ("" if r["system"] in targets else " (a variant, not a target row)")
         for (w, _), r in by.items()
         if r.get("to_quix")
     ]
     if quix:
-        met = all(r["to_quix"] >= 2.5 for r in by.values() if r.get("to_quix"))
+        met = all(r["to_quix"] >= 2.5 for r in by.values() if r["system"] in targets)
         out[report.TARGETS[1]] = f"{'met' if met else 'MISSED'}: " + ", ".join(quix)
     lat = {r["system"]: r for r in res["latency"]}
     if RILL_ALO.name in lat and RILL_EOS.name in lat:
