@@ -30,6 +30,7 @@ from service.state.codec import pack_ordered, unpack_ordered
 Op: TypeAlias = Literal["add", "min", "max", "first", "last", "set"]
 Component: TypeAlias = int | float | str
 Number: TypeAlias = int | float
+Fold: TypeAlias = Callable[[Sequence[Component], Sequence[Component]], list[Component]]
 AGG_FUNCTIONS = ("count", "sum", "min", "max", "mean", "first", "last")
 
 
@@ -113,13 +114,11 @@ class Kernel:
             field is missing or not a number.
         fold: `(a, b) -> merged` of two component lists of this aggregate list.
         results: `components -> {name: final value}`.
-        source: the generated code (what a traceback's `<rill kernel>` lines are).
     """
 
     components: Callable[[Any, int, int], list[Component]]
-    fold: Callable[[Sequence[Component], Sequence[Component]], list[Component]]
+    fold: Fold
     results: Callable[[Sequence[Component]], dict[str, Any]]
-    source: str
 
 
 _MERGE: dict[str, str] = {
@@ -202,16 +201,15 @@ def _results_source(aggs: Sequence[Aggregation]) -> list[str]:
     return ["def results(c):", _unpacked("c", i, "c"), f"    return {{{', '.join(items)}}}"]
 
 
+def _compiled(lines: list[str], scope: dict[str, Any]) -> dict[str, Any]:
+    """Run generated definitions in `scope`; returns it with them."""
+    exec(compile("\n".join(lines), "<rill aggregates>", "exec"), scope)  # noqa: S102 - generated here
+    return scope
+
+
 @functools.lru_cache(maxsize=64)
 def kernel(aggs: tuple[Aggregation, ...]) -> Kernel:
     """The compiled rules of an aggregate list (cached: compiled once per list)."""
-    source = "\n".join(
-        [
-            *_components_source(aggs),
-            *_fold_source(ops_of(aggs)),
-            *_results_source(aggs),
-        ]
-    )
     scope: dict[str, Any] = {
         "_aggs": aggs,
         "_number": _number,
@@ -220,15 +218,14 @@ def kernel(aggs: tuple[Aggregation, ...]) -> Kernel:
         "_unpack": unpack_ordered,
         "_loads": orjson.loads,
     }
-    exec(compile(source, "<rill kernel>", "exec"), scope)  # noqa: S102 - our own generated code
-    return Kernel(scope["components"], scope["fold"], scope["results"], source)
+    scope = _compiled([*_components_source(aggs), *_results_source(aggs)], scope)
+    return Kernel(scope["components"], fold_of(tuple(ops_of(aggs))), scope["results"])
 
 
 @functools.lru_cache(maxsize=64)
-def _fold_of(ops: tuple[Op, ...]) -> Callable[[Sequence[Component], Sequence[Component]], Any]:
-    scope: dict[str, Any] = {}
-    exec(compile("\n".join(_fold_source(ops)), "<rill fold>", "exec"), scope)  # noqa: S102
-    fold: Callable[[Sequence[Component], Sequence[Component]], Any] = scope["fold"]
+def fold_of(ops: tuple[Op, ...]) -> Fold:
+    """The merge of two component lists of these ops, compiled (cached per ops)."""
+    fold: Fold = _compiled(_fold_source(ops), {})["fold"]
     return fold
 
 
@@ -241,8 +238,7 @@ def record_components(
 
 def merge(ops: Sequence[Op], a: Sequence[Component], b: Sequence[Component]) -> list[Component]:
     """Merge two component lists (the same rule as the Redis script)."""
-    merged: list[Component] = _fold_of(tuple(ops))(a, b)
-    return merged
+    return fold_of(tuple(ops))(a, b)
 
 
 def results(aggs: Sequence[Aggregation], comps: Sequence[Component]) -> dict[str, Any]:

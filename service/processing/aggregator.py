@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from service.errors import FatalError, RecordError, RillError
-from service.processing.aggregates import Aggregation, Component, kernel, ops_of
+from service.processing.aggregates import Aggregation, Component, kernel
 from service.processing.dlq import DlqEntry
 from service.processing.windows import (
     Keyed,
@@ -115,7 +115,6 @@ class Aggregator:
     def __init__(self, plan: WindowPlan, dlq_of: DlqOf) -> None:
         self.plan = plan
         self.dlq_of = dlq_of
-        self.ops = ops_of(plan.aggregations)
         self.kernel = kernel(tuple(plan.aggregations))
         self.owned: dict[TP, Owned] = {}
         # User reducers fold in Python: their accumulators of open windows are cached
@@ -310,7 +309,7 @@ class Aggregator:
             max_ts=clock.max_ts,
             watermark=clock.watermark,
             ack_seq=owned.acked or -1,
-            deltas=batch.as_deltas(self.plan.spec, self.ops),
+            deltas=batch.as_deltas(self.plan.spec, self.kernel.fold),
             dlq=dlq,
         )
 

@@ -24,18 +24,17 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
 from service.errors import ConfigError, EventTimeError, RecordError
-from service.processing.aggregates import Aggregation, Component, Op, merge
+from service.processing.aggregates import Aggregation, Component, Fold
 from service.records import InRecord
 
 WindowKind: TypeAlias = Literal["tumbling", "hopping", "sliding", "session"]
 WINDOW_KINDS: tuple[WindowKind, ...] = ("tumbling", "hopping", "sliding", "session")
 EMIT_MODES = ("final", "update")
-Fold: TypeAlias = Callable[[Sequence[Component], Sequence[Component]], list[Component]]
 # Event times a datetime can hold (0001-01-01 to 9999-12-31, UTC): the range every
 # encoding of a time (first/last ordering, Avro timestamp-millis, ISO text) represents.
 EARLIEST_MS = -62_135_596_800_000
@@ -249,16 +248,18 @@ class PartitionBatch:
         old = self.deltas.get(slot)
         self.deltas[slot] = comps if old is None else fold(old, comps)
 
-    def as_deltas(self, spec: WindowSpec, ops: Sequence[Op]) -> list[Delta]:
+    def as_deltas(self, spec: WindowSpec, fold: Fold) -> list[Delta]:
         """The deltas to send; session seeds of a key are merged into mini-sessions."""
         if spec.kind != "session":
             return [Delta(k, s, e, c) for (k, s, e), c in self.deltas.items()]
         return list(
-            merge_sessions((Delta(k, s, e, c) for (k, s, e), c in sorted(self.deltas.items())), ops)
+            merge_sessions(
+                (Delta(k, s, e, c) for (k, s, e), c in sorted(self.deltas.items())), fold
+            )
         )
 
 
-def merge_sessions(seeds: Iterable[Delta], ops: Sequence[Op]) -> Iterable[Delta]:
+def merge_sessions(seeds: Iterable[Delta], fold: Fold) -> Iterable[Delta]:
     """Merge overlapping `[first, last + gap)` spans of each key (input sorted by key, start)."""
     current: Delta | None = None
     for seed in seeds:
@@ -267,7 +268,7 @@ def merge_sessions(seeds: Iterable[Delta], ops: Sequence[Op]) -> Iterable[Delta]
                 current.key,
                 current.start,
                 max(current.end, seed.end),
-                merge(ops, current.comps, seed.comps),
+                fold(current.comps, seed.comps),
             )
             continue
         if current is not None:
