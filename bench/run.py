@@ -223,7 +223,7 @@ def run_phases(args: argparse.Namespace, bootstrap: str, res: dict[str, Any]) ->
                 if r["workload"] == "demo"
             }
             for system in (RILL_STATELESS, RILL_ALO, RILL_EOS, QUIX_ALO, QUIX_EOS):
-                if args.systems != "all" and system not in chosen(args):
+                if system not in chosen(args):
                     continue
                 rate = (rates.get(system.name) or 4000) / 2
                 row = latency.measure(bootstrap, system, rate, args.latency_seconds, redis)
