@@ -107,6 +107,19 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.partitions_fenced = Counter(
+            "rill_partitions_fenced",
+            "Partitions found fenced by another claim of their state while still assigned "
+            "(rewound, paused and claimed again)",
+            ["topic"],
+            registry=r,
+        )
+        self.dlq_refused = Counter(
+            "rill_dlq_refused",
+            "Records the DLQ topic refused even as a reference (the worker stops)",
+            ["topic"],
+            registry=r,
+        )
         self.state_losses = Counter(
             "rill_state_loss",
             "Partitions found with window state Redis lost, by what the worker did "

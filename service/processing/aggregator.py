@@ -43,6 +43,9 @@ class Owned:
     applied: int
     clock: PartitionClock
     acked: int = 0
+    # The outbox sequence Redis answered last (the claim's, then each apply's): the next
+    # call names it, so the store tells a replay whose reply was lost (`stale`).
+    seq: int = 0
     last_record_wall_ms: int = 0
     watermark_at_last_record: int = NO_TIME
 
@@ -76,7 +79,17 @@ class EngineResult:
     seqs: dict[TP, int] = field(default_factory=dict)
     skipped: int = 0
     open_windows: dict[TP, int] = field(default_factory=dict)
+    # The call ran but its reply was lost (a retried round trip): claim again, take the outbox.
     stale: list[TP] = field(default_factory=list)
+    # The partition's state, or this worker's claim of it, is gone from Redis; with the
+    # outbox sequence this worker saw it reach (the next claim must find at least that).
+    lost: list[TP] = field(default_factory=list)
+    reached: dict[TP, int] = field(default_factory=dict)
+
+    @property
+    def again(self) -> list[TP]:
+        """Partitions to claim again: stale (the outbox has what the call did) or lost."""
+        return [*self.stale, *self.lost]
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +157,7 @@ class Aggregator:
             claim.epoch,
             claim.applied,
             PartitionClock(claim.max_ts, claim.watermark),
+            seq=claim.seq,
             last_record_wall_ms=now_wall_ms,
             watermark_at_last_record=claim.watermark,
         )
@@ -155,10 +169,15 @@ class Aggregator:
             self._accs[tp] = accs
 
     def outbox(self, claim: Claim, after_seq: int = 0) -> Outbox:
-        """The results and DLQ entries of a claim's outbox after `after_seq` (delivered)."""
+        """The results and DLQ entries of a claim's outbox after `after_seq` (delivered).
+
+        Its sequence is the one Redis reached (the claim's), not the highest entry left:
+        an outbox whose entries were all acknowledged is empty, and a delivery of it must
+        still name the sequence reached, never a lower one.
+        """
         found: list[WindowResult] = []
         dlq: list[DlqEntry] = []
-        last = 0
+        last = claim.seq
         for entry in claim.outbox:
             last = max(last, entry.seq)
             if entry.seq > after_seq:
@@ -258,17 +277,27 @@ class Aggregator:
     ) -> EngineResult:
         """The store's replies to `prepared`: results, fenced and stale partitions.
 
-        A stale reply means the script ran but its reply was lost (a retried round trip):
-        the caller claims the partition again and takes its outbox.
+        A stale reply means the script ran but its reply was lost (a retried round trip);
+        a lost one that Redis no longer has the partition's state or this worker's claim.
+        Either way the partition is forgotten here (its records and results of this call
+        are dropped, `out.dlq` keeps none of it): the caller claims it again, which takes
+        the outbox. A fenced partition is forgotten the same way.
         """
-        out = EngineResult(dlq=prepared.dlq, late=prepared.late, skipped=prepared.skipped)
+        out = EngineResult(late=prepared.late, skipped=prepared.skipped)
         for tp, applied in replies.items():
             if applied.status == "fenced":
                 out.fenced.add(tp)
-                self.revoke([tp])
-                continue
-            if applied.status == "stale":
+            elif applied.status == "stale":
                 out.stale.append(tp)
+            elif applied.status == "lost":
+                out.lost.append(tp)
+                owned = self.owned[tp]
+                out.reached[tp] = max(owned.seq, owned.acked)
+        gone = out.fenced | set(out.again)
+        out.dlq = [e for e in prepared.dlq if e.source not in gone]
+        self.revoke(gone)
+        for tp, applied in replies.items():
+            if tp in gone:
                 continue
             if applied.status != "ok":
                 raise FatalError(f"apply of {tp} answered {applied.status}")
@@ -278,6 +307,7 @@ class Aggregator:
                 owned.last_record_wall_ms = now_wall_ms
                 owned.watermark_at_last_record = owned.clock.watermark
             owned.applied = max(owned.applied, applied.applied)
+            owned.seq = applied.seq
             owned.clock.watermark = max(owned.clock.watermark, applied.watermark)
             out.seqs[tp] = applied.seq
             out.open_windows[tp] = applied.open_windows
@@ -311,6 +341,7 @@ class Aggregator:
             ack_seq=owned.acked or -1,
             deltas=batch.as_deltas(self.plan.spec, self.kernel.fold),
             dlq=dlq,
+            seq=owned.seq,
         )
 
     def _take(

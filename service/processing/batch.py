@@ -294,6 +294,7 @@ def emit(
                 str(exc),
                 timestamp_ms=now_ms,
                 source_topic=plan.output_topic,
+                origin=tp,
             )
             dlq.append(fit_dlq(entry, plan.version, plan.max_message_bytes))
             continue

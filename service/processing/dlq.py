@@ -41,6 +41,9 @@ class DlqEntry:
         timestamp_ms: when it failed (wall clock).
         source_topic / source_partition / source_offset: the input record; partition
             and offset are -1 for a window result that could not be encoded.
+        origin: the input partition whose batch or window state made the entry, where
+            the source does not name it (a window result, a record Kafka refused): a
+            revoke trims every entry of the partition, whatever stage made it.
     """
 
     topic: str
@@ -55,6 +58,7 @@ class DlqEntry:
     source_topic: str = ""
     source_partition: int = -1
     source_offset: int = -1
+    origin: TP | None = None
 
     @classmethod
     def of(
@@ -83,6 +87,8 @@ class DlqEntry:
     @property
     def source(self) -> TP:
         """The input partition it came from."""
+        if self.origin is not None:
+            return self.origin
         return self.source_topic, self.source_partition
 
     def reason(self) -> dict[str, str | int]:

@@ -293,6 +293,7 @@ def apply_argv(layout: StateLayout, call: ApplyCall) -> list[str | int]:
         layout.ttl_s,
         call.ack_seq,
         encode_dlq_entries(call.dlq).decode() if call.dlq else "",
+        call.seq,
     ]
     for d in call.deltas:
         argv.extend((d.key, d.start, d.end, encode_components(d.comps)))
@@ -356,6 +357,8 @@ def decode_dlq_entries(blob: bytes | str) -> list[DlqEntry]:
             known[name] = _unb64(known.get(name))
         headers = known.get("headers")
         known["headers"] = None if headers is None else [(k, _unb64(v)) for k, v in headers]
+        origin = known.get("origin")
+        known["origin"] = None if origin is None else (str(origin[0]), int(origin[1]))
         entries.append(DlqEntry(**known))
     return entries
 
@@ -413,13 +416,13 @@ def _whole(text: str) -> int:
 def decode_applied(ops: Sequence[Op], reply: Sequence[Any]) -> Applied:
     """The apply script's reply.
 
-    `{'ok', seq, watermark, applied, rows, open windows}`, `{'stale', applied}`,
+    `{'ok', seq, watermark, applied, rows, open windows}`, `{'stale', applied, seq}`,
     `{'fenced', epoch}` (a newer claim owns it) or `{'lost'}` (the partition's state, or
     the caller's claim, is gone from Redis).
     """
     status = _text(reply[0])
     if status == "stale":
-        return Applied("stale", applied=int(reply[1]))
+        return Applied("stale", applied=int(reply[1]), seq=int(reply[2]) if len(reply) > 2 else 0)
     if status == "fenced":
         return Applied("fenced")
     if status == "lost":

@@ -185,10 +185,10 @@ class RedisWindowStore:
     def apply(self, calls: Mapping[TP, ApplyCall]) -> dict[TP, Applied]:
         """Apply every partition's call in ONE pipelined round trip (per node on a cluster).
 
+        A partition whose state, or this worker's claim of it, is gone from Redis answers
+        `lost`; the other partitions' scripts ran and their replies stand.
+
         Raises:
-            StateLostError: the state of some partition, or this worker's claim of it, is
-                gone from Redis (the other partitions' scripts ran: a retry finds them
-                applied, `stale`).
             FatalError: a script failed on its inputs (never retried: a script stopped
                 half-way is not atomic).
             StateError: Redis failed (transient).
@@ -202,14 +202,10 @@ class RedisWindowStore:
         except REDIS_ERRORS as exc:
             raise mapped(exc, "apply") from exc
         self.round_trips += 1
-        out = {
+        return {
             tp: _decoded(tp, codec.decode_applied, self.layout.ops, reply)
             for tp, reply in zip(order, replies, strict=True)
         }
-        lost = [tp for tp, applied in out.items() if applied.status == "lost"]
-        if lost:
-            raise StateLostError(lost)
-        return out
 
     def _pipelined(self, script_: Any, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """One script over many partitions in one pipelined round trip; the replies."""

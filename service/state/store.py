@@ -68,6 +68,9 @@ class ApplyCall:
     ack_seq: int
     deltas: Sequence[Delta]
     dlq: Sequence[DlqEntry] = ()
+    # The outbox sequence the caller last saw (its claim's, then each reply's): a replay
+    # of a call that ran finds Redis past it and answers `stale`; -1 checks nothing.
+    seq: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +125,8 @@ class WindowStore(Protocol):
     def apply(self, calls: Mapping[TP, ApplyCall]) -> dict[TP, Applied]:
         """Apply every partition's call in one round trip; a reply per partition.
 
-        Raises `StateLostError` for partitions whose state or claim is gone.
+        A partition whose state or claim is gone answers `lost` (nothing of it written);
+        the other partitions' replies stand.
         """
         ...
 

@@ -19,7 +19,7 @@ from service.processing import dlq
 from service.processing.batch import emit
 from service.processing.windows import WindowResult
 from service.records import BatchResult, OutRecord
-from service.runtime.guarantee import refused_entry
+from service.runtime.refusals import refused_entry
 from tests.support.inprocess import DLQ, IN, OUT, WINDOWED, Run, feed, settings_for
 from tests.support.memory_kafka import MemoryBroker, MemoryProducer
 
@@ -39,7 +39,8 @@ def test_window_result_refused_by_the_encoder_is_trimmed_with_its_partition() ->
     assert entry.stage == "encode"
     assert entry.source == (IN, 3), "the input partition it came from"
     result.trim({(IN, 3)})
-    assert result.dlq == [] and result.dlq_reasons == {}
+    assert result.dlq == []
+    assert result.dlq_reasons == {}
 
 
 def test_output_refused_by_kafka_is_trimmed_with_its_partition() -> None:
@@ -85,7 +86,8 @@ def test_dlq_copy_refused_for_its_key_and_headers_keeps_a_reference(mode: str) -
     run, broker = _run_with_refusals(mode, refuse)
     assert len(broker.records(OUT)) == 5
     [copy] = broker.records(DLQ)
-    assert copy.key is None and copy.value is None
+    assert copy.key is None
+    assert copy.value is None
     reason = dlq.reason_of(copy.headers)
     assert reason[dlq.SOURCE_TOPIC] == IN
     assert reason[dlq.SOURCE_OFFSET] == "5", "where the original record is"
