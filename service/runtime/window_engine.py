@@ -188,18 +188,21 @@ class WindowEngine:
 
     claims = True  # assigned partitions are claimed before they are processed
 
-    def keep_alive(self) -> list[TP]:
+    def keep_alive(self) -> tuple[list[TP], list[TP]]:
         """Refresh the TTL of the owned partitions' state (every few seconds).
 
-        Returns the partitions whose state or claim was found gone: forgotten here, and
-        the next claim must find at least what this worker saw Redis reach.
+        Returns the partitions found lost (state or claim gone: the next claim must find at
+        least what this worker saw Redis reach) and those fenced by another claim; both
+        are forgotten here.
         """
         owned = self.owned
-        lost = self.store.touch({tp: o.epoch for tp, o in owned.items()})
+        gone = self.store.touch({tp: o.epoch for tp, o in owned.items()})
+        lost = sorted(tp for tp, why in gone.items() if why == "lost")
+        fenced = sorted(tp for tp, why in gone.items() if why != "lost")
         for tp in lost:
             self.store.expect(tp, max(owned[tp].seq, owned[tp].acked))
-        self.revoke(lost)
-        return lost
+        self.revoke(gone)
+        return lost, fenced
 
     def ping(self) -> bool:
         """The store answers."""
@@ -238,9 +241,9 @@ class NoWindows:
         """Nothing happened."""
         return EngineResult()
 
-    def keep_alive(self) -> list[TP]:
+    def keep_alive(self) -> tuple[list[TP], list[TP]]:
         """No state to keep."""
-        return []
+        return [], []
 
     def ping(self) -> bool:
         """No store to ask."""

@@ -193,8 +193,9 @@ class Worker:
         """Close windows of idle partitions by wall clock: a batch without records, on the
         batch's path. First the owned partitions' state is kept alive (and found gone)."""
         self._finish()
-        lost = self.backpressure.run("redis", self.engine.keep_alive, self.consumer)
+        lost, fenced = self.backpressure.run("redis", self.engine.keep_alive, self.consumer)
         self.claims.again(lost, [])
+        self.claims.fenced(fenced, [])
         owned = sorted(self.engine.owned)
         at_end = {tp for tp, p in self.consumer.progress(owned).items() if p.at_end}
         flight = self.engine.begin_tick(now_ms(), at_end, self.submit)

@@ -148,7 +148,7 @@ class RedisWindowStore:
             raise mapped(exc, f"ack of {tp}") from exc
         self.round_trips += 1
 
-    def touch(self, epochs: Mapping[TP, int], force: bool = False) -> list[TP]:
+    def touch(self, epochs: Mapping[TP, int], force: bool = False) -> dict[TP, str]:
         """Keep the state of owned partitions alive: refresh the TTL of all their keys.
 
         At most every `touch_every_s` (a tenth of the TTL, at most 5 s) unless `force`,
@@ -159,11 +159,12 @@ class RedisWindowStore:
             force: refresh now.
 
         Returns:
-            The partitions whose state (or whose claim) is gone from Redis.
+            The partitions this worker does not own any more, with why: `lost` (the
+            state, or the claim, is gone from Redis) or `fenced` (another claim).
         """
         now = self._clock()
         if not epochs or (not force and now - self._touched_at < self.touch_every_s):
-            return []
+            return {}
         self._touched_at = now
         order = list(epochs)
         try:
@@ -180,7 +181,8 @@ class RedisWindowStore:
         except REDIS_ERRORS as exc:
             raise mapped(exc, "TTL refresh") from exc
         self.round_trips += 1
-        return [tp for tp, reply in zip(order, replies, strict=True) if _text(reply) == "lost"]
+        answers = {tp: _text(reply) for tp, reply in zip(order, replies, strict=True)}
+        return {tp: why for tp, why in answers.items() if why != "ok"}
 
     def apply(self, calls: Mapping[TP, ApplyCall]) -> dict[TP, Applied]:
         """Apply every partition's call in ONE pipelined round trip (per node on a cluster).

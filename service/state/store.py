@@ -114,8 +114,9 @@ class WindowStore(Protocol):
         continues after `seq`. Returns the sequence the store had."""
         ...
 
-    def touch(self, epochs: Mapping[TP, int], force: bool = False) -> list[TP]:
-        """Keep owned partitions' state alive (rate-limited); returns those found lost."""
+    def touch(self, epochs: Mapping[TP, int], force: bool = False) -> dict[TP, str]:
+        """Keep owned partitions' state alive (rate-limited); returns those not owned any
+        more, with why (`lost` or `fenced`)."""
         ...
 
     def load_state(self, tp: TP) -> dict[tuple[str, int, int], list[Component]]:

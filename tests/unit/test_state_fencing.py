@@ -114,9 +114,9 @@ def test_touch_keeps_an_owned_partition_alive_and_reports_lost_ones() -> None:
         store.client.expire(key, 5)
     store.client.delete(store.keys(other).meta)
     epochs = {TP0: claim.epoch, other: other_claim.epoch}
-    assert store.touch(epochs) == [], "not due yet"
+    assert store.touch(epochs) == {}, "not due yet"
     now[0] = store.touch_every_s
-    assert store.touch(epochs) == [other]
+    assert store.touch(epochs) == {other: "lost"}
     present = [k for k in store.keys(TP0).all() if store.client.exists(k)]
     assert {store.client.ttl(k) for k in present} == {600}
 
@@ -217,3 +217,13 @@ def test_every_key_the_scripts_leave_was_in_their_keys(kind: str) -> None:
     present = {k.decode() if isinstance(k, bytes) else k for k in store.client.keys("*")}
     assert present
     assert present <= set(store.keys(TP0).all())
+
+
+def test_touch_reports_a_partition_another_claim_took_as_fenced() -> None:
+    """touch of a partition a newer claim took answers fenced (the worker pauses it and
+    claims it again if Kafka still has it here), and refreshes nothing of it."""
+    server = fakeredis.FakeServer()
+    old, new = _store(server), _store(server)
+    old_claim = old.claim(TP0)
+    new.claim(TP0)
+    assert old.touch({TP0: old_claim.epoch}, force=True) == {TP0: "fenced"}
