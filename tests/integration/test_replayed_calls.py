@@ -1,14 +1,15 @@
 """A call whose reply was lost, on a real Redis: the store tells its replay, for a batch and
 for an idle tick alike (issue: nothing lost under live traffic, item 1).
 
-Redis is stalled with CLIENT PAUSE past the client's socket timeout, as a stop of the
-world or a slow disk does: the script runs once Redis goes on, but the caller has given
-up on the reply. Sent again, the call must answer `stale` (claim again, take the outbox),
+Redis is kept busy past the client's socket timeout (another client's script spins), as a
+stop of the world or a slow disk does: the call waits in Redis's socket buffer and runs
+once Redis goes on, but the caller has given up on the reply. Sent again, the call must answer `stale` (claim again, take the outbox),
 never run a second time nor take a new outbox sequence.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
@@ -34,12 +35,27 @@ def _store(url: str, timeout_s: float) -> RedisWindowStore:
     return RedisWindowStore(connect(url, timeout_s=timeout_s), layout)
 
 
-def _stalled_apply(store: RedisWindowStore, pauser: RedisWindowStore, call: ApplyCall) -> None:
-    """Send `call` while Redis is paused past the socket timeout: the reply is lost."""
-    pauser._client.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
+SPIN = """
+local t = redis.call('TIME')
+local start = t[1] * 1000000 + t[2]
+repeat
+  t = redis.call('TIME')
+until t[1] * 1000000 + t[2] - start > tonumber(ARGV[1]) * 1000
+return 1
+"""
+
+
+def _stalled_apply(store: RedisWindowStore, url: str, call: ApplyCall) -> None:
+    """Send `call` while Redis is busy past the socket timeout: the reply is lost."""
+    busy = connect(url, timeout_s=10)
+    spinning = threading.Thread(target=lambda: busy.eval(SPIN, 0, PAUSE_MS))
+    spinning.start()
+    time.sleep(0.2)  # the spin has begun
     with pytest.raises(StateError):
         store.apply({TP0: call})
-    time.sleep(PAUSE_MS / 1000 + 0.5)  # Redis goes on and runs the script
+    spinning.join()
+    time.sleep(0.3)  # Redis goes on: it reads the call and runs it
+    busy.close()
 
 
 @pytest.mark.parametrize("kind", ["tick", "batch"])
@@ -47,7 +63,6 @@ def test_replayed_call_whose_reply_was_lost_answers_stale(endpoints: Endpoints, 
     """The lost reply's call ran once; its replay answers stale and writes nothing; a new
     claim finds the windows it closed in the outbox."""
     store = _store(endpoints.redis_url, timeout_s=0.5)
-    pauser = _store(endpoints.redis_url, timeout_s=5)
     claim = store.claim(TP0)
     opened = store.apply(
         {TP0: ApplyCall(claim.epoch, 0, 0, 10, 0, -1, [Delta("k", 0, 100, [1])], seq=claim.seq)}
@@ -59,7 +74,7 @@ def test_replayed_call_whose_reply_was_lost_answers_stale(endpoints: Endpoints, 
         call = ApplyCall(
             claim.epoch, 1, 1, 600, 500, -1, [Delta("k", 600, 700, [1])], seq=opened.seq
         )
-    _stalled_apply(store, pauser, call)
+    _stalled_apply(store, endpoints.redis_url, call)
     again = store.apply({TP0: call})[TP0]
     assert again.status == "stale", "the replay is told, not run again"
     assert again.seq == opened.seq + 1, "the lost call took one sequence, the replay none"
@@ -67,4 +82,3 @@ def test_replayed_call_whose_reply_was_lost_answers_stale(endpoints: Endpoints, 
     [entry] = [e for e in reclaimed.outbox if e.seq == opened.seq + 1]
     assert [(r.key, r.start, r.end, r.final) for r in entry.rows] == [("k", 0, 100, True)]
     store.close()
-    pauser.close()
