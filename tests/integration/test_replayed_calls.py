@@ -3,8 +3,9 @@ for an idle tick alike (issue: nothing lost under live traffic, item 1).
 
 Redis is kept busy past the client's socket timeout (another client's script spins), as a
 stop of the world or a slow disk does: the call waits in Redis's socket buffer and runs
-once Redis goes on, but the caller has given up on the reply. Sent again, the call must answer `stale` (claim again, take the outbox),
-never run a second time nor take a new outbox sequence.
+once Redis goes on, but the caller has given up on the reply. Sent again, the call must
+answer `stale` (claim again, take the outbox), never run a second time nor take a new
+outbox sequence.
 """
 
 from __future__ import annotations
