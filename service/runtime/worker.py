@@ -221,11 +221,13 @@ class Worker:
         try:
             redis_started = time.perf_counter()
             applied = self.backpressure.run("redis", partial(self._take, pending), self.consumer)
-            self.metrics.redis_seconds.observe(time.perf_counter() - redis_started)
+            if pending.flight.prepared.calls:
+                self.metrics.redis_seconds.observe(time.perf_counter() - redis_started)
             self.claims.again(applied.again, [*pending.records, *later])
             self.claims.fenced(applied.fenced, [*pending.records, *later])
             settle(pending, applied, self.engine, self.plan)
-            self.metrics.count_windows(self.settings.topics.input, applied)
+            if self.engine.claims:
+                self.metrics.count_windows(self.settings.topics.input, applied)
             result = pending.result
             result.outputs = self.obs.tracer.propagate(result.outputs, pending.span)
             self.backpressure.run("kafka", partial(self._deliver, pending), self.consumer)
