@@ -21,8 +21,8 @@ from service.errors import (
     TransactionUnknownError,
 )
 from service.kafka.errors import classify, from_exception
-from service.processing.dlq import DlqEntry, render
-from service.records import OutRecord
+from service.processing.dlq import render
+from service.records import DlqEntry, OutRecord
 from service.retry import Backoff
 
 log = structlog.get_logger("rill.producer")

@@ -20,15 +20,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import Any, TypeAlias
 
 import orjson
 
 from service.errors import ConfigError, RecordError
-from service.state.codec import pack_ordered, unpack_ordered
+from service.window_state import Component, Op, pack_ordered, unpack_ordered
 
-Op: TypeAlias = Literal["add", "min", "max", "first", "last", "set"]
-Component: TypeAlias = int | float | str
 Number: TypeAlias = int | float
 Fold: TypeAlias = Callable[[Sequence[Component], Sequence[Component]], list[Component]]
 AGG_FUNCTIONS = ("count", "sum", "min", "max", "mean", "first", "last")

@@ -27,8 +27,8 @@ from service.errors import (
 )
 from service.kafka.producer import Failure, OffsetMeta
 from service.processing.batch import Plan, emit
-from service.processing.dlq import DlqEntry, add_to_dlq, render
-from service.records import TP, BatchResult, OutRecord
+from service.processing.dlq import add_to_dlq, render
+from service.records import TP, BatchResult, DlqEntry, OutRecord
 from service.runtime.ledger import Ledger, outbox_seq, seq_meta
 from service.runtime.ports import Consumer, Producer
 from service.runtime.window_engine import Outbox, WindowEngine

@@ -26,8 +26,8 @@ from service.observability.health import HealthServer, HealthState
 from service.observability.metrics import Metrics
 from service.observability.tracing import BatchTracer
 from service.processing.batch import Plan, dlq_entry, emit, process_batch
-from service.processing.dlq import DlqEntry, add_to_dlq
-from service.records import TP, BatchResult, InRecord, first_offsets
+from service.processing.dlq import add_to_dlq
+from service.records import TP, BatchResult, DlqEntry, InRecord, first_offsets
 from service.runtime.backpressure import BackPressure
 from service.runtime.edges import REAL_EDGES
 from service.runtime.gates import drop_applied, hold, hold_unresolved

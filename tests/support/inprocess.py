@@ -23,7 +23,8 @@ from service.runtime.edges import state_layout
 from service.runtime.ports import Edges
 from service.runtime.worker import Worker
 from service.state.memory import MemoryWindowStore
-from service.state.store import Applied, ApplyCall, Claim, WindowStore
+from service.state.store import WindowStore
+from service.window_state import Applied, ApplyCall, Claim
 from tests.support.memory_kafka import MemoryBroker, MemoryConsumer, MemoryProducer
 
 IN, OUT, DLQ = "in", "out", "dlq"

@@ -15,8 +15,8 @@ from typing import Any
 from service.errors import DeliveryError, RillError, TransactionRefusedError
 from service.kafka.producer import Failure, OffsetMeta
 from service.kafka.progress import Progress
-from service.processing.dlq import DlqEntry, render
-from service.records import TP, InRecord, OutRecord
+from service.processing.dlq import render
+from service.records import TP, DlqEntry, InRecord, OutRecord
 
 
 @dataclass

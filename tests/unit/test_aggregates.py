@@ -12,8 +12,6 @@ from hypothesis import strategies as st
 from service.errors import RecordError
 from service.processing.aggregates import (
     Aggregation,
-    Component,
-    Op,
     Reducer,
     kernel,
     merge,
@@ -21,7 +19,7 @@ from service.processing.aggregates import (
     record_components,
     results,
 )
-from service.state.codec import pack_ordered, unpack_ordered
+from service.window_state import Component, Op, pack_ordered, unpack_ordered
 
 # --- the rules as a plain loop: the reference the kernels must equal ------------------------
 

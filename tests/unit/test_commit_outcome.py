@@ -10,8 +10,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from service.errors import TransactionUnknownError
 from service.kafka.producer import BatchProducer
-from service.processing.windows import Keyed
-from service.records import BatchResult, InRecord, OutRecord
+from service.records import BatchResult, InRecord, Keyed, OutRecord
 from service.runtime.guarantee import ExactlyOnce
 from service.runtime.ledger import outbox_seq
 from service.runtime.window_engine import WindowEngine

@@ -25,15 +25,16 @@ from service.pipeline import Pipeline
 from service.processing import dlq
 from service.processing.aggregates import Aggregation, merge, ops_of, record_components, results
 from service.processing.batch import Plan, emit, process_batch
-from service.processing.dlq import DlqEntry, render
+from service.processing.dlq import render
 from service.processing.sizes import TRUNCATED, record_size
-from service.processing.windows import Keyed, WindowPlan, WindowResult, WindowSpec, event_time
-from service.records import BatchResult, InRecord
+from service.processing.windows import WindowPlan, WindowResult, WindowSpec, event_time
+from service.records import BatchResult, DlqEntry, InRecord, Keyed
 from service.runtime.window_engine import WindowEngine
 from service.serde import JsonSerde
 from service.serde.wire import PlainWire
-from service.state.codec import StateLayout, pack_ordered
+from service.state.codec import StateLayout
 from service.state.memory import MemoryWindowStore
+from service.window_state import pack_ordered
 
 NOW = 1_700_000_000_000
 HOUR = 3_600_000
