@@ -1,9 +1,9 @@
 """The window-state seam: what the aggregator asks of a store, as plain values.
 
-`RedisWindowStore` (redis_store.py) is the real store; `MemoryWindowStore` (memory.py)
-runs the very same Lua scripts in-process on fakeredis, for unit tests. The runtime sees only
-this Protocol and the plain values of `service/window_state.py`; every byte layout behind
-them lives in `state/codec.py`.
+`RedisWindowStore` (redis_store.py) is the real store; its twin in the tests,
+`MemoryWindowStore` (tests/support/memory_store.py), runs the very same Lua scripts
+in-process on fakeredis. The runtime sees only this Protocol and the plain values of
+`service/window_state.py`; every byte layout behind them lives in `state/codec.py`.
 """
 
 from __future__ import annotations

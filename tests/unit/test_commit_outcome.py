@@ -87,7 +87,7 @@ def test_tick_on_a_partition_with_no_committed_offset_records_its_sequence() -> 
     them."""
     from service.app import build_plan  # noqa: PLC0415 - the plan of the shared settings
     from service.runtime.edges import state_layout  # noqa: PLC0415
-    from service.state.memory import MemoryWindowStore  # noqa: PLC0415
+    from tests.support.memory_store import MemoryWindowStore  # noqa: PLC0415
 
     broker = MemoryBroker()
     broker.create(IN, 1)

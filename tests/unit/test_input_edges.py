@@ -33,8 +33,8 @@ from service.runtime.window_engine import WindowEngine
 from service.serde import JsonSerde
 from service.serde.wire import PlainWire
 from service.state.codec import StateLayout
-from service.state.memory import MemoryWindowStore
 from service.window_state import pack_ordered
+from tests.support.memory_store import MemoryWindowStore
 
 NOW = 1_700_000_000_000
 HOUR = 3_600_000

@@ -11,8 +11,8 @@ from service.errors import FatalError, StateError, StateLayoutError, StateLostEr
 from service.records import TP
 from service.state import codec
 from service.state.codec import StateLayout
-from service.state.memory import MemoryWindowStore
 from service.window_state import ApplyCall, Claim, Delta, Op
+from tests.support.memory_store import MemoryWindowStore
 
 TP0: TP = ("orders", 0)
 OPS: tuple[Op, ...] = ("add", "max")

@@ -8,8 +8,8 @@ import pytest
 from service.errors import RillError, StateError
 from service.records import TP, DlqEntry
 from service.state.codec import StateLayout, epoch_claims
-from service.state.memory import MemoryWindowStore
 from service.window_state import NO_TIME, ApplyCall, Claim, Delta, Op, WindowRow
+from tests.support.memory_store import MemoryWindowStore
 
 TP0: TP = ("orders", 0)
 OPS: tuple[Op, ...] = ("add", "max")
