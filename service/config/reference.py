@@ -1,7 +1,8 @@
 """docs/configuration.md, generated from the settings' declarations.
 
 `python -m service.config.reference > docs/configuration.md` (`make docs`) writes it;
-a unit test fails when the file and the declarations disagree.
+`--check <file>` exits 1 when the file is not what the declarations generate (a unit test
+and the pre-commit hook).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import sys
 import typing
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
@@ -90,5 +92,17 @@ def reference() -> str:
     return "\n".join(parts) + "\n"
 
 
-if __name__ == "__main__":
+def main(argv: list[str]) -> int:
+    """Print the reference, or with `--check <file>` compare it with the file."""
+    if argv[:1] == ["--check"]:
+        path = Path(argv[1])
+        if path.read_text() == reference():
+            return 0
+        sys.stderr.write(f"{path} is out of date: run make docs\n")
+        return 1
     sys.stdout.write(reference())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
