@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 from pathlib import Path
 
@@ -189,3 +190,15 @@ def test_the_shipped_package_imports_no_dev_dependency() -> None:
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
                 names.append(getattr(node, "module", None) or "")
                 assert not [n for n in names if n.split(".")[0] in ("fakeredis", "tests")], path
+
+
+def test_the_readme_is_short_and_every_doc_link_resolves() -> None:
+    """The README stays a user's page (< 250 lines); its and docs/' relative links exist."""
+    readme = ROOT / "README.md"
+    assert len(readme.read_text().splitlines()) < 250
+    broken = []
+    for page in [readme, *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" not in target and not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert broken == []
