@@ -28,7 +28,7 @@ from service.planner import cli as plan_cli
 from service.processing.dlq import reason_of
 from service.records import InRecord, OutRecord
 from service.serde import Serde
-from service.serde.build import side_serde
+from service.serdes import side_serde
 
 log = structlog.get_logger("rill.cli")
 

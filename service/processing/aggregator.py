@@ -17,18 +17,16 @@ from typing import Any
 import orjson
 
 from service.errors import FatalError, RecordError, RillError
-from service.processing.aggregates import Aggregation, Component, kernel
-from service.processing.dlq import DlqEntry
+from service.processing.aggregates import Aggregation, kernel
 from service.processing.windows import (
-    Keyed,
     PartitionBatch,
     PartitionClock,
     WindowPlan,
     WindowResult,
     event_time,
 )
-from service.records import TP, InRecord
-from service.state.store import NO_TIME, Applied, ApplyCall, Claim, WindowRow
+from service.records import TP, DlqEntry, InRecord, Keyed
+from service.window_state import NO_TIME, Applied, ApplyCall, Claim, Component, WindowRow
 
 # A user reducer's accumulator of one window: (key, start, end, component index).
 Slot = tuple[str, int, int, int]

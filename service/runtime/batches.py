@@ -14,9 +14,9 @@ from typing import Any
 import structlog
 
 from service.processing.batch import Plan, emit
-from service.processing.dlq import DlqEntry, add_to_dlq
-from service.records import TP, BatchResult, InRecord
-from service.runtime.window_engine import EngineResult, InFlight, Keyed, Windows
+from service.processing.dlq import add_to_dlq
+from service.records import TP, BatchResult, DlqEntry, InRecord, Keyed
+from service.runtime.window_engine import EngineResult, InFlight, Windows
 
 log = structlog.get_logger("rill.batches")
 

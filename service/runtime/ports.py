@@ -14,9 +14,8 @@ from typing import Any, Protocol
 from service.config import Settings
 from service.kafka.producer import Failure, OffsetMeta
 from service.kafka.progress import Progress
-from service.processing.dlq import DlqEntry
 from service.processing.windows import WindowPlan
-from service.records import TP, InRecord, OutRecord
+from service.records import TP, DlqEntry, InRecord, OutRecord
 from service.state.store import WindowStore
 
 

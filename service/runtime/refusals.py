@@ -16,9 +16,9 @@ import structlog
 from service.errors import DlqRefusedError
 from service.kafka.producer import Failure
 from service.processing.batch import Plan
-from service.processing.dlq import DlqEntry, render
+from service.processing.dlq import render
 from service.processing.sizes import TRUNCATED
-from service.records import TP, BatchResult, OutRecord
+from service.records import TP, BatchResult, DlqEntry, OutRecord
 from service.runtime.batches import now_ms
 
 log = structlog.get_logger("rill.refusals")

@@ -15,10 +15,10 @@ from functools import partial
 import structlog
 
 from service.processing.aggregator import Aggregator, DlqOf, EngineResult, Outbox, Owned, Prepared
-from service.processing.dlq import DlqEntry
-from service.processing.windows import Keyed, WindowPlan
-from service.records import TP
-from service.state.store import Applied, WindowStore
+from service.processing.windows import WindowPlan
+from service.records import TP, DlqEntry, Keyed
+from service.state.store import WindowStore
+from service.window_state import Applied
 
 log = structlog.get_logger("rill.windows")
 

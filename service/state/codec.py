@@ -35,31 +35,29 @@ number issued again after such a loss carries another token, so it fences the fi
 from __future__ import annotations
 
 import base64
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import orjson
 
-from service.processing.dlq import DlqEntry, reason_of
-from service.records import TP
-from service.state.store import (
+from service.processing.dlq import reason_of
+from service.records import TP, DlqEntry
+from service.window_state import (
     NO_TIME,
+    ORDERED_TIME_CHARS,
     Applied,
     ApplyCall,
     Claim,
+    Component,
+    Op,
     OutboxEntry,
     WindowRow,
+    ordered_time,
 )
 
-if TYPE_CHECKING:
-    from service.processing.aggregates import Component, Op
-
 SEP: Final = "\x1f"
-ORDER_PREFIX_CHARS: Final = 32
-ORDERED_TIME_CHARS: Final = 16
 TOKEN_BITS: Final = 24
 LAYOUT_VERSION: Final = "2"
 EVICT_MARK: Final = "x|"
@@ -96,37 +94,6 @@ def _components(numeric: Sequence[bool], text: str) -> list[Component]:
         (int(p) if integer(p) else float(p)) if n else p
         for n, p in zip(numeric, text.split(SEP), strict=True)
     ]
-
-
-def pack_ordered(ts: int, offset: int, value: Any) -> str:
-    """A first/last component: sorts as text by (event time, offset), carries the value.
-
-    Args:
-        ts: event time in ms, above -10**15 (a negative one is `-` and ts + 10**15 in
-            15 digits, which sorts below every non-negative one and in time order).
-        offset: the record's offset.
-        value: any JSON-serializable value (others are written with `str`).
-    """
-    try:
-        text = orjson.dumps(value, default=str).decode()
-    except TypeError:  # an integer beyond 64 bits (or a non-text dict key): json writes it
-        text = json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
-    return ordered_time(ts) + f"{offset:016d}" + text
-
-
-def ordered_time(ts: int) -> str:
-    """A time in ms as 16 characters that sort as text in time order (the scripts' `ord`).
-
-    Args:
-        ts: above -10**15 and below 10**16 (a negative one is `-` and ts + 10**15 in 15
-            digits, which sorts below every non-negative one and in time order).
-    """
-    return f"{ts:016d}" if ts >= 0 else f"-{ts + 10**15:015d}"
-
-
-def unpack_ordered(text: str) -> Any:
-    """The value of a `pack_ordered` component."""
-    return orjson.loads(text[ORDER_PREFIX_CHARS:])
 
 
 # --- window ids ---------------------------------------------------------------------------

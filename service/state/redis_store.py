@@ -16,12 +16,11 @@ import structlog
 from redis.exceptions import NoScriptError
 
 from service.errors import RillError, StateLayoutError, StateLostError
-from service.processing.aggregates import Component, Op
 from service.records import TP
 from service.state import codec
 from service.state.client import REDIS_ERRORS, RedisClient, mapped
 from service.state.codec import PartitionKeys, StateLayout
-from service.state.store import Applied, ApplyCall, Claim
+from service.window_state import Applied, ApplyCall, Claim, Component, Op
 
 log = structlog.get_logger("rill.state")
 _T = TypeVar("_T")

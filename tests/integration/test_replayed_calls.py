@@ -17,11 +17,10 @@ import uuid
 import pytest
 
 from service.errors import StateError
-from service.processing.windows import Delta
 from service.state.client import connect
 from service.state.codec import StateLayout
 from service.state.redis_store import RedisWindowStore
-from service.state.store import ApplyCall
+from service.window_state import ApplyCall, Delta
 from tests.integration.conftest import Endpoints
 
 pytestmark = pytest.mark.integration

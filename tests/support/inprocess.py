@@ -22,9 +22,10 @@ from service.records import TP, OutRecord
 from service.runtime.edges import state_layout
 from service.runtime.ports import Edges
 from service.runtime.service import Service
-from service.state.memory import MemoryWindowStore
-from service.state.store import Applied, ApplyCall, Claim, WindowStore
+from service.state.store import WindowStore
+from service.window_state import Applied, ApplyCall, Claim
 from tests.support.memory_kafka import MemoryBroker, MemoryConsumer, MemoryProducer
+from tests.support.memory_store import MemoryWindowStore
 
 IN, OUT, DLQ = "in", "out", "dlq"
 WINDOWED = {

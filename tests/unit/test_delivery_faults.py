@@ -25,9 +25,9 @@ from service.errors import (
 )
 from service.kafka.producer import OffsetMeta
 from service.processing import dlq
-from service.processing.dlq import DlqEntry
-from service.records import TP, OutRecord
-from service.state.store import Applied, WindowStore
+from service.records import TP, DlqEntry, OutRecord
+from service.state.store import WindowStore
+from service.window_state import Applied
 from tests.support.inprocess import (
     DLQ,
     IN,

@@ -18,10 +18,11 @@ import pytest
 from service.errors import StateError
 from service.records import TP
 from service.runtime.edges import state_layout
-from service.state.memory import MemoryWindowStore
-from service.state.store import Applied, ApplyCall, WindowStore
+from service.state.store import WindowStore
+from service.window_state import Applied, ApplyCall
 from tests.support.inprocess import IN, WINDOWED, Run, feed, settings_for, windows
 from tests.support.memory_kafka import MemoryBroker
+from tests.support.memory_store import MemoryWindowStore
 
 MODES = ["at_least_once", "exactly_once"]
 # Windows closed by idle ticks: the watermark moves by wall clock once a partition is

@@ -8,13 +8,11 @@ import fakeredis
 import pytest
 
 from service.errors import FatalError, StateError, StateLayoutError, StateLostError
-from service.processing.aggregates import Op
-from service.processing.windows import Delta
 from service.records import TP
 from service.state import codec
 from service.state.codec import StateLayout
-from service.state.memory import MemoryWindowStore
-from service.state.store import ApplyCall, Claim
+from service.window_state import ApplyCall, Claim, Delta, Op
+from tests.support.memory_store import MemoryWindowStore
 
 TP0: TP = ("orders", 0)
 OPS: tuple[Op, ...] = ("add", "max")

@@ -12,7 +12,8 @@ import pytest
 from service.errors import StateLayoutError, StateLostError
 from service.records import TP
 from service.runtime.ledger import SEQ_META, outbox_seq
-from service.state.store import Claim, WindowStore
+from service.state.store import WindowStore
+from service.window_state import Claim
 from tests.support.inprocess import IN, OUT, WINDOWED, Run, events, feed, settings_for
 from tests.support.memory_kafka import MemoryBroker
 
