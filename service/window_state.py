@@ -118,7 +118,7 @@ class ApplyCall:
 
 
 @dataclass(frozen=True, slots=True)
-class Applied:
+class ApplyReply:
     """What the apply script did for one partition."""
 
     status: ApplyStatus

@@ -151,7 +151,7 @@ class Metrics:
         )
 
     def count_windows(self, topic: str, applied: Any) -> None:
-        """Add what a window step did (an `EngineResult`)."""
+        """Add what a window step did (an `WindowOutcome`)."""
         if applied.late:
             self.records_late.labels(topic).inc(applied.late)
         if applied.skipped:

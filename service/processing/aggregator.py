@@ -26,7 +26,7 @@ from service.processing.windows import (
     event_time,
 )
 from service.records import TP, DlqEntry, InRecord, Keyed
-from service.window_state import NO_TIME, Applied, ApplyCall, Claim, Component, WindowRow
+from service.window_state import NO_TIME, ApplyCall, ApplyReply, Claim, Component, WindowRow
 
 # A user reducer's accumulator of one window: (key, start, end, component index).
 Slot = tuple[str, int, int, int]
@@ -66,7 +66,7 @@ class Prepared:
 
 
 @dataclass(slots=True)
-class EngineResult:
+class WindowOutcome:
     """What one batch did to window state."""
 
     results: list[WindowResult] = field(default_factory=list)
@@ -233,7 +233,7 @@ class Aggregator:
                 batch = batches[tp] = PartitionBatch(first_offset=rec.offset)
                 out.clocks[tp] = PartitionClock(owned.clock.max_ts, owned.clock.watermark)
             batch.last_offset = rec.offset
-            error = self._take(item, batch, out.clocks[tp], out.pending.setdefault(tp, {}))
+            error = self._window_one(item, batch, out.clocks[tp], out.pending.setdefault(tp, {}))
             if error is not None:
                 dropped.setdefault(tp, []).append(self.dlq_of(rec, error))
                 out.late += error.stage == "late"
@@ -271,8 +271,8 @@ class Aggregator:
         return out
 
     def take(
-        self, prepared: Prepared, replies: Mapping[TP, Applied], now_wall_ms: int
-    ) -> EngineResult:
+        self, prepared: Prepared, replies: Mapping[TP, ApplyReply], now_wall_ms: int
+    ) -> WindowOutcome:
         """The store's replies to `prepared`: results, fenced and stale partitions.
 
         A stale reply means the script ran but its reply was lost (a retried round trip);
@@ -281,7 +281,7 @@ class Aggregator:
         are dropped, `out.dlq` keeps none of it): the caller claims it again, which takes
         the outbox. A fenced partition is forgotten the same way.
         """
-        out = EngineResult(late=prepared.late, skipped=prepared.skipped)
+        out = WindowOutcome(late=prepared.late, skipped=prepared.skipped)
         for tp, applied in replies.items():
             if applied.status == "fenced":
                 out.fenced.add(tp)
@@ -342,7 +342,7 @@ class Aggregator:
             seq=owned.seq,
         )
 
-    def _take(
+    def _window_one(
         self,
         item: Keyed,
         batch: PartitionBatch,

@@ -16,7 +16,7 @@ import structlog
 from service.processing.batch import Plan, emit
 from service.processing.dlq import add_to_dlq
 from service.records import TP, BatchResult, DlqEntry, InRecord, Keyed
-from service.runtime.window_engine import EngineResult, InFlight, Windows
+from service.runtime.window_engine import InFlight, WindowOutcome, Windows
 
 log = structlog.get_logger("rill.batches")
 
@@ -68,7 +68,7 @@ def window_input(
     return keyed, carry, last
 
 
-def settle(pending: Pending, applied: EngineResult, engine: Windows, plan: Plan) -> None:
+def settle(pending: Pending, applied: WindowOutcome, engine: Windows, plan: Plan) -> None:
     """The window step's outcome into the batch: results, DLQ entries, sequences.
 
     Partitions fenced, replayed (`stale`), lost, or revoked while the batch waited are

@@ -14,10 +14,10 @@ import structlog
 from service.errors import StateLostError
 from service.records import TP, InRecord
 from service.runtime.backpressure import BackPressure
+from service.runtime.edges import Consumer
 from service.runtime.guarantee import Guarantee
 from service.runtime.observers import Observers
 from service.runtime.partitions import FENCED_RETRY_S, Partitions, State
-from service.runtime.ports import Consumer
 from service.runtime.state_loss import state_lost
 from service.runtime.window_engine import WindowEngine, Windows
 

@@ -13,8 +13,8 @@ import structlog
 
 from service.processing.aggregator import Owned
 from service.records import TP, InRecord
+from service.runtime.edges import Consumer
 from service.runtime.partitions import Partitions, State
-from service.runtime.ports import Consumer
 from service.serde.schema_cache import split_waiting
 
 log = structlog.get_logger("rill.gates")
@@ -40,7 +40,7 @@ def hold(records: list[InRecord], waiting: Collection[TP], consumer: Consumer) -
     return [r for r in records if r.topic_partition() not in waiting]
 
 
-def drop_applied(
+def drop_replayed(
     records: list[InRecord], owned: Mapping[TP, Owned], replayed: CounterChild
 ) -> list[InRecord]:
     """The records above their partition's applied offset; the others are counted.

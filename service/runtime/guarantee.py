@@ -30,8 +30,8 @@ from service.processing.batch import Plan, emit
 from service.processing.dlq import add_to_dlq, render
 from service.records import TP, BatchResult
 from service.runtime.batches import now_ms
+from service.runtime.edges import Consumer, Producer
 from service.runtime.ledger import Ledger, outbox_seq, seq_meta
-from service.runtime.ports import Consumer, Producer
 from service.runtime.refusals import identity, swap_refused
 from service.runtime.window_engine import Outbox, WindowEngine
 

@@ -20,10 +20,10 @@ from service.observability.tracing import BatchTracer
 from service.processing.batch import Plan, dlq_entry
 from service.records import TP
 from service.runtime.batches import now_ms
-from service.runtime.edges import REAL_EDGES
+from service.runtime.edges import Edges
 from service.runtime.guarantee import GUARANTEES
 from service.runtime.observers import Observers
-from service.runtime.ports import Edges
+from service.runtime.real_edges import REAL_EDGES
 from service.runtime.report import Report
 from service.runtime.window_engine import NoWindows, Submit, WindowEngine, Windows, inline_submit
 from service.runtime.worker import Worker

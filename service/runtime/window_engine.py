@@ -14,27 +14,27 @@ from functools import partial
 
 import structlog
 
-from service.processing.aggregator import Aggregator, DlqOf, EngineResult, Outbox, Owned, Prepared
+from service.processing.aggregator import Aggregator, DlqOf, Outbox, Owned, Prepared, WindowOutcome
 from service.processing.windows import WindowPlan
 from service.records import TP, DlqEntry, Keyed
 from service.state.store import WindowStore
-from service.window_state import Applied
+from service.window_state import ApplyReply
 
 log = structlog.get_logger("rill.windows")
 
 __all__ = [
-    "EngineResult",
     "InFlight",
     "Keyed",
     "Outbox",
     "Submit",
     "WindowEngine",
+    "WindowOutcome",
     "WindowPlan",
     "inline_submit",
 ]
 
 
-Replies = dict[TP, Applied]
+Replies = dict[TP, ApplyReply]
 Submit = Callable[[Callable[[], Replies]], "Future[Replies]"]
 
 
@@ -96,12 +96,12 @@ class WindowEngine:
         now_wall_ms: int,
         carry: Mapping[TP, Sequence[DlqEntry]] | None = None,
         last_offsets: Mapping[TP, int] | None = None,
-    ) -> EngineResult:
+    ) -> WindowOutcome:
         """`begin` and `finish` in one call, in this thread."""
         flight = self.begin(keyed, carry or {}, last_offsets or {}, inline_submit)
         return self.finish(flight, now_wall_ms)
 
-    def tick(self, now_wall_ms: int, at_end: Collection[TP]) -> EngineResult:
+    def tick(self, now_wall_ms: int, at_end: Collection[TP]) -> WindowOutcome:
         """`begin_tick` and `finish` in one call, in this thread."""
         return self.finish(self.begin_tick(now_wall_ms, at_end, inline_submit), now_wall_ms)
 
@@ -140,7 +140,7 @@ class WindowEngine:
         prepared = replace(flight.prepared, calls=calls)
         return self._begin(prepared, inline_submit)
 
-    def finish(self, flight: InFlight, now_wall_ms: int) -> EngineResult:
+    def finish(self, flight: InFlight, now_wall_ms: int) -> WindowOutcome:
         """The replies of `begin`'s round trip, taken.
 
         Raises:
@@ -237,9 +237,9 @@ class NoWindows:
         """Nothing to send again."""
         return flight
 
-    def finish(self, flight: InFlight, now_wall_ms: int) -> EngineResult:
+    def finish(self, flight: InFlight, now_wall_ms: int) -> WindowOutcome:
         """Nothing happened."""
-        return EngineResult()
+        return WindowOutcome()
 
     def keep_alive(self) -> tuple[list[TP], list[TP]]:
         """No state to keep."""

@@ -22,12 +22,12 @@ from service.records import TP, BatchResult, InRecord, first_offsets
 from service.runtime.backpressure import BackPressure
 from service.runtime.batches import Pending, now_ms, settle, window_input
 from service.runtime.claims import Claims
-from service.runtime.gates import drop_applied, hold, hold_unresolved, release_schema_held
+from service.runtime.edges import Consumer
+from service.runtime.gates import drop_replayed, hold, hold_unresolved, release_schema_held
 from service.runtime.guarantee import Delivered, Guarantee
 from service.runtime.observers import Observers
 from service.runtime.partitions import Partitions
-from service.runtime.ports import Consumer
-from service.runtime.window_engine import EngineResult, Submit, Windows
+from service.runtime.window_engine import Submit, WindowOutcome, Windows
 
 log = structlog.get_logger("rill.worker")
 TICK_INTERVAL_S = 1.0
@@ -167,7 +167,7 @@ class Worker:
         one's window round trip (N+1's clocks start where N's replies left them)."""
         records = hold(records, self.partitions.waiting(), self.consumer)
         if self.guarantee.carries_dlq:
-            records = drop_applied(records, self.engine.owned, self._replayed)
+            records = drop_replayed(records, self.engine.owned, self._replayed)
         records = hold_unresolved(records, self.plan.resolver, self.consumer, self.partitions)
         if not records:
             self._finish()
@@ -220,7 +220,7 @@ class Worker:
         self._finishing = pending.records  # still counted as lag until delivered
         try:
             redis_started = time.perf_counter()
-            applied = self.backpressure.run("redis", partial(self._take, pending), self.consumer)
+            applied = self.backpressure.run("redis", partial(self._replies, pending), self.consumer)
             if pending.flight.prepared.calls:
                 self.metrics.redis_seconds.observe(time.perf_counter() - redis_started)
             self.claims.again(applied.again, [*pending.records, *later])
@@ -238,7 +238,7 @@ class Worker:
             self._finishing = ()
             self.obs.tracer.end(pending.span)
 
-    def _take(self, pending: Pending) -> EngineResult:
+    def _replies(self, pending: Pending) -> WindowOutcome:
         """The replies of the round trip; a failed one is sent again first."""
         if pending.failed:
             pending.flight = self.engine.redo(pending.flight)

@@ -47,8 +47,8 @@ from service.records import TP, DlqEntry
 from service.window_state import (
     NO_TIME,
     ORDERED_TIME_CHARS,
-    Applied,
     ApplyCall,
+    ApplyReply,
     Claim,
     Component,
     Op,
@@ -380,7 +380,7 @@ def _whole(text: str) -> int:
     return int(text) if _INTEGER.fullmatch(text) else int(float(text))
 
 
-def decode_applied(ops: Sequence[Op], reply: Sequence[Any]) -> Applied:
+def decode_applied(ops: Sequence[Op], reply: Sequence[Any]) -> ApplyReply:
     """The apply script's reply.
 
     `{'ok', seq, watermark, applied, rows, open windows}`, `{'stale', applied, seq}`,
@@ -389,14 +389,16 @@ def decode_applied(ops: Sequence[Op], reply: Sequence[Any]) -> Applied:
     """
     status = _text(reply[0])
     if status == "stale":
-        return Applied("stale", applied=int(reply[1]), seq=int(reply[2]) if len(reply) > 2 else 0)
+        return ApplyReply(
+            "stale", applied=int(reply[1]), seq=int(reply[2]) if len(reply) > 2 else 0
+        )
     if status == "fenced":
-        return Applied("fenced")
+        return ApplyReply("fenced")
     if status == "lost":
-        return Applied("lost")
+        return ApplyReply("lost")
     if status != "ok":
         raise ValueError(f"apply script answered {status!r}")
-    return Applied(
+    return ApplyReply(
         "ok",
         seq=int(reply[1]),
         watermark=_time(reply[2]),

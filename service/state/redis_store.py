@@ -20,7 +20,7 @@ from service.records import TP
 from service.state import codec
 from service.state.client import REDIS_ERRORS, RedisClient, mapped
 from service.state.codec import PartitionKeys, StateLayout
-from service.window_state import Applied, ApplyCall, Claim, Component, Op
+from service.window_state import ApplyCall, ApplyReply, Claim, Component, Op
 
 log = structlog.get_logger("rill.state")
 _T = TypeVar("_T")
@@ -183,7 +183,7 @@ class RedisWindowStore:
         answers = {tp: _text(reply) for tp, reply in zip(order, replies, strict=True)}
         return {tp: why for tp, why in answers.items() if why != "ok"}
 
-    def apply(self, calls: Mapping[TP, ApplyCall]) -> dict[TP, Applied]:
+    def apply(self, calls: Mapping[TP, ApplyCall]) -> dict[TP, ApplyReply]:
         """Apply every partition's call in ONE pipelined round trip (per node on a cluster).
 
         A partition whose state, or this worker's claim of it, is gone from Redis answers

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from service.records import TP
-from service.window_state import Applied, ApplyCall, Claim, Component
+from service.window_state import ApplyCall, ApplyReply, Claim, Component
 
 
 class WindowStore(Protocol):
@@ -53,7 +53,7 @@ class WindowStore(Protocol):
         """Every open window of `tp`: (key, start, end) -> components."""
         ...
 
-    def apply(self, calls: Mapping[TP, ApplyCall]) -> dict[TP, Applied]:
+    def apply(self, calls: Mapping[TP, ApplyCall]) -> dict[TP, ApplyReply]:
         """Apply every partition's call in one round trip; a reply per partition.
 
         A partition whose state or claim is gone answers `lost` (nothing of it written);

@@ -14,7 +14,7 @@ from service.kafka.clients import consumer_config, producer_config
 from service.kafka.consumer import GroupConsumer
 from service.kafka.producer import BatchProducer
 from service.records import OutRecord
-from service.runtime.ports import Consumer, Producer
+from service.runtime.edges import Consumer, Producer
 from tests.integration.conftest import Endpoints
 from tests.integration.helpers import create_topics, read_all
 from tests.support.kafka_contract import KafkaContract, PartitionsCallback

@@ -19,11 +19,11 @@ from service.config import Settings, load_settings
 from service.errors import StateError
 from service.processing.windows import WindowPlan
 from service.records import TP, OutRecord
-from service.runtime.edges import state_layout
-from service.runtime.ports import Edges
+from service.runtime.edges import Edges
+from service.runtime.real_edges import state_layout
 from service.runtime.service import Service
 from service.state.store import WindowStore
-from service.window_state import Applied, ApplyCall, Claim
+from service.window_state import ApplyCall, ApplyReply, Claim
 from tests.support.memory_kafka import MemoryBroker, MemoryConsumer, MemoryProducer
 from tests.support.memory_store import MemoryWindowStore
 
@@ -190,7 +190,7 @@ class Flaky:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def apply(self, calls: dict[TP, ApplyCall]) -> dict[TP, Applied]:
+    def apply(self, calls: dict[TP, ApplyCall]) -> dict[TP, ApplyReply]:
         if self.before:
             self.before -= 1
             raise StateError("Redis does not answer")

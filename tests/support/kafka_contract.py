@@ -24,7 +24,7 @@ import pytest
 from service.kafka.progress import Progress
 from service.processing.dlq import ERROR_STAGE, SOURCE_OFFSET
 from service.records import TP, DlqEntry, InRecord, OutRecord
-from service.runtime.ports import Consumer, Producer
+from service.runtime.edges import Consumer, Producer
 
 PartitionsCallback = Callable[[list[TP]], None]
 

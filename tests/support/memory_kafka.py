@@ -1,6 +1,6 @@
 """An in-memory twin of the Kafka edge, for unit tests of the runtime's pure logic.
 
-It implements `service.runtime.ports.Consumer` and `Producer` over plain lists: one group,
+It implements `service.runtime.edges.Consumer` and `Producer` over plain lists: one group,
 every partition assigned to the one consumer, transactions all-or-nothing. Faults are
 injected on cue (`refuse`, `fail_flushes`, `fail_transactions`). Integration tests use the
 real broker; this twin only lets the commit order and the worker loop be tested without one.

@@ -86,7 +86,7 @@ def test_tick_on_a_partition_with_no_committed_offset_records_its_sequence() -> 
     outbox sequence, even where no offset was committed yet: a new owner must not re-emit
     them."""
     from service.app import build_plan  # noqa: PLC0415 - the plan of the shared settings
-    from service.runtime.edges import state_layout  # noqa: PLC0415
+    from service.runtime.real_edges import state_layout  # noqa: PLC0415
     from tests.support.memory_store import MemoryWindowStore  # noqa: PLC0415
 
     broker = MemoryBroker()

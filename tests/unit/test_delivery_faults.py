@@ -27,7 +27,7 @@ from service.kafka.producer import OffsetMeta
 from service.processing import dlq
 from service.records import TP, DlqEntry, OutRecord
 from service.state.store import WindowStore
-from service.window_state import Applied
+from service.window_state import ApplyReply
 from tests.support.inprocess import (
     DLQ,
     IN,
@@ -357,7 +357,7 @@ class LoseOne:
         if self.applies == self.at and self.lost in calls:
             replies = self.inner.apply({tp: c for tp, c in calls.items() if tp != self.lost})
             self.gone = True
-            return {**replies, self.lost: Applied("lost")}
+            return {**replies, self.lost: ApplyReply("lost")}
         return self.inner.apply(calls)
 
     def claim(self, tp: TP) -> Any:
@@ -418,7 +418,7 @@ class StaleThenClaimFails:
         self.applies += 1
         replies = self.inner.apply(calls)
         if self.applies == 1 and self.stale in replies and len(replies) > 1:
-            replies[self.stale] = Applied("stale", applied=replies[self.stale].applied)
+            replies[self.stale] = ApplyReply("stale", applied=replies[self.stale].applied)
             self.claim_fails, self.injected = 1, True
         return replies
 

@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from service.records import OutRecord
-from service.runtime.ports import Consumer, Producer
+from service.runtime.edges import Consumer, Producer
 from tests.support.kafka_contract import KafkaContract, PartitionsCallback
 from tests.support.memory_kafka import MemoryBroker, MemoryConsumer, MemoryProducer
 

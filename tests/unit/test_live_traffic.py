@@ -17,9 +17,9 @@ import pytest
 
 from service.errors import StateError
 from service.records import TP
-from service.runtime.edges import state_layout
+from service.runtime.real_edges import state_layout
 from service.state.store import WindowStore
-from service.window_state import Applied, ApplyCall
+from service.window_state import ApplyCall, ApplyReply
 from tests.support.inprocess import IN, WINDOWED, Run, feed, settings_for, windows
 from tests.support.memory_kafka import MemoryBroker
 from tests.support.memory_store import MemoryWindowStore
@@ -67,7 +67,7 @@ class OnApply:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def apply(self, calls: dict[TP, ApplyCall]) -> dict[TP, Applied]:
+    def apply(self, calls: dict[TP, ApplyCall]) -> dict[TP, ApplyReply]:
         if self.fired or not self.when(calls):
             return self.inner.apply(calls)
         self.fired = True

@@ -14,7 +14,7 @@ from service import window_state
 from service.processing.dlq import render
 from service.records import DlqEntry
 from service.state import codec
-from service.window_state import NO_TIME, Applied, Op, OutboxEntry, WindowRow
+from service.window_state import NO_TIME, ApplyReply, Op, OutboxEntry, WindowRow
 
 OPS: tuple[Op, ...] = ("add", "min", "max", "first", "last", "set")
 text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
@@ -133,9 +133,9 @@ def test_rows_decode_from_script_replies_and_outbox_json() -> None:
 def test_apply_replies_decode_per_status() -> None:
     """ok carries seq, clock, applied offset, rows, open windows; stale its applied offset."""
     ok = [b"ok", b"7", b"-4.6116860184273879e+18", b"12", [], 3]
-    assert codec.decode_applied(OPS, ok) == Applied("ok", 7, NO_TIME, 12, [], 3)
-    assert codec.decode_applied(OPS, [b"stale", b"12"]) == Applied("stale", applied=12)
-    assert codec.decode_applied(OPS, [b"fenced", b"4"]) == Applied("fenced")
+    assert codec.decode_applied(OPS, ok) == ApplyReply("ok", 7, NO_TIME, 12, [], 3)
+    assert codec.decode_applied(OPS, [b"stale", b"12"]) == ApplyReply("stale", applied=12)
+    assert codec.decode_applied(OPS, [b"fenced", b"4"]) == ApplyReply("fenced")
     with pytest.raises(ValueError, match="answered"):
         codec.decode_applied(OPS, [b"what"])
 
