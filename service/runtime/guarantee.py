@@ -226,8 +226,7 @@ class AtLeastOnce(_Base):
             return
         _committed, meta = self.consumer.committed([tp])[tp]
         reached = outbox_seq(meta)
-        self.engine.store.expect(tp, reached)
-        left = self.engine.assign(tp, now_ms())
+        left = self.engine.assign(tp, now_ms(), expect=reached)
         if left.results or left.dlq:
             self._deliver_claimed(tp, self._reemit(tp, left, {}))
             log.info(
@@ -353,8 +352,7 @@ class ExactlyOnce(_Base):
         committed, meta = self.consumer.committed([tp])[tp]
         delivered = self.ledger.claimed(tp, committed, meta)
         # Redis must have reached what Kafka says was delivered (else StateLostError).
-        self.engine.store.expect(tp, delivered)
-        left = self.engine.assign(tp, now_ms(), after_seq=delivered)
+        left = self.engine.assign(tp, now_ms(), after_seq=delivered, expect=delivered)
         applied = self.engine.owned[tp].applied
         behind = applied >= 0 and applied + 1 > committed
         offset = max(committed, applied + 1)

@@ -69,15 +69,30 @@ class WindowEngine:
         self.plan = plan
         self.store = store
         self.aggregator = Aggregator(plan, dlq_of)
+        # Per partition found lost: the outbox sequence this worker saw Redis reach, which
+        # its claim again must find.
+        self._at_least: dict[TP, int] = {}
 
     @property
     def owned(self) -> dict[TP, Owned]:
         """The partitions this worker owns, with their clocks and offsets."""
         return self.aggregator.owned
 
-    def assign(self, tp: TP, now_wall_ms: int, after_seq: int = 0) -> Outbox:
-        """Claim `tp`; returns the outbox it left behind after `after_seq` (delivered)."""
-        claim = self.store.claim(tp)
+    def assign(self, tp: TP, now_wall_ms: int, after_seq: int = 0, expect: int = 0) -> Outbox:
+        """Claim `tp`; returns the outbox it left behind after `after_seq` (delivered).
+
+        Args:
+            tp: the partition.
+            now_wall_ms: wall clock.
+            after_seq: the outbox entries up to this one are delivered.
+            expect: the outbox sequence Redis must have reached (Kafka's committed offsets
+                name it); what this worker saw before it found the state lost counts too.
+
+        Raises:
+            StateLostError: Redis has less (the worker acts per RILL_STATE_LOSS).
+        """
+        claim = self.store.claim(tp, max(expect, self._at_least.get(tp, 0)))
+        self._at_least.pop(tp, None)
         state = self.store.load_state(tp) if self.aggregator.needs_state else None
         self.aggregator.claimed(tp, claim, now_wall_ms, state)
         log.info(
@@ -162,9 +177,8 @@ class WindowEngine:
                 topic=tp[0],
                 partition=tp[1],
             )
-        for tp, seq in out.reached.items():
-            # The claim again must find at least what this worker saw Redis reach.
-            self.store.expect(tp, seq)
+        # The claim again must find at least what this worker saw Redis reach.
+        self._at_least.update(out.reached)
         return out
 
     def acknowledge(self, tp: TP, seq: int) -> None:
@@ -179,8 +193,11 @@ class WindowEngine:
                 self.store.ack(tp, owned.epoch, owned.acked)
 
     def revoke(self, tps: Iterable[TP]) -> None:
-        """Forget partitions this worker no longer owns."""
+        """Forget partitions this worker no longer owns (Kafka took them)."""
+        tps = list(tps)
         self.aggregator.revoke(tps)
+        for tp in tps:
+            self._at_least.pop(tp, None)
 
     def restart_idle_clocks(self, now_wall_ms: int) -> None:
         """Time spent paused by back-pressure is not idleness."""
@@ -199,9 +216,8 @@ class WindowEngine:
         gone = self.store.touch({tp: o.epoch for tp, o in owned.items()})
         lost = sorted(tp for tp, why in gone.items() if why == "lost")
         fenced = sorted(tp for tp, why in gone.items() if why != "lost")
-        for tp in lost:
-            self.store.expect(tp, max(owned[tp].seq, owned[tp].acked))
-        self.revoke(gone)
+        self._at_least.update({tp: max(owned[tp].seq, owned[tp].acked) for tp in lost})
+        self.aggregator.revoke(gone)
         return lost, fenced
 
     def ping(self) -> bool:

@@ -61,7 +61,6 @@ class RedisWindowStore:
         # Pipelined scripts go by sha alone (no EVAL fallback): loaded once, and again
         # when a restarted or failed-over server lost them.
         self._loaded: set[str] = set()
-        self._expect: dict[TP, int] = {}
         self._clock = clock
         self._touched_at = clock()
         self.touch_every_s = min(TOUCH_EVERY_MAX_S, layout.ttl_s / 10)
@@ -82,14 +81,12 @@ class RedisWindowStore:
         """Drop the connection."""
         self._client.close()
 
-    def expect(self, tp: TP, seq: int) -> None:
-        """`tp`'s state reached outbox sequence `seq` (Kafka's committed offsets say so, or
-        this worker saw it): the next claim of `tp` refuses (`StateLostError`) if Redis
-        has less. Several expectations before a claim: the highest counts."""
-        self._expect[tp] = max(self._expect.get(tp, 0), seq)
-
-    def claim(self, tp: TP) -> Claim:
+    def claim(self, tp: TP, expect: int = 0) -> Claim:
         """Fence older owners out of `tp` (new epoch) and read its state and outbox.
+
+        `expect` is the outbox sequence `tp`'s state reached (Kafka's committed offsets
+        say so, or this worker saw it): the claim refuses, writing nothing, when Redis has
+        less.
 
         Raises:
             StateLostError: Redis's state of `tp` is behind what Kafka committed; nothing
@@ -99,7 +96,6 @@ class RedisWindowStore:
             StateError: Redis failed (transient).
         """
         keys = self.keys(tp)
-        expect = self._expect.get(tp, 0)
         token = secrets.randbelow(2**codec.TOKEN_BITS)
         try:
             raw = self._claim(keys=keys.all(), args=codec.claim_argv(self.layout, token, expect))
@@ -111,7 +107,6 @@ class RedisWindowStore:
             raise StateLostError([tp], found=int(raw[1]), expected=expect)
         if status == "layout":
             raise StateLayoutError(self._layout_message(tp, _text(raw[1])))
-        self._expect.pop(tp, None)
         return _decoded(tp, codec.decode_claim, self.layout.ops, raw[1:])
 
     def adopt(self, tp: TP, seq: int) -> int:
@@ -126,7 +121,6 @@ class RedisWindowStore:
         except REDIS_ERRORS as exc:
             raise mapped(exc, f"reset of {tp}") from exc
         self.round_trips += 1
-        self._expect.pop(tp, None)
         return int(raw)
 
     def load_state(self, tp: TP) -> dict[tuple[str, int, int], list[Component]]:

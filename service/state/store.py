@@ -27,13 +27,10 @@ class WindowStore(Protocol):
         """The store answers."""
         ...
 
-    def expect(self, tp: TP, seq: int) -> None:
-        """`tp`'s state reached outbox sequence `seq` (Kafka's committed offsets, or this
-        worker, saw it): the next claim refuses (`StateLostError`) if the store has less."""
-        ...
-
-    def claim(self, tp: TP) -> Claim:
-        """Fence older owners out of `tp` (new epoch) and read its state and outbox.
+    def claim(self, tp: TP, expect: int = 0) -> Claim:
+        """Fence older owners out of `tp` (new epoch) and read its state and outbox; the
+        state must have reached outbox sequence `expect` (Kafka's committed offsets, or
+        this worker, saw it).
 
         Raises `StateLostError` (state behind `expect`) or `StateLayoutError`.
         """

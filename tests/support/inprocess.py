@@ -181,11 +181,11 @@ class Flaky:
     ) -> None:
         self.inner, self.before, self.after, self.claims = inner, before, after, claims
 
-    def claim(self, tp: TP) -> Claim:
+    def claim(self, tp: TP, expect: int = 0) -> Claim:
         if self.claims:
             self.claims -= 1
             raise StateError("LOADING Redis is loading the dataset in memory")
-        return self.inner.claim(tp)
+        return self.inner.claim(tp, expect)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

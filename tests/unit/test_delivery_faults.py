@@ -360,10 +360,10 @@ class LoseOne:
             return {**replies, self.lost: ApplyReply("lost")}
         return self.inner.apply(calls)
 
-    def claim(self, tp: TP) -> Any:
+    def claim(self, tp: TP, expect: int = 0) -> Any:
         if self.gone and tp == self.lost:
             raise StateLostError([tp], found=0, expected=1)
-        return self.inner.claim(tp)
+        return self.inner.claim(tp, expect)
 
 
 @pytest.mark.parametrize("overlap", [True, False], ids=["overlap", "in-turn"])
@@ -422,11 +422,11 @@ class StaleThenClaimFails:
             self.claim_fails, self.injected = 1, True
         return replies
 
-    def claim(self, tp: TP) -> Any:
+    def claim(self, tp: TP, expect: int = 0) -> Any:
         if self.claim_fails:
             self.claim_fails = 0
             raise StateError("Redis does not answer")
-        return self.inner.claim(tp)
+        return self.inner.claim(tp, expect)
 
 
 @pytest.mark.parametrize("overlap", [True, False], ids=["overlap", "in-turn"])

@@ -120,11 +120,10 @@ def test_touch_keeps_an_owned_partition_alive_and_reports_lost_ones() -> None:
 
 
 def test_a_claim_behind_kafka_refuses_and_writes_nothing() -> None:
-    """expect(seq) above Redis's outbox sequence: the claim raises StateLostError, no write."""
+    """A claim expecting more than Redis's outbox sequence raises StateLostError, no write."""
     store = _store()
-    store.expect(TP0, 7)
     with pytest.raises(StateLostError) as lost:
-        store.claim(TP0)
+        store.claim(TP0, expect=7)
     assert (lost.value.found, lost.value.expected) == (0, 7)
     assert store.client.keys("*") == []
 
@@ -132,12 +131,10 @@ def test_a_claim_behind_kafka_refuses_and_writes_nothing() -> None:
 def test_adopt_goes_on_with_the_outbox_sequence_after_kafkas() -> None:
     """After adopt(seq) the claim succeeds and the next apply's outbox seq is above seq."""
     store = _store()
-    store.expect(TP0, 7)
     with pytest.raises(StateLostError):
-        store.claim(TP0)
+        store.claim(TP0, expect=7)
     assert store.adopt(TP0, 7) == 0
-    store.expect(TP0, 7)
-    claim = store.claim(TP0)
+    claim = store.claim(TP0, expect=7)
     assert claim.seq == 7
     delta = Delta("k", 0, 100, [1, 1])
     reply = store.apply({TP0: ApplyCall(claim.epoch, 0, 0, 10, 0, -1, [delta])})[TP0]

@@ -37,9 +37,9 @@ class _Watch:
         self.applies = 0
         self.lost = 0
 
-    def claim(self, tp: TP) -> Claim:
+    def claim(self, tp: TP, expect: int = 0) -> Claim:
         try:
-            return self.inner.claim(tp)
+            return self.inner.claim(tp, expect)
         except StateLostError:
             self.lost += 1
             if self.flush_at >= 0:
