@@ -26,5 +26,11 @@ class LibrdkafkaLog:
 
 
 def logged(conf: dict[str, Any], client: str) -> dict[str, Any]:
-    """`conf` with librdkafka's log lines going through structlog."""
+    """`conf` with librdkafka's log lines going through structlog.
+
+    A `logger` already in `conf` is kept; `None` there leaves librdkafka writing its raw
+    lines to stderr at once (with a logger they come out only when the client is polled).
+    """
+    if "logger" in conf:
+        return {k: v for k, v in conf.items() if not (k == "logger" and v is None)}
     return {**conf, "logger": LibrdkafkaLog(client)}

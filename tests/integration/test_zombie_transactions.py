@@ -184,11 +184,11 @@ def _open_transaction(
         client.send_offsets_to_transaction(
             [TopicPartition(*tp, B[0], B[1])], old_consumer.group_metadata(), WAIT_S
         )
-        # The worker's consumer settings; debug and client.id only name its log lines.
+        # The worker's consumer settings; debug and client.id only name its log lines, which
+        # go raw to stderr at once (through a logger they wait for a poll).
         name = f"new-owner-{unique}"
-        new_owner = GroupConsumer(
-            {**consumer_config(settings), "client.id": name, "debug": "topic"}, [input_topic]
-        ).start()
+        conf = {**consumer_config(settings), "client.id": name, "debug": "topic", "logger": None}
+        new_owner = GroupConsumer(conf, [input_topic]).start()
         stack.callback(new_owner.close)
         yield Scene(settings, tp, output_topic, old_producer, new_owner, name, Timeline())
 
