@@ -31,3 +31,10 @@ def test_logged_adds_the_logger_and_keeps_the_rest() -> None:
     assert isinstance(out["logger"], LibrdkafkaLog)
     assert out["bootstrap.servers"] == "b:9092"
     assert "logger" not in conf
+
+
+def test_logged_keeps_a_callers_logger_and_none_means_raw_stderr() -> None:
+    """A `logger` the caller set is kept; `None` drops the key (librdkafka's own stderr)."""
+    mine = object()
+    assert logged({"logger": mine, "a": 1}, "consumer")["logger"] is mine
+    assert logged({"logger": None, "a": 1}, "consumer") == {"a": 1}
