@@ -38,6 +38,8 @@ class TcpProxy:
         self._server.bind(("127.0.0.1", port))
         self._server.listen(128)
         self._closed = False
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._thread = threading.Thread(target=self._accept, daemon=True)
 
     def start(self) -> None:
@@ -73,6 +75,7 @@ class TcpProxy:
                 data = src.recv(65536)
                 if not data:
                     break
+                self._flowing.wait()  # frozen: what arrives now is held, then dropped
                 dst.sendall(data)
         except OSError:
             pass
@@ -88,11 +91,16 @@ class TcpProxy:
         for s in conns:
             _shut(s)
 
+    def freeze(self) -> None:
+        """Stop forwarding (a network partition): nothing sent from now on arrives."""
+        self._flowing.clear()
+
     def close(self) -> None:
-        """Stop accepting and drop every connection."""
+        """Stop accepting and drop every connection (and whatever a freeze held)."""
         self._closed = True
-        self.switch(self._target)
         self._server.close()
+        self.switch(self._target)
+        self._flowing.set()
 
 
 def _shut(s: socket.socket) -> None:
@@ -107,10 +115,16 @@ class RedisPair:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
         rng = random.Random()
-        self.primary = fixed_port(rng)
-        self.replica = fixed_port(rng)
-        while self.replica == self.primary:
-            self.replica = fixed_port(rng)
+        ports: list[int] = []
+        while len(ports) < 3:
+            port = fixed_port(rng)
+            if port not in ports:
+                ports.append(port)
+        self.primary, self.replica, link = ports
+        # The replication link goes through a proxy of its own, so the replica can be cut
+        # off: a SIGSTOPped replica misses nothing (the kernel buffers the stream and
+        # the replica applies it after SIGCONT).
+        self.link = TcpProxy(link, self.primary)
 
     def _start(self, port: int, *extra: str) -> None:
         d = self.state_dir / str(port)
@@ -151,7 +165,8 @@ class RedisPair:
         """Start both and wait until the replica is in sync."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._start(self.primary)
-        self._start(self.replica, "--replicaof", "127.0.0.1", str(self.primary))
+        self.link.start()
+        self._start(self.replica, "--replicaof", "127.0.0.1", str(self.link.port))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
@@ -163,9 +178,9 @@ class RedisPair:
             time.sleep(0.2)
         raise RuntimeError(f"the replica on {self.replica} did not sync within {timeout_s} s")
 
-    def repl_offset(self) -> int:
-        """The primary's replication offset (how much it has written)."""
-        return int(self.client(self.primary).info("replication")["master_repl_offset"])
+    def repl_offset(self, port: int) -> int:
+        """A server's replication offset (how much of the stream it has)."""
+        return int(self.client(port).info("replication")["master_repl_offset"])
 
     def promote(self) -> None:
         """`REPLICAOF NO ONE` on the replica."""
@@ -177,6 +192,7 @@ class RedisPair:
 
     def down(self) -> None:
         """Kill both (thawed first) and drop their data."""
+        self.link.close()
         for port in (self.primary, self.replica):
             try:
                 pid = self.pid(port)

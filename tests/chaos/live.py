@@ -89,8 +89,8 @@ class Shape:
     """The feed: `cycles` bursts of `burst_s` at `rate` records/s, each then a lull."""
 
     cycles: int = CYCLES
-    burst_s: float = 3.0
-    lull_s: float = 3.5
+    burst_s: float = 2.5
+    lull_s: float = 3.0
     rate: float = 300.0
     keys: int = 64
     poison_every: int = 97
@@ -372,6 +372,7 @@ def run_live(stack: ChaosStack, logs: Path, scenario: LiveScenario, mode: str, s
     if fleet.unexpected_exits:
         row.problems.append(f"workers exited {row.worker_exits} times on their own")
         (logs / "exits.txt").write_text("\n\n".join(fleet.unexpected_exits))
+    (logs / "evidence.txt").write_text("\n".join(row.evidence) + "\n")
     if row.failures:
         (logs / "digest.txt").write_text(fleet.digest())
     row.seconds = time.monotonic() - started
@@ -545,6 +546,15 @@ def judge_live(
         held,
     )
     row.windows = len(model.windows)
+    seen = {w for w, _ in emitted}
+    gone = sorted(set(model.windows) - seen - held, key=lambda w: (w[1], w[0]))
+    row.evidence = [
+        f"missing {key} [{start}, {end}) partition {_partition_of(key)} "
+        f"count {model.windows[(key, start, end)]['count']}"
+        for key, start, end in gone
+    ]
+    row.evidence += [f"fault (wall ms) {a:.0f} .. {b:.0f}" for a, b in faults]
+    row.evidence += [f"lull (wall ms) {a:.0f} .. {b:.0f}" for a, b in feed.lulls]
     model_late = run_model(recs, **window).late
     reasons = explain_late(recs, late, model_late, feed.delivered_ms, faults, window["grace"])
     row.late = reasons

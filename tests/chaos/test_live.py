@@ -57,19 +57,19 @@ def _scale_in(run: LiveRun) -> None:
 
 
 def _failover(run: LiveRun) -> None:
-    """The replica stops taking writes (SIGSTOP) while the burst goes on, the primary
-    dies (SIGKILL), and the replica, thawed, is promoted; the proxy follows it."""
+    """The replica is cut off (its replication link frozen) while the burst goes on,
+    the primary dies (SIGKILL), and the replica is promoted; the proxy follows it."""
     assert run.pair is not None
     assert run.proxy is not None
     pair = run.pair
-    before = pair.repl_offset()
-    pair.signal(pair.replica, signal.SIGSTOP)
+    pair.link.freeze()
     try:
         run.fleet.pause(2.0)
-        missed = pair.repl_offset() - before
+        written = pair.repl_offset(pair.primary)
         pair.signal(pair.primary, signal.SIGKILL)
     finally:
-        pair.signal(pair.replica, signal.SIGCONT)
+        pair.link.close()
+    missed = written - pair.repl_offset(pair.replica)
     pair.promote()
     run.proxy.switch(pair.replica)
     if missed <= 0:
@@ -84,8 +84,8 @@ def _failover(run: LiveRun) -> None:
 
     if not run.fleet.wait(detected, 45):
         run.notes.append(
-            f"state loss not detected: the promoted replica missed {missed} bytes of writes; "
-            "45 s later no worker fails /readyz with rill_state_lost"
+            f"state loss not detected: the promoted replica missed {missed} bytes of the "
+            "replication stream; 45 s later no worker fails /readyz with rill_state_lost"
         )
 
 
@@ -134,7 +134,7 @@ SCENARIOS = [
     ),
     LiveScenario(
         "redis-failover",
-        "Redis replica SIGSTOPped 2 s mid-burst, primary SIGKILLed, replica promoted "
+        "Redis replica cut off 2 s mid-burst, primary SIGKILLed, replica promoted "
         "(REPLICAOF NO ONE) behind a proxy; RILL_STATE_LOSS=fail",
         2,
         lambda cycles: [Fault("burst", min(1, cycles - 1), 1.0, _failover, "failover")],

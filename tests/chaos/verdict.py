@@ -43,6 +43,7 @@ class Row:
     windows: int | None = None  # windows of the input (live rows)
     late: dict[str, int] | None = None  # records DLQ'd as late, by cause (live rows)
     held: int = 0  # windows of partitions held after a state loss (missing allowed)
+    evidence: list[str] = field(default_factory=list)  # what a failed run leaves in its logs
 
     @property
     def failures(self) -> list[str]:
