@@ -47,7 +47,6 @@ GRACE_MS = 300
 REDIS_TIMEOUT_S = 1.0
 SESSION_TIMEOUT_MS = 6000
 DRAIN_TIMEOUT_S = 150.0
-HELD_DRAIN_S = 30.0
 # After the input is committed: how long the sink may stay unchanged before the
 # windows still missing are called lost (they close within ~2 s of the last record).
 SETTLE_S = 20.0
@@ -289,10 +288,19 @@ def _window_of(settings: dict[str, Any]) -> dict[str, Any]:
 def _land(run: LiveRun, fault: Fault, landed: list[str]) -> None:
     """Wait for the fault's phase (supervising the workers), then act."""
 
+    # `after_s` counts from the phase's start or the previous fault's end, whichever is
+    # later: a lull's fault must find the workers idle (their idle clocks restart when a
+    # fault ends), so that it catches idle ticks under way.
+    previous_end = run.faults[-1][1] / 1000 if run.faults else 0.0
+
     def due() -> bool:
         (kind, cycle), elapsed = run.feed.phase()
-        return (cycle, kind == "lull") > (fault.cycle, fault.phase == "lull") or (
-            (kind, cycle) == (fault.phase, fault.cycle) and elapsed >= fault.after_s
+        if (cycle, kind == "lull") > (fault.cycle, fault.phase == "lull"):
+            return True  # the phase went by (a fault before it took too long)
+        return (
+            (kind, cycle) == (fault.phase, fault.cycle)
+            and elapsed >= fault.after_s
+            and time.time() - previous_end >= fault.after_s
         )
 
     if not run.fleet.wait(due, 600):
@@ -398,14 +406,24 @@ def _drive(run: LiveRun, scenario: LiveScenario, probe: Probe, topics: Sequence[
     if not fleet.wait(feed.finished, 600):
         run.notes.append("the feed did not finish within 600 s")
     feed.join()
-    limit = HELD_DRAIN_S if scenario.failover else DRAIN_TIMEOUT_S
-    drained = fleet.wait(lambda: probe.lag(topics[0]) == 0, limit)
-    if not drained and not scenario.failover:
+    # Partitions held after a detected state loss never drain: the others must.
+    held: set[int] = set()
+
+    def drained() -> bool:
+        if scenario.failover:
+            held.update(_held_partitions(run))
+        try:
+            ends, done = probe.ends(topics[0]), probe.committed(topics[0])
+        except Exception:  # noqa: BLE001 - the broker may be restarting
+            return False
+        return all(done.get(p, 0) >= end for p, end in ends.items() if p not in held)
+
+    if not fleet.wait(drained, DRAIN_TIMEOUT_S):
         run.notes.append(
             f"input not all committed {DRAIN_TIMEOUT_S:.0f} s after the feed ended "
-            f"(lag {probe.lag(topics[0])})"
+            f"(lag {probe.lag(topics[0])}, held partitions {sorted(held)})"
         )
-    _await_windows(run, run.stack.bootstrap, topics, _window_of(scenario.settings))
+    _await_windows(run, run.stack.bootstrap, topics, _window_of(scenario.settings), held)
     return landed
 
 
@@ -434,11 +452,14 @@ def _expected_windows(bootstrap: str, topics: Sequence[str], window: dict[str, A
 
 
 def _await_windows(
-    run: LiveRun, bootstrap: str, topics: Sequence[str], window: dict[str, Any]
+    run: LiveRun, bootstrap: str, topics: Sequence[str], window: dict[str, Any], held: set[int]
 ) -> None:
-    """Wait until the sink holds every window of the input, or stops changing for
-    `SETTLE_S` (the windows still missing then are reported by the verdict)."""
-    want = _expected_windows(bootstrap, topics, window)
+    """Wait until the sink holds every window of the input (but those of `held`
+    partitions), or stops changing for `SETTLE_S` (the windows still missing then are
+    reported by the verdict)."""
+    want = {
+        w for w in _expected_windows(bootstrap, topics, window) if _partition_of(w[0]) not in held
+    }
     deadline = time.monotonic() + WINDOWS_TIMEOUT_S
     last, since = -1, time.monotonic()
     while time.monotonic() < deadline:

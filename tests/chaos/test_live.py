@@ -89,12 +89,19 @@ def _failover(run: LiveRun) -> None:
         )
 
 
-def _each_phase(after_s: Sequence[float], act: live.Act, tag: str) -> live.PlanOf:
+def _each_phase(
+    in_burst: Sequence[float], in_lull: Sequence[float], act: live.Act, tag: str
+) -> live.PlanOf:
+    """The fault once in every burst and once in every lull, `in_burst` / `in_lull` s
+    into it (taken in turn, cycle by cycle)."""
+
     def plan(cycles: int) -> list[Fault]:
         out = []
         for c in range(cycles):
-            at = after_s[c % len(after_s)]
-            out += [Fault("burst", c, at, act, tag), Fault("lull", c, at, act, tag)]
+            out += [
+                Fault("burst", c, in_burst[c % len(in_burst)], act, tag),
+                Fault("lull", c, in_lull[c % len(in_lull)], act, tag),
+            ]
         return out
 
     return plan
@@ -108,13 +115,15 @@ SCENARIOS = [
         f"Redis SIGSTOP {STALL_S:g} s (socket timeout {REDIS_TIMEOUT_S:g} s) in every "
         "burst and lull",
         2,
-        _each_phase([1.0, 1.5, 2.0], _stall, "stall"),
+        # A burst's stall ends early in the lull; the lull's lands when idle ticks close
+        # the burst's windows (> the idle timeout after the workers' last record).
+        _each_phase([0.5, 0.3, 0.7], [1.3, 1.6, 1.9], _stall, "stall"),
     ),
     LiveScenario(
         "sigkill",
         "SIGKILL a random worker (restarted) in every burst and lull",
         2,
-        _each_phase([1.5, 1.0, 2.0], _kill, "kill"),
+        _each_phase([1.5, 1.0, 2.0], [1.5, 1.0, 2.0], _kill, "kill"),
     ),
     LiveScenario(
         "broker-restart",
