@@ -341,7 +341,7 @@ def run_live(stack: ChaosStack, logs: Path, scenario: LiveScenario, mode: str, s
     topics = [env["RILL_INPUT_TOPIC"], env["RILL_OUTPUT_TOPIC"], env["RILL_DLQ_TOPIC"]]
     create_topics(stack.bootstrap, topics, partitions=PARTITIONS)
     feed = LiveFeed(stack.bootstrap, topics[0], Shape(), seed)
-    fleet = Fleet(env, logs)
+    fleet = Fleet(env, logs, liveness_failures=3)
     probe = Probe(stack.bootstrap, env["RILL_GROUP_ID"])
     run = LiveRun(stack, fleet, feed, env, logs, pair, proxy)
     row = Row(f"live-{scenario.name}", mode, faults=scenario.faults)
@@ -378,7 +378,9 @@ def run_live(stack: ChaosStack, logs: Path, scenario: LiveScenario, mode: str, s
     row.problems.extend(run.notes)
     row.worker_exits = len(fleet.unexpected_exits)
     if fleet.unexpected_exits:
-        row.problems.append(f"workers exited {row.worker_exits} times on their own")
+        row.problems.append(
+            f"workers exited or hung {row.worker_exits} times on their own (exits.txt)"
+        )
         (logs / "exits.txt").write_text("\n\n".join(fleet.unexpected_exits))
     (logs / "evidence.txt").write_text("\n".join(row.evidence) + "\n")
     if row.failures:

@@ -156,5 +156,7 @@ def document(rows: Sequence[Row]) -> str:
         "before they were read; delayed: reached the broker later than the grace; fault:\n"
         "produced around a fault); an unexplained one fails the row. `[b0 l1 ...]`: where\n"
         "each fault landed (burst / lull, cycle). `(n held)`: windows missing on partitions\n"
-        "the workers hold after a detected state loss (RILL_STATE_LOSS=fail).\n\n" + markdown(rows)
+        "the workers hold after a detected state loss (RILL_STATE_LOSS=fail). `worker\n"
+        "exits` there also counts hangs: a worker whose /healthz fails 3 checks 10 s apart\n"
+        "is SIGKILLed and restarted, as the chart's livenessProbe would.\n\n" + markdown(rows)
     )
