@@ -57,7 +57,7 @@ chaos: install ## Process-level fault suite on its own broker + Redis; writes te
 # The live rows again and again: SOAK_RUNS runs of each row in a row (both modes), each
 # feed SOAK_CYCLES bursts long (`make soak SOAK_CYCLES=12` for a longer variant).
 SOAK_RUNS ?= 3
-SOAK_CYCLES ?= 3
+SOAK_CYCLES ?= 2
 soak: install ## Live-traffic chaos rows SOAK_RUNS (3) times in a row -> tests/chaos/soak.md
 	RILL_CHAOS=1 RILL_CHAOS_RUNS=$(SOAK_RUNS) RILL_CHAOS_LIVE_CYCLES=$(SOAK_CYCLES) \
 		RILL_CHAOS_RESULTS=$(abspath tests/chaos/soak.md) \

@@ -25,6 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ SETTLE_S = 20.0
 WINDOWS_TIMEOUT_S = 120.0
 # `make soak` runs each row this many times, with this many burst/lull cycles.
 RUNS = int(os.environ.get("RILL_CHAOS_RUNS", "1"))
-CYCLES = int(os.environ.get("RILL_CHAOS_LIVE_CYCLES", "3"))
+CYCLES = int(os.environ.get("RILL_CHAOS_LIVE_CYCLES", "2"))
 
 LIVE_PIPELINE: dict[str, Any] = {
     "input_format": "avro",
@@ -314,7 +315,8 @@ def _land(run: LiveRun, fault: Fault, landed: list[str]) -> None:
     run.faults.append((started, time.time() * 1000))
 
 
-def _ready(run: LiveRun) -> bool:
+def _all_ready(run: LiveRun) -> bool:
+    """Every live worker answers /readyz with 200 (partitions assigned)."""
     return all(run.fleet.ready(s) == 200 for s in run.fleet.live())
 
 
@@ -397,7 +399,7 @@ def _drive(run: LiveRun, scenario: LiveScenario, probe: Probe, topics: Sequence[
     landed: list[str] = []
     for _ in range(scenario.workers):
         fleet.add()
-    if not fleet.wait(partial_ready(run), 90):
+    if not fleet.wait(lambda: _all_ready(run), 90):
         run.notes.append("workers not ready 90 s after start")
     feed.start()
     for cycle in range(feed.shape.cycles):
@@ -429,11 +431,6 @@ def _drive(run: LiveRun, scenario: LiveScenario, probe: Probe, topics: Sequence[
     return landed
 
 
-def partial_ready(run: LiveRun) -> Callable[[], bool]:
-    """Every live worker answers /readyz with 200 (partitions assigned)."""
-    return lambda: _ready(run)
-
-
 def _held_partitions(run: LiveRun) -> set[int]:
     """Input partitions some worker reports held (`rill_state_lost{...} 1`)."""
     topic = run.env["RILL_INPUT_TOPIC"]
@@ -447,8 +444,11 @@ def _held_partitions(run: LiveRun) -> set[int]:
 
 
 def _expected_windows(bootstrap: str, topics: Sequence[str], window: dict[str, Any]) -> set[Any]:
-    recs, _, _ = model_input(bootstrap, topics[0])
-    late = {s for s, stage in _dlq(bootstrap, topics[2])[0] if stage == "late"}
+    with ThreadPoolExecutor(2) as pool:  # each read waits ~1 s of quiet: read side by side
+        inputs = pool.submit(model_input, bootstrap, topics[0])
+        entries = pool.submit(_dlq, bootstrap, topics[2])
+        recs, _, _ = inputs.result()
+        late = {e.source for e in entries.result()[0] if e.stage == "late"}
     kept = [r for r in recs if (r.partition, r.offset) not in late]
     return set(run_model(kept, **window).windows)
 
@@ -476,16 +476,27 @@ def _await_windows(
         time.sleep(1.0)
 
 
-def _dlq(bootstrap: str, topic: str) -> tuple[list[tuple[Source, str]], int]:
-    """(source, stage) of every DLQ record, and how many have no reason."""
-    out: list[tuple[Source, str]] = []
+@dataclass(frozen=True)
+class DlqRecord:
+    """What the verdict reads of one DLQ record."""
+
+    source: Source
+    stage: str
+    at_ms: int  # when the worker sent it there (rill.error.timestamp)
+
+
+def _dlq(bootstrap: str, topic: str) -> tuple[list[DlqRecord], int]:
+    """Every DLQ record, and how many have no reason."""
+    out: list[DlqRecord] = []
     unexplained = 0
     for rec in read_once(bootstrap, topic):
         p, o = header(rec, dlq.SOURCE_PARTITION), header(rec, dlq.SOURCE_OFFSET)
         stage = header(rec, dlq.ERROR_STAGE) or ""
         if not stage or not header(rec, dlq.ERROR_MESSAGE):
             unexplained += 1
-        out.append(((int(p) if p else -1, int(o) if o else -1), stage))
+        at = header(rec, dlq.ERROR_TIMESTAMP)
+        source = (int(p) if p else -1, int(o) if o else -1)
+        out.append(DlqRecord(source, stage, int(at) if at and at.isdigit() else -1))
     return out, unexplained
 
 
@@ -496,8 +507,8 @@ def explain_late(
     delivered_ms: dict[Source, float],
     faults: Sequence[tuple[float, float]],
     grace_ms: int,
-) -> dict[str, int]:
-    """Why each record the workers called late may be late, counted by reason.
+) -> dict[Source, str]:
+    """Why each record the workers called late may be late.
 
     `model`: the model calls it late too; `lull`: among the first records of its
     partition after a gap longer than the idle timeout (an idle tick moved the watermark
@@ -516,23 +527,23 @@ def explain_late(
                 start = r.ts
             prev = max(prev, r.ts)
             run_start[(r.partition, r.offset)] = start
-    reasons = {"model": 0, "lull": 0, "delayed": 0, "fault": 0, "unexplained": 0}
     ts_of = {(r.partition, r.offset): r.ts for r in recs}
+    causes: dict[Source, str] = {}
     for src in late:
         ts = ts_of.get(src)
         if src in model_late:
-            reasons["model"] += 1
+            causes[src] = "model"
         elif ts is None:
-            reasons["unexplained"] += 1
+            causes[src] = "unexplained"
         elif src in run_start and ts - run_start[src] <= IDLE_TIMEOUT_MS + grace_ms:
-            reasons["lull"] += 1
+            causes[src] = "lull"
         elif delivered_ms.get(src, ts) - ts > grace_ms:
-            reasons["delayed"] += 1
+            causes[src] = "delayed"
         elif any(a - IDLE_TIMEOUT_MS <= ts <= b + IDLE_TIMEOUT_MS + grace_ms for a, b in faults):
-            reasons["fault"] += 1
+            causes[src] = "fault"
         else:
-            reasons["unexplained"] += 1
-    return reasons
+            causes[src] = "unexplained"
+    return causes
 
 
 def judge_live(
@@ -547,23 +558,27 @@ def judge_live(
 ) -> Row:
     """Fill `row` from the topics: the model over the records not DLQ'd as late, every
     window of it due (a lull closes the last ones), late records explained."""
-    recs, to_dlq, count = model_input(bootstrap, topics[0])
+    with ThreadPoolExecutor(3) as pool:  # each read waits ~1 s of quiet: read side by side
+        inputs = pool.submit(model_input, bootstrap, topics[0])
+        dlq_read = pool.submit(_dlq, bootstrap, topics[2])
+        sink = pool.submit(emissions, bootstrap, topics[1])
+        recs, to_dlq, count = inputs.result()
+        entries, no_reason = dlq_read.result()
+        emitted = sink.result()
     row.records_in = count
-    entries, no_reason = _dlq(bootstrap, topics[2])
     if no_reason:
         row.problems.append(f"{no_reason} DLQ records without a reason")
-    late = {src for src, stage in entries if stage == "late"}
+    late = {e.source for e in entries if e.stage == "late"}
     kept = [r for r in recs if (r.partition, r.offset) not in late]
     model = run_model(kept, **window)
     # Every window is due: the feed ended with a lull longer than the idle timeout.
     due = ModelResult(model.windows, set(model.windows), model.late)
     held = {w for w in model.windows if _partition_of(w[0]) in stuck}
-    emitted = emissions(bootstrap, topics[1])
     judge(
         row,
         due,
         emitted,
-        [src for src, _ in entries],
+        [e.source for e in entries],
         to_dlq | model.late | late,
         committed,
         held,
@@ -579,10 +594,21 @@ def judge_live(
     row.evidence += [f"fault (wall ms) {a:.0f} .. {b:.0f}" for a, b in faults]
     row.evidence += [f"lull (wall ms) {a:.0f} .. {b:.0f}" for a, b in feed.lulls]
     model_late = run_model(recs, **window).late
-    reasons = explain_late(recs, late, model_late, feed.delivered_ms, faults, window["grace"])
-    row.late = reasons
-    if reasons["unexplained"]:
-        row.problems.append(f"{reasons['unexplained']} records DLQ'd as late without a cause")
+    causes = explain_late(recs, late, model_late, feed.delivered_ms, faults, window["grace"])
+    row.late = {
+        c: n
+        for c in ("model", "lull", "delayed", "fault", "unexplained")
+        if (n := sum(1 for v in causes.values() if v == c))
+    }
+    ts_of = {(r.partition, r.offset): r.ts for r in recs}
+    judged = {e.source: e.at_ms for e in entries}
+    row.evidence += [
+        f"late {p}/{o} {causes[(p, o)]}: ts {ts_of.get((p, o))}, at the broker "
+        f"{feed.delivered_ms.get((p, o), 0):.0f}, DLQ'd at {judged.get((p, o))}"
+        for p, o in sorted(late)
+    ]
+    if row.late.get("unexplained"):
+        row.problems.append(f"{row.late['unexplained']} records DLQ'd as late without a cause")
     if stuck:
         row.held = len((set(model.windows) - {w for w, _ in emitted}) & held)
         row.faults += f" (held partitions {sorted(stuck)})"
