@@ -68,7 +68,16 @@ test: lint tools up k8s-up ## Lint, then the unit, chart, integration and k8s ti
 chaos: install ## Process-level fault suite on its own broker + Redis; writes tests/chaos/results.md
 	RILL_CHAOS=1 $(PY) -m pytest tests/chaos -p no:cacheprovider
 
-.PHONY: chaos
+# The live rows again and again: SOAK_RUNS runs of each row in a row (both modes), each
+# feed SOAK_CYCLES bursts long (`make soak SOAK_CYCLES=12` for a longer variant).
+SOAK_RUNS ?= 3
+SOAK_CYCLES ?= 2
+soak: install ## Live-traffic chaos rows SOAK_RUNS (3) times in a row -> tests/chaos/soak.md
+	RILL_CHAOS=1 RILL_CHAOS_RUNS=$(SOAK_RUNS) RILL_CHAOS_LIVE_CYCLES=$(SOAK_CYCLES) \
+		RILL_CHAOS_RESULTS=$(abspath tests/chaos/soak.md) \
+		$(PY) -m pytest tests/chaos -p no:cacheprovider -k live
+
+.PHONY: chaos soak
 
 # Quix Streams pins an older confluent-kafka: the bench gets a venv of its own (rill + the
 # `bench` extra), so every system in it runs on the same librdkafka.

@@ -42,6 +42,11 @@ class Fleet:
     slots: list[Slot] = field(default_factory=list)
     unexpected_exits: list[str] = field(default_factory=list)
     rng: random.Random = field(default_factory=lambda: random.Random(7))
+    # Restart a worker whose /healthz fails this many checks in a row (10 s apart), as
+    # the chart's livenessProbe does (periodSeconds 10, failureThreshold 3); 0: never.
+    liveness_failures: int = 0
+    _unhealthy: dict[str, int] = field(default_factory=dict)
+    _checked: float = 0.0
 
     def _spawn(self, name: str, port: int) -> subprocess.Popen[bytes]:
         env = {**self.env, "RILL_METRICS_PORT": str(port)}
@@ -85,13 +90,34 @@ class Fleet:
         os.kill(slot.proc.pid, signal.SIGCONT)
 
     def supervise(self) -> None:
-        """Restart and count every live worker that exited on its own."""
+        """Restart and count every live worker that exited on its own (or, with
+        `liveness_failures`, that stopped turning its loop)."""
         for slot in self.live():
             code = slot.proc.poll()
             if code is not None:
                 tail = slot.log.read_text(errors="replace").splitlines()[-15:]
                 self.unexpected_exits.append(f"{slot.name} exited {code}:\n" + "\n".join(tail))
                 self.restart(slot)
+        if self.liveness_failures and time.monotonic() - self._checked >= 10:
+            self._checked = time.monotonic()
+            for slot in self.live():
+                self._probe(slot)
+
+    def _probe(self, slot: Slot) -> None:
+        status, body = _get(slot.port, "/healthz")
+        if status != 503:  # 0: not listening yet (starting), or gone (seen above)
+            self._unhealthy.pop(slot.name, None)
+            return
+        failed = self._unhealthy.get(slot.name, 0) + 1
+        self._unhealthy[slot.name] = failed
+        if failed >= self.liveness_failures:
+            del self._unhealthy[slot.name]
+            tail = slot.log.read_text(errors="replace").splitlines()[-15:]
+            self.unexpected_exits.append(
+                f"{slot.name} hung (/healthz: {body}), SIGKILLed and restarted:\n" + "\n".join(tail)
+            )
+            stop_worker(slot.proc, signal.SIGKILL)
+            self.restart(slot)
 
     def digest(self, lines: int = 12) -> str:
         """The last events of each worker's log, without per-record DLQ lines and
@@ -146,6 +172,16 @@ class Fleet:
     def pause(self, seconds: float) -> None:
         """Supervise for `seconds`."""
         self.wait(lambda: False, seconds)
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as resp:
+            return int(resp.status), resp.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode(errors="replace")
+    except OSError:
+        return 0, ""
 
 
 def _status(port: int, path: str) -> int:

@@ -6,6 +6,7 @@ counts the differences.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -14,7 +15,8 @@ from typing import Any
 
 from tests.support.window_model import ModelResult, same_values
 
-RESULTS = Path(__file__).with_name("results.md")
+# `make soak` writes its repeated runs elsewhere, leaving the CI table as it is.
+RESULTS = Path(os.environ.get("RILL_CHAOS_RESULTS") or Path(__file__).with_name("results.md"))
 Window = tuple[str, int, int]
 Source = tuple[int, int]
 
@@ -38,6 +40,10 @@ class Row:
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
     missing_allowed: bool = False
+    windows: int | None = None  # windows of the input (live rows)
+    late: dict[str, int] | None = None  # records DLQ'd as late, by cause (live rows)
+    held: int = 0  # windows of partitions held after a state loss (missing allowed)
+    evidence: list[str] = field(default_factory=list)  # what a failed run leaves in its logs
 
     @property
     def failures(self) -> list[str]:
@@ -103,20 +109,30 @@ def judge(
 
 HEADER = (
     "| scenario | mode | records in | faults | lost | sink dup | DLQ dup | DLQ lost "
-    "| DLQ unexpected | windows wrong | windows missing | worker exits | s | verdict |"
+    "| DLQ unexpected | windows wrong | windows missing | windows | late DLQ | worker exits "
+    "| s | verdict |"
 )
+
+
+def _late(late: dict[str, int] | None) -> str:
+    if late is None:
+        return "-"
+    causes = ", ".join(f"{k} {v}" for k, v in late.items() if v)
+    return f"{sum(late.values())}" + (f" ({causes})" if causes else "")
 
 
 def markdown(rows: Sequence[Row]) -> str:
     """The results table."""
-    lines = [HEADER, "|" + "---|" * 14]
+    lines = [HEADER, "|" + "---|" * 16]
     for r in rows:
         verdict = "pass" if not r.failures else "FAIL: " + "; ".join(r.failures)
+        missing = f"{r.windows_missing}" + (f" ({r.held} held)" if r.held else "")
+        windows = "-" if r.windows is None else f"{r.windows:,}"
         lines.append(
             f"| {r.scenario} | {r.mode} | {r.records_in:,} | {r.faults} | {r.records_lost} "
             f"| {r.sink_duplicates} | {r.dlq_duplicates} | {r.dlq_lost} | {r.dlq_unexpected} "
-            f"| {r.windows_wrong} | {r.windows_missing} | {r.worker_exits} | {r.seconds:.0f} "
-            f"| {verdict.replace('|', '/')} |"
+            f"| {r.windows_wrong} | {missing} | {windows} | {_late(r.late)} | {r.worker_exits} "
+            f"| {r.seconds:.0f} | {verdict.replace('|', '/')} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -130,5 +146,17 @@ def document(rows: Sequence[Row]) -> str:
         "reference model (tests/support/window_model.py) and the expected DLQ set (poison,\n"
         "late and bad-input records). `lost`: input records missing from the windows\n"
         "(counts below the model, or windows missing) or from the DLQ. `DLQ unexpected`:\n"
-        "records in the DLQ that belong in a window.\n\n" + markdown(rows)
+        "records in the DLQ that belong in a window.\n\n"
+        "`live-*` rows (tests/chaos/test_live.py): live traffic, event time = wall clock at\n"
+        "produce time, bursts with lulls longer than the idle timeout so that idle ticks\n"
+        "close the windows; every window of the input must be emitted and equal the model\n"
+        "computed over the records not DLQ'd as late. `windows`: windows of the input.\n"
+        "`late DLQ`: records the workers called late, by cause (model: late by the model's\n"
+        "watermark; lull: first records after a lull, an idle tick moved the watermark\n"
+        "before they were read; delayed: reached the broker later than the grace; fault:\n"
+        "produced around a fault); an unexplained one fails the row. `[b0 l1 ...]`: where\n"
+        "each fault landed (burst / lull, cycle). `(n held)`: windows missing on partitions\n"
+        "the workers hold after a detected state loss (RILL_STATE_LOSS=fail). `worker\n"
+        "exits` there also counts hangs: a worker whose /healthz fails 3 checks 10 s apart\n"
+        "is SIGKILLed and restarted, as the chart's livenessProbe would.\n\n" + markdown(rows)
     )
