@@ -102,6 +102,15 @@ class _GroupEvents:
             self.worker.on_stats(stats)
 
 
+def call_timeout_s(s: Settings) -> float:
+    """The longest one Kafka call of a delivery may block the loop (a flush, a transaction
+    step): RILL_DELIVERY_TIMEOUT_S, but at most a sixth of RILL_HEALTH_STALL_S. A longer
+    wait is a retry behind back-pressure, which keeps /healthz beating: after a broker
+    restart a transaction's steps each waited out the delivery timeout (60 s) in a row and
+    the loop stood still past the liveness threshold."""
+    return min(s.producer.delivery_timeout_s, max(1.0, s.observability.health_stall_s / 6))
+
+
 def open_worker(
     plan: Plan, edges: Edges, obs: Observers, stack: ExitStack, ready: Any = None
 ) -> Worker:
@@ -138,7 +147,7 @@ def open_worker(
         consumer,
         engine if isinstance(engine, WindowEngine) else None,
         source_topic=s.topics.input,
-        timeout_s=s.producer.delivery_timeout_s,
+        timeout_s=call_timeout_s(s),
         on_delivered=obs.report.delivered,
     )
     guarantee.start()
