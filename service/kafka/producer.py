@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ log = structlog.get_logger("rill.producer")
 OffsetMeta = tuple[int, str]
 # How long an abort may take before the transactional client is replaced instead.
 ABORT_WAIT_S = 10.0
+# How much longer than its own timeout send_offsets_to_transaction may take before its
+# client is given up.
+SEND_OFFSETS_GRACE_S = 5.0
 # Replacements in a row (no transaction committed in between) before the worker stops.
 MAX_RENEWALS = 5
 
@@ -168,11 +172,7 @@ class BatchProducer:
                     raise DeliveryError(f"transaction aborted: {fatal} (a new producer takes over)")
                 raise TransactionRefusedError(failed)
             if offsets:
-                client.send_offsets_to_transaction(
-                    [TopicPartition(t, p, o, meta) for (t, p), (o, meta) in offsets.items()],
-                    group_metadata,
-                    timeout_s,
-                )
+                self._send_offsets(offsets, group_metadata, timeout_s)
             self._commit(timeout_s)
             self._renewals = 0
         except KafkaException as exc:
@@ -235,6 +235,41 @@ class BatchProducer:
         self.init_transactions(timeout_s)
         self._broken = None
         self._fresh = False
+
+    def _send_offsets(
+        self, offsets: dict[tuple[str, int], OffsetMeta], group_metadata: Any, timeout_s: float
+    ) -> None:
+        """`send_offsets_to_transaction`, given up on after its timeout.
+
+        After a broker restart librdkafka can stay inside this call far past its timeout
+        (seen for minutes, deaf to SIGTERM, with a stale group coordinator; librdkafka
+        issues 5456, 5511), and the loop stood still until the liveness probe killed the
+        worker. The call runs in a thread of its own: when it has not returned in time the
+        client is given up (`_broken`: the next attempt makes a new one with the same
+        transactional id, whose init_transactions fences this one and aborts its
+        transaction) and the attempt fails as transient. The stuck call ends with its client.
+        """
+        client = self.client
+        pairs = [TopicPartition(t, p, o, meta) for (t, p), (o, meta) in offsets.items()]
+        done: list[BaseException | None] = []
+
+        def call() -> None:
+            try:
+                client.send_offsets_to_transaction(pairs, group_metadata, timeout_s)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+                done.append(exc)
+            else:
+                done.append(None)
+
+        thread = threading.Thread(target=call, name="rill-send-offsets", daemon=True)
+        thread.start()
+        thread.join(timeout_s + SEND_OFFSETS_GRACE_S)
+        if not done:
+            self._broken = f"send_offsets_to_transaction did not return within {timeout_s} s"
+            log.warning("transactional client stuck: replaced", reason=self._broken)
+            raise DeliveryError(f"transaction aborted: {self._broken} (a new producer takes over)")
+        if done[0] is not None:
+            raise done[0]
 
     def _commit(self, timeout_s: float) -> None:
         """Commit; a retriable failure leaves the outcome unknown, so commit again.
