@@ -7,7 +7,7 @@ export PYTHON := $(abspath $(PY))
 .DEFAULT_GOAL := help
 
 help: ## Show the targets
-	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -44,12 +44,26 @@ lint: install ## ruff (lint + format check) and mypy --strict
 	$(PY) -m ruff format --check service tests bench
 	$(PY) -m mypy service
 
+format: install ## Sort imports, fix what ruff can, and format (ruff)
+	$(PY) -m ruff check --fix service tests bench
+	$(PY) -m ruff format service tests bench
+
+docs: install ## Regenerate docs/configuration.md from the settings' declarations
+	$(PY) -m service.config.reference > docs/configuration.md
+
+unit: install ## The unit tier alone: no network, no helm, well under a minute
+	$(PY) -m pytest tests/unit -q
+
+chart: install tools ## The chart tier: helm lint/template of deploy/helm (builds helm once, make tools)
+	$(PY) -m pytest tests/chart -q
+
 # The unit tier alone must cover the runtime core (the seams make it testable without I/O).
 UNIT_COVERAGE := --cov=service/runtime --cov=service/processing --cov-report=term --cov-fail-under=80
 
-test: lint tools up k8s-up ## Lint, then unit, integration and k8s tests (real broker, Redis, control plane)
+test: lint tools up k8s-up ## Lint, then the unit, chart, integration and k8s tiers (real broker, Redis, control plane)
 	$(PY) -m pytest tests/unit $(UNIT_COVERAGE)
-	set -a; source .rill/local.env; set +a; $(PY) -m pytest tests --ignore=tests/unit
+	$(PY) -m pytest tests/chart
+	set -a; source .rill/local.env; set +a; $(PY) -m pytest tests --ignore=tests/unit --ignore=tests/chart
 
 chaos: install ## Process-level fault suite on its own broker + Redis; writes tests/chaos/results.md
 	RILL_CHAOS=1 $(PY) -m pytest tests/chaos -p no:cacheprovider
@@ -82,4 +96,4 @@ PROFILE_ARGS ?=
 profile: up $(BENCH_VENV)/.installed ## One windowed worker under py-spy -> bench/results/flame-*.svg, profile.md
 	set -a; source .rill/local.env; set +a; $(BENCH_VENV)/bin/python bench/profile.py $(PROFILE_ARGS)
 
-.PHONY: help install tools up down k8s-up k8s-down demo lint test bench profile
+.PHONY: help install tools up down k8s-up k8s-down demo lint format docs unit chart test bench profile

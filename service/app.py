@@ -15,12 +15,11 @@ from service import __version__
 from service.config import Settings, WindowSettings
 from service.errors import ConfigError
 from service.kafka.registry_client import RegistryResolver
-from service.pipeline import Pipeline
+from service.pipeline import Pipeline, declarative_pipeline
 from service.processing.aggregates import Aggregation
 from service.processing.batch import Plan
-from service.processing.steps import declarative_pipeline
 from service.processing.windows import WindowPlan, WindowSpec
-from service.serde.build import build_serdes
+from service.serdes import build_serdes
 
 
 def load_app(spec: str) -> Pipeline:

@@ -28,15 +28,15 @@ from service.planner import cli as plan_cli
 from service.processing.dlq import reason_of
 from service.records import InRecord, OutRecord
 from service.serde import Serde
-from service.serde.build import side_serde
+from service.serdes import side_serde
 
 log = structlog.get_logger("rill.cli")
 
 
 def _cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
-    from service.runtime.worker import Worker  # noqa: PLC0415 - keeps `rill tail` light
+    from service.runtime.service import Service  # noqa: PLC0415 - keeps `rill tail` light
 
-    worker = Worker(settings, build_plan(settings))
+    worker = Service(settings, build_plan(settings))
 
     def stop(signum: int, _frame: Any) -> None:
         log.info("stop requested", signal=signal.Signals(signum).name)

@@ -102,6 +102,11 @@ class FatalError(RillError):
     """The process cannot go on; a restart (and the recovery protocol) is needed."""
 
 
+class DlqRefusedError(FatalError):
+    """The DLQ topic refused even a reference to a record (no value, key or original
+    headers): nothing smaller can be sent, and dropping it would lose it silently."""
+
+
 class StateLostError(RillError):
     """Redis no longer has what it acknowledged of some partitions' window state.
 
@@ -127,16 +132,6 @@ class StateLostError(RillError):
         self.tps = list(tps)
         self.found = found
         self.expected = expected
-
-
-class ClaimAgainError(StateLostError):
-    """A round trip left some partitions where this worker cannot tell what Redis has of
-    them (a lost reply whose claim failed after others' replies were taken): they are
-    claimed again, and the claim hands back their outbox. Not a loss of state."""
-
-    def __init__(self, tps: Sequence[tuple[str, int]], why: str) -> None:
-        RillError.__init__(self, f"partitions claimed again: {why}")
-        self.tps = list(tps)
 
 
 class StateLayoutError(FatalError):

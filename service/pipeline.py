@@ -10,36 +10,19 @@
     )
 
 Run it with `RILL_APP=mymodule:app rill run`. The declarative settings build the same
-object (`processing.steps.declarative_pipeline`).
+object (`declarative_pipeline`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import Any
 
 from service.errors import ConfigError
 from service.processing.aggregates import Aggregation, Reducer
+from service.processing.chain import Step, StepFn, StepKind
+from service.processing.steps import make_filter, make_key_by, make_project, make_rename
 from service.processing.windows import WindowKind, WindowPlan, WindowSpec
-
-StepKind: TypeAlias = Literal["map", "filter", "key_by", "flat_map"]
-StepFn: TypeAlias = Callable[[Any], Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One named step: what it does to a record depends on its kind.
-
-    - map: record -> record
-    - filter: record -> bool (False drops the record, counted as filtered)
-    - key_by: record -> key (the output key; None is an error)
-    - flat_map: record -> iterable of records
-    """
-
-    kind: StepKind
-    fn: StepFn
-    name: str
 
 
 class Pipeline:
@@ -153,3 +136,24 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"Pipeline({self.name!r}, steps={[s.name for s in self.steps]})"
+
+
+def declarative_pipeline(
+    filter_field: str | None,
+    filter_op: str,
+    filter_value: Any,
+    key_by: str | None,
+    project: list[str] | None,
+    rename: dict[str, str],
+) -> Pipeline:
+    """The default pipeline: optional filter, key by a field, project, rename."""
+    pipeline = Pipeline("declarative")
+    if filter_field:
+        pipeline.filter(make_filter(filter_field, filter_op, filter_value), filter_field)
+    if key_by:
+        pipeline.key_by(make_key_by(key_by), key_by)
+    if project:
+        pipeline.map(make_project(project, rename), "project")
+    elif rename:
+        pipeline.map(make_rename(rename), "rename")
+    return pipeline

@@ -1,17 +1,21 @@
-"""Plain values that flow between the edges and the pure middle."""
+"""Plain values that flow between the edges and the pure middle.
+
+Below every layer: this module imports nothing of rill but `errors`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any, TypeAlias
 
-if TYPE_CHECKING:
-    from service.processing.dlq import DlqEntry
+from service.errors import RecordError
 
 Headers: TypeAlias = list[tuple[str, bytes | None]]
 # (topic, partition) of an input partition.
 TP: TypeAlias = tuple[str, int]
+# A DLQ reason is cut to this many characters (headers and log lines).
+MAX_MESSAGE_CHARS = 1000
 
 
 @dataclass(slots=True)
@@ -44,6 +48,97 @@ class OutRecord:
     headers: Headers | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class DlqEntry:
+    """One record for the DLQ (or the late topic), with its reason.
+
+    Attributes:
+        topic: where it goes: the DLQ topic, or the late topic for late records.
+        key / value / headers: the original record's, untouched.
+        stage: where it failed (decode, transform, encode, late, produce).
+        error_class: the class of the error (of its cause, where there is one).
+        message: the reason.
+        attempts: how many times the step ran.
+        timestamp_ms: when it failed (wall clock).
+        source_topic / source_partition / source_offset: the input record; partition
+            and offset are -1 for a window result that could not be encoded.
+        origin: the input partition whose batch or window state made the entry, where
+            the source does not name it (a window result, a record Kafka refused): a
+            revoke trims every entry of the partition, whatever stage made it.
+    """
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Headers | None
+    stage: str
+    error_class: str
+    message: str
+    attempts: int = 1
+    timestamp_ms: int = 0
+    source_topic: str = ""
+    source_partition: int = -1
+    source_offset: int = -1
+    origin: TP | None = None
+
+    @classmethod
+    def of(
+        cls, record: InRecord, topic: str, error: RecordError, now_ms: int, attempts: int = 1
+    ) -> DlqEntry:
+        """The entry of an input record that failed with `error`.
+
+        The error class named is that of the cause (e.g. the KeyError a step raised).
+        """
+        cause = error.__cause__ if error.__cause__ is not None else error
+        return cls(
+            topic,
+            record.key,
+            record.value,
+            record.headers,
+            error.stage,
+            type(cause).__name__,
+            str(error),
+            attempts,
+            now_ms,
+            record.topic,
+            record.partition,
+            record.offset,
+        )
+
+    @property
+    def source(self) -> TP:
+        """The input partition it came from."""
+        if self.origin is not None:
+            return self.origin
+        return self.source_topic, self.source_partition
+
+    def reason(self) -> dict[str, str | int]:
+        """The reason as log fields."""
+        return {
+            "stage": self.stage,
+            "error_class": self.error_class,
+            "error": self.message[:MAX_MESSAGE_CHARS],
+            "source_topic": self.source_topic,
+            "source_partition": self.source_partition,
+            "source_offset": self.source_offset,
+            "attempts": self.attempts,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Keyed:
+    """A transformed record on its way into a window.
+
+    `ts` is its event time where the batch already read and checked it (the aggregator
+    reads it from the value otherwise).
+    """
+
+    record: InRecord
+    key: str
+    value: Any
+    ts: int | None = None
+
+
 @dataclass(slots=True)
 class BatchResult:
     """What one micro-batch produced, before anything touched Kafka.
@@ -70,7 +165,7 @@ class BatchResult:
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     dlq_reasons: dict[tuple[str, str], int] = field(default_factory=dict)
     consumed: int = 0
-    keyed: list[Any] = field(default_factory=list)
+    keyed: list[Keyed] = field(default_factory=list)
     seqs: dict[tuple[str, int], int] = field(default_factory=dict)
     sent: bool = False
 

@@ -1,18 +1,27 @@
-"""Settings: parsed once at start (`settings`), read through grouped views (`views`)."""
+"""Settings: declared once per setting in grouped views (`declare`), parsed once at start
+(`settings`), read through the groups; docs/configuration.md is generated (`reference`)."""
 
-from service.config.settings import ENV_PREFIX, SCHEMA_DIR, Settings, load_settings
-from service.config.views import (
+from service.config.declare import ENV_PREFIX
+from service.config.kafka_settings import (
     ConsumerSettings,
     KafkaSettings,
-    ObservabilitySettings,
-    PipelineSettings,
     ProducerSettings,
+    TopicSettings,
+)
+from service.config.serde_settings import (
+    SCHEMA_DIR,
+    InputSettings,
+    OutputSettings,
     RegistrySettings,
-    RetrySettings,
     SerdeSettings,
     Side,
+)
+from service.config.settings import Settings, load_settings
+from service.config.views import (
+    ObservabilitySettings,
+    PipelineSettings,
+    RetrySettings,
     StateSettings,
-    TopicSettings,
     WindowSettings,
 )
 
@@ -20,8 +29,10 @@ __all__ = [
     "ENV_PREFIX",
     "SCHEMA_DIR",
     "ConsumerSettings",
+    "InputSettings",
     "KafkaSettings",
     "ObservabilitySettings",
+    "OutputSettings",
     "PipelineSettings",
     "ProducerSettings",
     "RegistrySettings",

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from service.config.views import SerdeSettings
+from service.config.serde_settings import SerdeSettings
 from service.errors import ConfigError
 from service.processing.aggregates import Aggregation
 from service.processing.windows import check_window
@@ -46,7 +46,7 @@ def check_settings(s: Settings) -> None:
 
 def check_side(serde: SerdeSettings, registry_url: str | None) -> None:
     """The format, wire and schema settings of one side fit together."""
-    side, fmt, wire, schema = serde.side, serde.format, serde.wire, serde.schema
+    side, fmt, wire, schema = serde.side, serde.format, serde.wire, serde.schema_file
     if wire == "confluent" and serde.schema_id is None:
         raise ValueError(
             f"{side}_wire is confluent but {side}_schema_id is not set: set "

@@ -10,6 +10,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from service.errors import RillError
+from service.kafka.logs import logged
 
 
 def ensure_topics(
@@ -20,7 +21,7 @@ def ensure_topics(
     Raises:
         RillError: a topic could not be created for another reason than existing.
     """
-    admin = AdminClient(conf)
+    admin = AdminClient(logged(conf, "admin"))
     futures = admin.create_topics(
         [NewTopic(t, num_partitions=partitions) for t in set(topics)],
         operation_timeout=timeout_s,
@@ -35,7 +36,7 @@ def ensure_topics(
 
 def partition_count(conf: dict[str, Any], topic: str, timeout_s: float = 10.0) -> int | None:
     """How many partitions `topic` has, or None when it does not exist."""
-    admin = AdminClient(conf)
+    admin = AdminClient(logged(conf, "admin"))
     try:
         meta = admin.list_topics(topic=topic, timeout=timeout_s)
     except KafkaException as exc:

@@ -10,6 +10,7 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from service.errors import ConfigError, DeliveryError, RillError
+from service.kafka.logs import logged
 from service.kafka.messages import to_in_record
 from service.kafka.progress import Progress, partitions_of, progress_of
 from service.records import TP, InRecord
@@ -48,7 +49,7 @@ class GroupConsumer:
 
     def start(self) -> GroupConsumer:
         """Create the client and subscribe."""
-        conf = dict(self._conf)
+        conf = logged(self._conf, "consumer")
         if self._on_stats is not None:
             conf["stats_cb"] = self._stats
         try:

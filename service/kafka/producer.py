@@ -21,8 +21,9 @@ from service.errors import (
     TransactionUnknownError,
 )
 from service.kafka.errors import classify, from_exception
-from service.processing.dlq import DlqEntry, render
-from service.records import OutRecord
+from service.kafka.logs import logged
+from service.processing.dlq import render
+from service.records import DlqEntry, OutRecord
 from service.retry import Backoff
 
 log = structlog.get_logger("rill.producer")
@@ -71,8 +72,9 @@ class BatchProducer:
         try:
             # Only failures call back into Python: a callback per delivered record
             # cost a few percent of a stateless worker's time.
+            conf = logged(self._conf, "producer")
             self._producer = Producer(
-                {**self._conf, "on_delivery": self._delivered, "delivery.report.only.error": True}
+                {**conf, "on_delivery": self._delivered, "delivery.report.only.error": True}
             )
         except KafkaException as exc:
             raise ConfigError(

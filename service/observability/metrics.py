@@ -23,7 +23,7 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 
 
 class Metrics:
-    """Every metric rill exports; see README "Metrics"."""
+    """Every metric rill exports; see docs/operations.md, "Metrics and health"."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -107,6 +107,19 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.partitions_fenced = Counter(
+            "rill_partitions_fenced",
+            "Partitions found fenced by another claim of their state while still assigned "
+            "(rewound, paused and claimed again)",
+            ["topic"],
+            registry=r,
+        )
+        self.dlq_refused = Counter(
+            "rill_dlq_refused",
+            "Records the DLQ topic refused even as a reference (the worker stops)",
+            ["topic"],
+            registry=r,
+        )
         self.state_losses = Counter(
             "rill_state_loss",
             "Partitions found with window state Redis lost, by what the worker did "
@@ -138,7 +151,7 @@ class Metrics:
         )
 
     def count_windows(self, topic: str, applied: Any) -> None:
-        """Add what a window step did (an `EngineResult`)."""
+        """Add what a window step did (an `WindowOutcome`)."""
         if applied.late:
             self.records_late.labels(topic).inc(applied.late)
         if applied.skipped:

@@ -77,12 +77,7 @@ class BatchTracer:
         ctx = trace.get_current_span(self._propagator.extract(carrier)).get_span_context()
         return ctx if ctx.is_valid else None
 
-    @contextmanager
-    def batch(self, records: Sequence[InRecord]) -> Iterator[Span | None]:
-        """A span for one batch, linked to the records' parent contexts."""
-        if self._tracer is None:
-            yield None
-            return
+    def _links(self, records: Sequence[InRecord]) -> list[Link]:
         links = []
         for record in records:
             parent = self._parent(record)
@@ -90,17 +85,42 @@ class BatchTracer:
                 links.append(Link(parent))
                 if len(links) >= MAX_LINKS:
                     break
+        return links
+
+    @contextmanager
+    def batch(self, records: Sequence[InRecord]) -> Iterator[Span | None]:
+        """A span for one batch, linked to the records' parent contexts (current inside)."""
+        if self._tracer is None:
+            yield None
+            return
         with self._tracer.start_as_current_span(
-            "rill.batch", links=links, attributes={"rill.records": len(records)}
+            "rill.batch", links=self._links(records), attributes={"rill.records": len(records)}
         ) as span:
             yield span
 
-    def propagate(self, records: list[OutRecord]) -> list[OutRecord]:
-        """The records with the current span's trace context in their headers."""
+    def start(self, records: Sequence[InRecord]) -> Span | None:
+        """A span for one batch that outlives the call (a batch is fetched in one turn of
+        the loop and delivered in the next): end it with `end`."""
+        if self._tracer is None:
+            return None
+        return self._tracer.start_span(
+            "rill.batch", links=self._links(records), attributes={"rill.records": len(records)}
+        )
+
+    @staticmethod
+    def end(span: Span | None) -> None:
+        """End a span of `start`."""
+        if span is not None:
+            span.end()
+
+    def propagate(self, records: list[OutRecord], span: Span | None = None) -> list[OutRecord]:
+        """The records with the trace context of `span` (else the current span) in their
+        headers."""
         if self._tracer is None or not records:
             return records
         carrier: dict[str, str] = {}
-        self._propagator.inject(carrier)
+        context = trace.set_span_in_context(span) if span is not None else None
+        self._propagator.inject(carrier, context=context)
         extra = [(k, v.encode()) for k, v in carrier.items()]
         return [
             OutRecord(

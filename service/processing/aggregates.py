@@ -7,7 +7,7 @@ value packed with its time and offset, a user reducer its accumulator); two comp
 lists merge op by op (`add`, `min`, `max` keep the first of equals, `first`/`last` the
 lower / higher packed text, `set` the newer); the final values come from the components.
 Numbers stay as they are: int + int stays an int (exact at any size), a float merged in
-makes a float.
+makes a float; a float sum or mean is written with 15 significant digits (`float_digits`).
 
 These run for every record and every window, so instead of looping over the aggregates
 and branching on their names each time, `kernel(aggs)` writes the rules out as
@@ -20,15 +20,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import Any, TypeAlias
 
 import orjson
 
 from service.errors import ConfigError, RecordError
-from service.state.codec import pack_ordered, unpack_ordered
+from service.window_state import Component, Op, pack_ordered, unpack_ordered
 
-Op: TypeAlias = Literal["add", "min", "max", "first", "last", "set"]
-Component: TypeAlias = int | float | str
 Number: TypeAlias = int | float
 Fold: TypeAlias = Callable[[Sequence[Component], Sequence[Component]], list[Component]]
 AGG_FUNCTIONS = ("count", "sum", "min", "max", "mean", "first", "last")
@@ -99,6 +97,25 @@ def _number(value: Any, agg: Aggregation) -> Number:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise RecordError("transform", f"{agg.fn}:{agg.field} needs a number, got {value!r}")
     return value
+
+
+def float_digits(value: Number) -> Number:
+    """A computed float with at most 15 significant digits, the decimal digits a double
+    holds (DBL_DIG); ints as they are.
+
+    Sums and means are rounded so, once, as they leave the window (the components in
+    Redis keep every bit): a sum of decimal amounts then reads as the decimal it is
+    (28814.76, not 28814.759999999995). For money that must be exact, send integer cents:
+    int sums stay exact at any size.
+    """
+    return float(f"{value:.15g}") if type(value) is float else value
+
+
+def mean_of(total: Number, count: Number) -> float:
+    """A mean: of an int sum the division as it is (rounded once, no noise to hide), of a
+    float sum with 15 significant digits (`float_digits`)."""
+    mean = total / count
+    return mean if type(total) is int else float(float_digits(mean))
 
 
 def _missing(name: str | None) -> RecordError:
@@ -187,7 +204,9 @@ def _results_source(aggs: Sequence[Aggregation]) -> list[str]:
     i = 0
     for agg in aggs:
         if agg.fn == "mean":
-            value = f"c{i} / c{i + 1} if c{i + 1} else None"
+            value = f"_mean(c{i}, c{i + 1}) if c{i + 1} else None"
+        elif agg.fn == "sum":
+            value = f"_digits(c{i})"
         elif agg.fn == "count":
             value = f"int(c{i})"
         elif agg.fn == "custom":
@@ -217,6 +236,8 @@ def kernel(aggs: tuple[Aggregation, ...]) -> Kernel:
         "_pack": pack_ordered,
         "_unpack": unpack_ordered,
         "_loads": orjson.loads,
+        "_digits": float_digits,
+        "_mean": mean_of,
     }
     scope = _compiled([*_components_source(aggs), *_results_source(aggs)], scope)
     return Kernel(scope["components"], fold_of(tuple(ops_of(aggs))), scope["results"])

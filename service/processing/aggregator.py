@@ -17,18 +17,16 @@ from typing import Any
 import orjson
 
 from service.errors import FatalError, RecordError, RillError
-from service.processing.aggregates import Aggregation, Component, kernel
-from service.processing.dlq import DlqEntry
+from service.processing.aggregates import Aggregation, kernel
 from service.processing.windows import (
-    Keyed,
     PartitionBatch,
     PartitionClock,
     WindowPlan,
     WindowResult,
     event_time,
 )
-from service.records import TP, InRecord
-from service.state.store import NO_TIME, Applied, ApplyCall, Claim, WindowRow
+from service.records import TP, DlqEntry, InRecord, Keyed
+from service.window_state import NO_TIME, ApplyCall, ApplyReply, Claim, Component, WindowRow
 
 # A user reducer's accumulator of one window: (key, start, end, component index).
 Slot = tuple[str, int, int, int]
@@ -43,6 +41,9 @@ class Owned:
     applied: int
     clock: PartitionClock
     acked: int = 0
+    # The outbox sequence Redis answered last (the claim's, then each apply's): the next
+    # call names it, so the store tells a replay whose reply was lost (`stale`).
+    seq: int = 0
     last_record_wall_ms: int = 0
     watermark_at_last_record: int = NO_TIME
 
@@ -65,7 +66,7 @@ class Prepared:
 
 
 @dataclass(slots=True)
-class EngineResult:
+class WindowOutcome:
     """What one batch did to window state."""
 
     results: list[WindowResult] = field(default_factory=list)
@@ -76,7 +77,17 @@ class EngineResult:
     seqs: dict[TP, int] = field(default_factory=dict)
     skipped: int = 0
     open_windows: dict[TP, int] = field(default_factory=dict)
+    # The call ran but its reply was lost (a retried round trip): claim again, take the outbox.
     stale: list[TP] = field(default_factory=list)
+    # The partition's state, or this worker's claim of it, is gone from Redis; with the
+    # outbox sequence this worker saw it reach (the next claim must find at least that).
+    lost: list[TP] = field(default_factory=list)
+    reached: dict[TP, int] = field(default_factory=dict)
+
+    @property
+    def again(self) -> list[TP]:
+        """Partitions to claim again: stale (the outbox has what the call did) or lost."""
+        return [*self.stale, *self.lost]
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +155,7 @@ class Aggregator:
             claim.epoch,
             claim.applied,
             PartitionClock(claim.max_ts, claim.watermark),
+            seq=claim.seq,
             last_record_wall_ms=now_wall_ms,
             watermark_at_last_record=claim.watermark,
         )
@@ -155,10 +167,15 @@ class Aggregator:
             self._accs[tp] = accs
 
     def outbox(self, claim: Claim, after_seq: int = 0) -> Outbox:
-        """The results and DLQ entries of a claim's outbox after `after_seq` (delivered)."""
+        """The results and DLQ entries of a claim's outbox after `after_seq` (delivered).
+
+        Its sequence is the one Redis reached (the claim's), not the highest entry left:
+        an outbox whose entries were all acknowledged is empty, and a delivery of it must
+        still name the sequence reached, never a lower one.
+        """
         found: list[WindowResult] = []
         dlq: list[DlqEntry] = []
-        last = 0
+        last = claim.seq
         for entry in claim.outbox:
             last = max(last, entry.seq)
             if entry.seq > after_seq:
@@ -216,7 +233,7 @@ class Aggregator:
                 batch = batches[tp] = PartitionBatch(first_offset=rec.offset)
                 out.clocks[tp] = PartitionClock(owned.clock.max_ts, owned.clock.watermark)
             batch.last_offset = rec.offset
-            error = self._take(item, batch, out.clocks[tp], out.pending.setdefault(tp, {}))
+            error = self._window_one(item, batch, out.clocks[tp], out.pending.setdefault(tp, {}))
             if error is not None:
                 dropped.setdefault(tp, []).append(self.dlq_of(rec, error))
                 out.late += error.stage == "late"
@@ -254,21 +271,31 @@ class Aggregator:
         return out
 
     def take(
-        self, prepared: Prepared, replies: Mapping[TP, Applied], now_wall_ms: int
-    ) -> EngineResult:
+        self, prepared: Prepared, replies: Mapping[TP, ApplyReply], now_wall_ms: int
+    ) -> WindowOutcome:
         """The store's replies to `prepared`: results, fenced and stale partitions.
 
-        A stale reply means the script ran but its reply was lost (a retried round trip):
-        the caller claims the partition again and takes its outbox.
+        A stale reply means the script ran but its reply was lost (a retried round trip);
+        a lost one that Redis no longer has the partition's state or this worker's claim.
+        Either way the partition is forgotten here (its records and results of this call
+        are dropped, `out.dlq` keeps none of it): the caller claims it again, which takes
+        the outbox. A fenced partition is forgotten the same way.
         """
-        out = EngineResult(dlq=prepared.dlq, late=prepared.late, skipped=prepared.skipped)
+        out = WindowOutcome(late=prepared.late, skipped=prepared.skipped)
         for tp, applied in replies.items():
             if applied.status == "fenced":
                 out.fenced.add(tp)
-                self.revoke([tp])
-                continue
-            if applied.status == "stale":
+            elif applied.status == "stale":
                 out.stale.append(tp)
+            elif applied.status == "lost":
+                out.lost.append(tp)
+                owned = self.owned[tp]
+                out.reached[tp] = max(owned.seq, owned.acked)
+        gone = out.fenced | set(out.again)
+        out.dlq = [e for e in prepared.dlq if e.source not in gone]
+        self.revoke(gone)
+        for tp, applied in replies.items():
+            if tp in gone:
                 continue
             if applied.status != "ok":
                 raise FatalError(f"apply of {tp} answered {applied.status}")
@@ -278,6 +305,7 @@ class Aggregator:
                 owned.last_record_wall_ms = now_wall_ms
                 owned.watermark_at_last_record = owned.clock.watermark
             owned.applied = max(owned.applied, applied.applied)
+            owned.seq = applied.seq
             owned.clock.watermark = max(owned.clock.watermark, applied.watermark)
             out.seqs[tp] = applied.seq
             out.open_windows[tp] = applied.open_windows
@@ -311,9 +339,10 @@ class Aggregator:
             ack_seq=owned.acked or -1,
             deltas=batch.as_deltas(self.plan.spec, self.kernel.fold),
             dlq=dlq,
+            seq=owned.seq,
         )
 
-    def _take(
+    def _window_one(
         self,
         item: Keyed,
         batch: PartitionBatch,

@@ -12,18 +12,11 @@ from typing import Any
 import orjson
 
 from service.errors import RecordError
-from service.pipeline import Step
-from service.processing.chain import Chain, ItemError, chain
-from service.processing.dlq import DlqEntry, add_to_dlq
+from service.processing.chain import Chain, ItemError, Step, chain
+from service.processing.dlq import add_to_dlq
 from service.processing.sizes import fit_dlq, too_large
-from service.processing.windows import (
-    Keyed,
-    WindowPlan,
-    WindowResult,
-    check_future,
-    event_time,
-)
-from service.records import TP, BatchResult, InRecord, OutRecord
+from service.processing.windows import WindowPlan, WindowResult, check_future, event_time
+from service.records import TP, BatchResult, DlqEntry, InRecord, Keyed, OutRecord
 from service.serde import Serde
 
 
@@ -294,6 +287,7 @@ def emit(
                 str(exc),
                 timestamp_ms=now_ms,
                 source_topic=plan.output_topic,
+                origin=tp,
             )
             dlq.append(fit_dlq(entry, plan.version, plan.max_message_bytes))
             continue

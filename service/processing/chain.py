@@ -15,10 +15,28 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 from service.errors import RecordError
-from service.pipeline import Step
+
+StepKind: TypeAlias = Literal["map", "filter", "key_by", "flat_map"]
+StepFn: TypeAlias = Callable[[Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One named step: what it does to a record depends on its kind.
+
+    - map: record -> record
+    - filter: record -> bool (False drops the record, counted as filtered)
+    - key_by: record -> key (the output key; None is an error)
+    - flat_map: record -> iterable of records
+    """
+
+    kind: StepKind
+    fn: StepFn
+    name: str
+
 
 Items: TypeAlias = list[tuple[Any, Any]]
 Chain: TypeAlias = Callable[[Any, Any], Items]

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from service.processing.dlq import DlqEntry, render
-from service.records import OutRecord
+from service.processing.dlq import render
+from service.records import DlqEntry, OutRecord
 
 TRUNCATED = "rill.value.truncated"
 # librdkafka counts a record as key + value + headers + at most this much framing

@@ -1,4 +1,5 @@
-"""The declarative pipeline's steps, built from settings as plain functions."""
+"""The declarative pipeline's steps, built from settings as plain functions
+(`pipeline.declarative_pipeline` puts them in a Pipeline)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 from service.errors import RecordError
-from service.pipeline import Pipeline
 
 _MISSING = object()
 
@@ -79,24 +79,3 @@ def make_rename(mapping: dict[str, str]) -> Callable[[dict[str, Any]], dict[str,
         return {mapping.get(name, name): value for name, value in record.items()}
 
     return rename
-
-
-def declarative_pipeline(
-    filter_field: str | None,
-    filter_op: str,
-    filter_value: Any,
-    key_by: str | None,
-    project: list[str] | None,
-    rename: dict[str, str],
-) -> Pipeline:
-    """The default pipeline: optional filter, key by a field, project, rename."""
-    pipeline = Pipeline("declarative")
-    if filter_field:
-        pipeline.filter(make_filter(filter_field, filter_op, filter_value), filter_field)
-    if key_by:
-        pipeline.key_by(make_key_by(key_by), key_by)
-    if project:
-        pipeline.map(make_project(project, rename), "project")
-    elif rename:
-        pipeline.map(make_rename(rename), "rename")
-    return pipeline

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
 from service.errors import ConfigError, EventTimeError, RecordError
-from service.processing.aggregates import Aggregation, Component, Fold
-from service.records import InRecord
+from service.processing.aggregates import Aggregation, Fold
+from service.window_state import Component, Delta
 
 WindowKind: TypeAlias = Literal["tumbling", "hopping", "sliding", "session"]
 WINDOW_KINDS: tuple[WindowKind, ...] = ("tumbling", "hopping", "sliding", "session")
@@ -225,16 +225,6 @@ class PartitionClock:
 
 
 @dataclass(slots=True)
-class Delta:
-    """A batch's pre-aggregate for one window (or bucket / session seed) of one key."""
-
-    key: str
-    start: int
-    end: int
-    comps: list[Component]
-
-
-@dataclass(slots=True)
 class PartitionBatch:
     """What one partition's part of a batch does to window state."""
 
@@ -314,20 +304,6 @@ class WindowPlan:
             raise ConfigError(
                 f"max_future_ms must be >= 0 (got {self.max_future_ms}): use 0 for no limit"
             )
-
-
-@dataclass(frozen=True, slots=True)
-class Keyed:
-    """A transformed record on its way into a window.
-
-    `ts` is its event time where the batch already read and checked it (the aggregator
-    reads it from the value otherwise).
-    """
-
-    record: InRecord
-    key: str
-    value: Any
-    ts: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from service.observability.health import HealthState
 from service.observability.metrics import Metrics
 from service.records import TP
 from service.retry import STATE_VALUE, Backoff, BreakerState, CircuitBreaker
-from service.runtime.ports import Consumer
+from service.runtime.edges import Consumer
 
 log = structlog.get_logger("rill.backpressure")
 T = TypeVar("T")

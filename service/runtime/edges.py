@@ -1,76 +1,126 @@
-"""The real edges of a worker: the Kafka clients, the Redis store and topic creation."""
+"""The Kafka seams the runtime drives, as Protocols.
+
+`kafka.consumer.GroupConsumer` and `kafka.producer.BatchProducer` are the real ones; unit
+tests of the runtime use an in-memory twin (tests/support/memory_kafka.py). Integration
+tests use the real broker.
+"""
 
 from __future__ import annotations
 
-from service import __version__
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
 from service.config import Settings
-from service.kafka.admin import ensure_topics, partition_count
-from service.kafka.clients import consumer_config, producer_config
-from service.kafka.consumer import GroupConsumer
-from service.kafka.producer import BatchProducer
-from service.processing.aggregates import ops_of
+from service.kafka.producer import Failure, OffsetMeta
+from service.kafka.progress import Progress
 from service.processing.windows import WindowPlan
-from service.runtime.ports import Edges, PartitionsCallback, StatsCallback
-from service.state.client import connect
-from service.state.codec import StateLayout
-from service.state.redis_store import RedisWindowStore
-
-DEFAULT_PARTITIONS = 4
+from service.records import TP, DlqEntry, InRecord, OutRecord
+from service.state.store import WindowStore
 
 
-def open_consumer(
-    settings: Settings,
-    on_assign: PartitionsCallback,
-    on_revoke: PartitionsCallback,
-    on_stats: StatsCallback,
-) -> GroupConsumer:
-    """The group consumer of `settings` (not started)."""
-    return GroupConsumer(
-        consumer_config(settings), [settings.topics.input], on_assign, on_revoke, on_stats
-    )
+class Consumer(Protocol):
+    """A group member handing out batches of plain records."""
+
+    def start(self) -> object:
+        """Join the group (assignments arrive through the callbacks given at creation)."""
+        ...
+
+    def close(self) -> None:
+        """Commit what is stored and leave the group."""
+        ...
+
+    def consume(self, max_records: int, timeout_s: float) -> list[InRecord]:
+        """Up to `max_records` records."""
+        ...
+
+    def store_offsets(
+        self, next_offsets: dict[TP, int], metadata: dict[TP, str] | None = None
+    ) -> None:
+        """Mark offsets as done (committed by the auto-commit, a revoke or close), each
+        with its offset metadata (none where not given)."""
+        ...
+
+    def committed(self, pairs: list[TP], timeout_s: float = 10.0) -> dict[TP, tuple[int, str]]:
+        """The group's committed offsets (-1 where none) and their metadata."""
+        ...
+
+    def group_metadata(self) -> Any:
+        """The group generation, for offsets committed in a transaction."""
+        ...
+
+    def rewind(self, records: list[InRecord]) -> None:
+        """Seek each partition back to the first of `records`."""
+        ...
+
+    def pause(self, pairs: list[TP]) -> None:
+        """Stop fetching these partitions while staying in the group."""
+        ...
+
+    def resume(self, pairs: list[TP]) -> None:
+        """Fetch these partitions again."""
+        ...
+
+    def progress(self, pairs: list[TP]) -> dict[TP, Progress]:
+        """Position, end and lag of each partition now (absent where not assigned)."""
+        ...
 
 
-def open_producer(settings: Settings) -> BatchProducer:
-    """The started producer of `settings`."""
-    return BatchProducer(producer_config(settings), __version__).start()
+class Producer(Protocol):
+    """Batches of records and DLQ entries out; idempotent or transactional."""
+
+    def close(self) -> None:
+        """Deliver what is queued, then drop the client."""
+        ...
+
+    def send(self, records: Iterable[OutRecord]) -> None:
+        """Queue records."""
+        ...
+
+    def send_dlq(self, entries: Iterable[DlqEntry]) -> None:
+        """Queue DLQ entries (rendered with their reason headers)."""
+        ...
+
+    def flush(self, timeout_s: float) -> list[Failure]:
+        """Wait for every queued delivery; the records Kafka did not take."""
+        ...
+
+    def transaction(
+        self,
+        records: Iterable[OutRecord],
+        dlq: Iterable[DlqEntry],
+        offsets: dict[TP, OffsetMeta],
+        group_metadata: Any,
+        timeout_s: float,
+    ) -> None:
+        """Records, DLQ entries and input offsets in one transaction."""
+        ...
+
+    def init_transactions(self, timeout_s: float) -> None:
+        """Fence older producers of this transactional id."""
+        ...
+
+    def settle(self, timeout_s: float) -> None:
+        """Replace a transactional client that failed; then no transaction of it is open."""
+        ...
 
 
-def state_layout(settings: Settings, window: WindowPlan) -> StateLayout:
-    """Where the window state of `settings` lives, and what the scripts need to know."""
-    s = settings
-    return StateLayout(
-        prefix=s.state.prefix,
-        group=s.kafka.group_id,
-        kind=window.spec.kind,
-        size_ms=window.spec.size_ms,
-        emit=window.emit,
-        ops=tuple(ops_of(window.aggregations)),
-        ttl_s=s.state.ttl_s,
-    )
+PartitionsCallback = Callable[[list[TP]], None]
+StatsCallback = Callable[[dict[str, Any]], None]
 
 
-def open_store(settings: Settings, window: WindowPlan) -> RedisWindowStore:
-    """The window store of `settings`, connected and checked to answer."""
-    s = settings
-    client = connect(
-        s.state.url.get_secret_value(),
-        cluster=s.state.cluster,
-        timeout_s=s.state.timeout_s,
-        password=s.state.password.get_secret_value() if s.state.password else None,
-        ssl_ca_certs=s.state.ssl_ca_certs,
-    )
-    return RedisWindowStore(client, state_layout(s, window))
+@dataclass(frozen=True, slots=True)
+class Edges:
+    """How a worker opens its clients: the real ones by default, in-memory twins in unit tests.
 
+    Attributes:
+        consumer: (settings, on_assign, on_revoke, on_stats) -> an unstarted group consumer.
+        producer: settings -> a started producer.
+        store: (settings, window plan) -> a connected window store.
+        create_topics: settings -> None, makes sure the topics exist.
+    """
 
-def create_topics(settings: Settings) -> None:
-    """Create the input, output, DLQ (and late) topics where missing."""
-    s = settings
-    common = s.kafka.librdkafka_common()
-    partitions = partition_count(common, s.topics.input) or DEFAULT_PARTITIONS
-    topics = [s.topics.input, s.topics.output, s.topics.dlq]
-    if s.topics.late:
-        topics.append(s.topics.late)
-    ensure_topics(common, topics, partitions)
-
-
-REAL_EDGES = Edges(open_consumer, open_producer, open_store, create_topics)
+    consumer: Callable[[Settings, PartitionsCallback, PartitionsCallback, StatsCallback], Consumer]
+    producer: Callable[[Settings], Producer]
+    store: Callable[[Settings, WindowPlan], WindowStore]
+    create_topics: Callable[[Settings], None]

@@ -27,21 +27,17 @@ from service.errors import (
 )
 from service.kafka.producer import Failure, OffsetMeta
 from service.processing.batch import Plan, emit
-from service.processing.dlq import DlqEntry, add_to_dlq, render
-from service.records import TP, BatchResult, OutRecord
+from service.processing.dlq import add_to_dlq, render
+from service.records import TP, BatchResult
+from service.runtime.batches import now_ms
+from service.runtime.edges import Consumer, Producer
 from service.runtime.ledger import Ledger, outbox_seq, seq_meta
-from service.runtime.ports import Consumer, Producer
+from service.runtime.refusals import identity, swap_refused
 from service.runtime.window_engine import Outbox, WindowEngine
 
 log = structlog.get_logger("rill.guarantee")
-TRUNCATED = "rill.value.truncated"
 # A transaction is redone after moving refused records to the DLQ at most this often.
-MAX_REFUSED_ROUNDS = 3
-
-
-def now_ms() -> int:
-    """Wall clock in milliseconds."""
-    return time.time_ns() // 1_000_000
+MAX_REFUSED_ROUNDS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +181,7 @@ class AtLeastOnce(_Base):
             raise DeliveryError(f"{len(transient)} deliveries failed for now: {transient[0].error}")
         # 4. What Kafka refused for good (too large, invalid) goes to the DLQ, never away;
         #    if the DLQ does not take it either, it is queued again and retried.
-        moved = self._refused_to_dlq([f for f in failed if f.refused])
+        moved = self._refused_to_dlq(batch, [f for f in failed if f.refused])
         # 5. Everything is delivered: store the offsets; auto-commit, revoke and close commit them.
         started = time.perf_counter()
         self.consumer.store_offsets(batch.next_offsets, self._state_marks(batch))
@@ -193,22 +189,22 @@ class AtLeastOnce(_Base):
             batch, Delivered(len(batch.outputs) - moved, moved, time.perf_counter() - started)
         )
 
-    def _refused_to_dlq(self, refused: list[Failure]) -> int:
+    def _refused_to_dlq(self, batch: BatchResult, refused: list[Failure]) -> int:
+        """Records Kafka refused for good, into the DLQ; a refused DLQ copy is sent smaller
+        (`refused_entry`) until it is taken, or `DlqRefusedError` stops the worker."""
         if not refused:
             return 0
-        plan = self.plan
-        entries = [refused_entry(f, plan.dlq_topic, self.source_topic, now_ms()) for f in refused]
-        log.warning(
-            "records refused by Kafka moved to the DLQ",
-            count=len(entries),
-            reason=str(refused[0].error),
-        )
-        self.producer.send_dlq(entries)
-        again = self.producer.flush(self.timeout_s)
-        if again:
-            self.producer.send(f.record for f in again)
-            raise DeliveryError(f"DLQ did not take {len(again)} records: {again[0].error}")
-        return sum(1 for f in refused if f.record.topic != plan.dlq_topic)
+        moved = sum(1 for f in refused if f.record.topic != self.plan.dlq_topic)
+        entries = swap_refused(batch, refused, self.plan, self.source_topic)
+        while entries:
+            self.producer.send_dlq(entries)
+            again = self.producer.flush(self.timeout_s)
+            transient = [f for f in again if not f.refused]
+            if transient:
+                self.producer.send(f.record for f in transient)
+                raise DeliveryError(f"DLQ did not take {len(transient)} records: {again[0].error}")
+            entries = swap_refused(batch, again, self.plan, self.source_topic, entries)
+        return moved
 
     def _state_marks(self, batch: BatchResult) -> dict[TP, str] | None:
         """Offset metadata of a batch's partitions: the outbox sequence Redis reached."""
@@ -230,9 +226,7 @@ class AtLeastOnce(_Base):
             return
         _committed, meta = self.consumer.committed([tp])[tp]
         reached = outbox_seq(meta)
-        self.engine.store.expect(tp, reached)
-        left = self.engine.assign(tp, now_ms())
-        self._reached[tp] = reached
+        left = self.engine.assign(tp, now_ms(), expect=reached)
         if left.results or left.dlq:
             self._deliver_claimed(tp, self._reemit(tp, left, {}))
             log.info(
@@ -244,6 +238,9 @@ class AtLeastOnce(_Base):
             )
         else:
             self._acknowledge({tp: left.seq})
+        # Everything up to the claim's sequence is delivered now: the next stored offset
+        # names it (never less than what Kafka's committed offset named).
+        self._reached[tp] = max(reached, left.seq)
         self.engine.flush_acks([tp])
 
 
@@ -325,30 +322,24 @@ class ExactlyOnce(_Base):
                 self.ledger.positions[tp] = owned.applied + 1
 
     def _refused_to_dlq(self, batch: BatchResult, failures: list[Failure]) -> int:
-        """Swap the records the broker refused for good for DLQ entries, in the batch."""
-        plan, now = self.plan, now_ms()
+        """Swap the records the broker refused for good for DLQ entries, in the batch (a
+        refused DLQ copy for a smaller one, `refused_entry`)."""
         refused = [f for f in failures if f.refused]
         if not refused:
             raise DeliveryError(f"transaction aborted: {failures[0].error}")
-        gone = {_identity(f.record) for f in refused}
+        gone = {identity(f.record) for f in refused}
+        entries = swap_refused(batch, refused, self.plan, self.source_topic)
         kept = [
             (o, s)
             for o, s in zip(batch.outputs, batch.sources, strict=True)
-            if _identity(o) not in gone
+            if identity(o) not in gone
         ]
         moved = len(batch.outputs) - len(kept)
         batch.outputs = [o for o, _ in kept]
         batch.sources = [s for _, s in kept]
         version = self.plan.version
-        batch.dlq = [e for e in batch.dlq if _identity(render(e, version)) not in gone]
-        add_to_dlq(
-            batch, [refused_entry(f, plan.dlq_topic, self.source_topic, now) for f in refused]
-        )
-        log.warning(
-            "records refused by Kafka moved to the DLQ",
-            count=len(refused),
-            reason=str(refused[0].error),
-        )
+        batch.dlq = [e for e in batch.dlq if identity(render(e, version)) not in gone]
+        add_to_dlq(batch, entries)
         return moved
 
     def reconcile(self, tp: TP) -> None:
@@ -361,11 +352,18 @@ class ExactlyOnce(_Base):
         committed, meta = self.consumer.committed([tp])[tp]
         delivered = self.ledger.claimed(tp, committed, meta)
         # Redis must have reached what Kafka says was delivered (else StateLostError).
-        self.engine.store.expect(tp, delivered)
-        left = self.engine.assign(tp, now_ms(), after_seq=delivered)
-        if left.results or left.dlq:
-            offset = max(committed, self.engine.owned[tp].applied + 1)
-            self._deliver_claimed(tp, self._reemit(tp, left, {tp: offset}))
+        left = self.engine.assign(tp, now_ms(), after_seq=delivered, expect=delivered)
+        applied = self.engine.owned[tp].applied
+        behind = applied >= 0 and applied + 1 > committed
+        offset = max(committed, applied + 1)
+        if left.results or left.dlq or behind or left.seq > delivered:
+            # One transaction: what no committed one delivered, and the offset past the
+            # applied records with the sequence Redis reached. Also when there is nothing
+            # to re-emit: records applied but not committed (a lost reply, a crash) are
+            # skipped when fetched again, so their offsets are committed here, and the
+            # sequence committed never stays behind (a later loss would go unseen).
+            offsets = {tp: offset} if offset >= 0 else {}
+            self._deliver_claimed(tp, self._reemit(tp, left, offsets))
             log.info(
                 "outbox re-emitted in a transaction",
                 topic=tp[0],
@@ -373,6 +371,7 @@ class ExactlyOnce(_Base):
                 results=len(left.results),
                 dlq=len(left.dlq),
                 offset=offset,
+                seq=left.seq,
             )
         elif left.seq:
             self._acknowledge({tp: left.seq})
@@ -391,25 +390,6 @@ class ExactlyOnce(_Base):
 def _reached(committed: OffsetMeta, want: OffsetMeta) -> bool:
     """The committed offset is the one wanted (with its outbox sequence) or past it."""
     return committed[0] > want[0] or committed == want
-
-
-def _identity(record: OutRecord) -> tuple[str, bytes | None, bytes | None]:
-    """What tells a refused record in a batch (records hold header lists: not hashable)."""
-    return record.topic, record.key, record.value
-
-
-def refused_entry(failure: Failure, dlq_topic: str, source_topic: str, now: int) -> DlqEntry:
-    """A record Kafka refused for good, as a DLQ entry; a refused DLQ record loses its value."""
-    record, error = failure.record, failure.error
-    code = getattr(error, "code", type(error).__name__)
-    message = getattr(error, "message", str(error))
-    value, headers = record.value, record.headers
-    if record.topic == dlq_topic:
-        value = None
-        headers = [*(headers or []), (TRUNCATED, str(len(record.value or b"")).encode())]
-    return DlqEntry(
-        dlq_topic, record.key, value, headers, "produce", code, message, 1, now, source_topic
-    )
 
 
 GUARANTEES: dict[str, type[AtLeastOnce] | type[ExactlyOnce]] = {

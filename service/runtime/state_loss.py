@@ -12,7 +12,7 @@ from service.records import TP
 from service.runtime.guarantee import Guarantee
 from service.runtime.window_engine import WindowEngine
 
-log = structlog.get_logger("rill.worker")
+log = structlog.get_logger("rill.state_loss")
 
 HOW_TO_RECOVER = (
     "Redis restarted without persistence, evicted or expired keys (RILL_STATE_TTL_S), or "

@@ -1,7 +1,7 @@
 """The window engine: the pure aggregator wired to a `WindowStore`.
 
-Each call is one step of the record flow's window part: claim (on assign), apply (a
-batch, one round trip), tick (idle partitions), acknowledge. The computing is in
+Each call is one step of the record flow's window part: claim (on assign), begin and
+finish (a batch or an idle tick, one round trip), acknowledge. The computing is in
 `processing.aggregator`; the bytes and the scripts are behind `state.store.WindowStore`.
 """
 
@@ -9,30 +9,51 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import structlog
 
-from service.errors import ClaimAgainError, TransientError
-from service.processing.aggregator import Aggregator, DlqOf, EngineResult, Outbox, Owned, Prepared
-from service.processing.dlq import DlqEntry
-from service.processing.windows import Keyed, WindowPlan
-from service.records import TP
-from service.state.store import Applied, WindowStore
+from service.processing.aggregator import Aggregator, DlqOf, Outbox, Owned, Prepared, WindowOutcome
+from service.processing.windows import WindowPlan
+from service.records import TP, DlqEntry, Keyed
+from service.state.store import WindowStore
+from service.window_state import ApplyReply
 
 log = structlog.get_logger("rill.windows")
 
-__all__ = ["EngineResult", "InFlight", "Keyed", "Outbox", "WindowEngine", "WindowPlan"]
+__all__ = [
+    "InFlight",
+    "Keyed",
+    "Outbox",
+    "Submit",
+    "WindowEngine",
+    "WindowOutcome",
+    "WindowPlan",
+    "inline_submit",
+]
+
+
+Replies = dict[TP, ApplyReply]
+Submit = Callable[[Callable[[], Replies]], "Future[Replies]"]
 
 
 @dataclass(frozen=True, slots=True)
 class InFlight:
-    """A batch whose apply round trip is under way (`WindowEngine.begin`)."""
+    """A batch (or idle tick) whose apply round trip is under way (`WindowEngine.begin`)."""
 
     prepared: Prepared
-    carry: dict[TP, Sequence[DlqEntry]]
-    future: Future[dict[TP, Applied]] | None
+    future: Future[Replies] | None
+
+
+def inline_submit(call: Callable[[], Replies]) -> Future[Replies]:
+    """A `Submit` that runs the round trip now, in the caller's thread (no overlap)."""
+    future: Future[Replies] = Future()
+    try:
+        future.set_result(call())
+    except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future
+        future.set_exception(exc)
+    return future
 
 
 class WindowEngine:
@@ -48,15 +69,30 @@ class WindowEngine:
         self.plan = plan
         self.store = store
         self.aggregator = Aggregator(plan, dlq_of)
+        # Per partition found lost: the outbox sequence this worker saw Redis reach, which
+        # its claim again must find.
+        self._at_least: dict[TP, int] = {}
 
     @property
     def owned(self) -> dict[TP, Owned]:
         """The partitions this worker owns, with their clocks and offsets."""
         return self.aggregator.owned
 
-    def assign(self, tp: TP, now_wall_ms: int, after_seq: int = 0) -> Outbox:
-        """Claim `tp`; returns the outbox it left behind after `after_seq` (delivered)."""
-        claim = self.store.claim(tp)
+    def assign(self, tp: TP, now_wall_ms: int, after_seq: int = 0, expect: int = 0) -> Outbox:
+        """Claim `tp`; returns the outbox it left behind after `after_seq` (delivered).
+
+        Args:
+            tp: the partition.
+            now_wall_ms: wall clock.
+            after_seq: the outbox entries up to this one are delivered.
+            expect: the outbox sequence Redis must have reached (Kafka's committed offsets
+                name it); what this worker saw before it found the state lost counts too.
+
+        Raises:
+            StateLostError: Redis has less (the worker acts per RILL_STATE_LOSS).
+        """
+        claim = self.store.claim(tp, max(expect, self._at_least.get(tp, 0)))
+        self._at_least.pop(tp, None)
         state = self.store.load_state(tp) if self.aggregator.needs_state else None
         self.aggregator.claimed(tp, claim, now_wall_ms, state)
         log.info(
@@ -75,91 +111,74 @@ class WindowEngine:
         now_wall_ms: int,
         carry: Mapping[TP, Sequence[DlqEntry]] | None = None,
         last_offsets: Mapping[TP, int] | None = None,
-    ) -> EngineResult:
-        """Pre-aggregate the batch per partition and apply it in one round trip.
+    ) -> WindowOutcome:
+        """`begin` and `finish` in one call, in this thread."""
+        flight = self.begin(keyed, carry or {}, last_offsets or {}, inline_submit)
+        return self.finish(flight, now_wall_ms)
 
-        Args:
-            keyed: the batch's records that reach the window.
-            now_wall_ms: wall clock.
-            carry: the batch's other DLQ entries per partition, kept in the outbox.
-            last_offsets: the last offset of each partition in the batch.
-        """
-        prepared = self.aggregator.prepare(keyed, carry, last_offsets)
-        return self._send(prepared, now_wall_ms, carry or {})
+    def tick(self, now_wall_ms: int, at_end: Collection[TP]) -> WindowOutcome:
+        """`begin_tick` and `finish` in one call, in this thread."""
+        return self.finish(self.begin_tick(now_wall_ms, at_end, inline_submit), now_wall_ms)
 
     def begin(
         self,
         keyed: Sequence[Keyed],
         carry: Mapping[TP, Sequence[DlqEntry]],
         last_offsets: Mapping[TP, int],
-        submit: Callable[[Callable[[], dict[TP, Applied]]], Future[dict[TP, Applied]]],
+        submit: Submit,
     ) -> InFlight:
-        """`apply`'s first half: prepare the batch and send it, without waiting.
+        """Prepare a batch and send it in `submit`'s thread, without waiting (`finish`).
 
-        The round trip runs in `submit`'s thread while the caller fetches and decodes the
-        next batch; `finish` takes the replies. Nothing of the aggregator changes in
-        between (a failed round trip is done again by `apply`, from the same state).
+        The round trip runs while the caller fetches and decodes the next batch (or at
+        once, with an inline `submit`). Nothing of the aggregator changes in between.
         """
-        prepared = self.aggregator.prepare(keyed, carry, last_offsets)
+        return self._begin(self.aggregator.prepare(keyed, carry, last_offsets), submit)
+
+    def begin_tick(self, now_wall_ms: int, at_end: Collection[TP], submit: Submit) -> InFlight:
+        """An idle tick as a batch without records: the watermark of idle partitions
+        advanced by wall clock (`Aggregator.prepare_tick`), sent like a batch."""
+        return self._begin(self.aggregator.prepare_tick(now_wall_ms, at_end), submit)
+
+    def _begin(self, prepared: Prepared, submit: Submit) -> InFlight:
         calls = prepared.calls
         future = submit(partial(self.store.apply, calls)) if calls else None
-        return InFlight(prepared, dict(carry), future)
+        return InFlight(prepared, future)
 
-    def finish(self, flight: InFlight, now_wall_ms: int) -> EngineResult:
-        """`apply`'s second half: the replies of `begin`'s round trip, taken.
+    def redo(self, flight: InFlight) -> InFlight:
+        """The same calls again, for the partitions still owned (a failed round trip).
+
+        A call that did run answers `stale` (its outbox sequence moved on): its partition
+        is claimed again and its outbox taken, never applied twice nor acknowledged away.
+        """
+        mine = self.owned
+        calls = {tp: c for tp, c in flight.prepared.calls.items() if tp in mine}
+        prepared = replace(flight.prepared, calls=calls)
+        return self._begin(prepared, inline_submit)
+
+    def finish(self, flight: InFlight, now_wall_ms: int) -> WindowOutcome:
+        """The replies of `begin`'s round trip, taken.
 
         Raises:
-            whatever the round trip raised (`StateError`, `StateLostError`, ...).
+            whatever the round trip raised (`StateError`, ...): `redo` sends it again.
         """
         replies = flight.future.result() if flight.future is not None else {}
-        return self._take(flight.prepared, replies, now_wall_ms, flight.carry)
-
-    def tick(self, now_wall_ms: int, at_end: Collection[TP]) -> EngineResult:
-        """Advance the watermark of idle partitions by wall clock (`Aggregator.prepare_tick`)."""
-        return self._send(self.aggregator.prepare_tick(now_wall_ms, at_end), now_wall_ms, {})
-
-    def _send(
-        self, prepared: Prepared, now_wall_ms: int, carry: Mapping[TP, Sequence[DlqEntry]]
-    ) -> EngineResult:
-        replies = self.store.apply(prepared.calls) if prepared.calls else {}
-        return self._take(prepared, replies, now_wall_ms, carry)
-
-    def _take(
-        self,
-        prepared: Prepared,
-        replies: Mapping[TP, Applied],
-        now_wall_ms: int,
-        carry: Mapping[TP, Sequence[DlqEntry]],
-    ) -> EngineResult:
         # A partition revoked while its round trip was under way is its new owner's: the
-        # outbox holds what this batch did to it, and the new claim takes it from there.
+        # outbox holds what this call did to it, and the new claim takes it from there.
         mine = self.owned
         replies = {tp: applied for tp, applied in replies.items() if tp in mine}
-        out = self.aggregator.take(prepared, replies, now_wall_ms)
+        out = self.aggregator.take(flight.prepared, replies, now_wall_ms)
         for tp in out.fenced:
             log.warning(
-                "partition fenced: another worker owns it now", topic=tp[0], partition=tp[1]
+                "partition fenced: another claim owns its state now", topic=tp[0], partition=tp[1]
             )
         for tp in out.stale:
-            # The script ran but its reply was lost: the state has the batch and the
-            # outbox its outputs. Claim again and take what is not delivered yet.
-            owned = self.owned.get(tp)
-            try:
-                left = self.assign(tp, now_wall_ms, after_seq=owned.acked if owned else 0)
-            except TransientError as exc:
-                # The partitions taken above moved on and their results are in `out`: a
-                # retry would skip their records. Claim them all again instead (their
-                # outbox has this batch).
-                taken = sorted(t for t, a in replies.items() if a.status != "fenced")
-                raise ClaimAgainError(taken, f"claim after a lost reply: {exc}") from exc
-            out.results.extend(left.results)
-            out.tps.extend([tp] * len(left.results))
-            # The outbox holds this batch's DLQ entries too: the late ones this attempt
-            # found again and the carried ones the batch already has. Take each once.
-            has = {(e.source, e.source_offset) for e in carry.get(tp, ())}
-            out.dlq = [e for e in out.dlq if e.source != tp]
-            out.dlq.extend(e for e in left.dlq if (e.source, e.source_offset) not in has)
-            out.seqs[tp] = left.seq
+            log.info(
+                "a reply was lost but the call ran: claiming again to take its outbox",
+                topic=tp[0],
+                partition=tp[1],
+            )
+        # The claim again must find at least what this worker saw Redis reach.
+        self._at_least.update(out.reached)
         return out
 
     def acknowledge(self, tp: TP, seq: int) -> None:
@@ -174,9 +193,93 @@ class WindowEngine:
                 self.store.ack(tp, owned.epoch, owned.acked)
 
     def revoke(self, tps: Iterable[TP]) -> None:
-        """Forget partitions this worker no longer owns."""
+        """Forget partitions this worker no longer owns (Kafka took them)."""
+        tps = list(tps)
         self.aggregator.revoke(tps)
+        for tp in tps:
+            self._at_least.pop(tp, None)
 
     def restart_idle_clocks(self, now_wall_ms: int) -> None:
         """Time spent paused by back-pressure is not idleness."""
         self.aggregator.restart_idle_clocks(now_wall_ms)
+
+    claims = True  # assigned partitions are claimed before they are processed
+
+    def keep_alive(self) -> tuple[list[TP], list[TP]]:
+        """Refresh the TTL of the owned partitions' state (every few seconds).
+
+        Returns the partitions found lost (state or claim gone: the next claim must find at
+        least what this worker saw Redis reach) and those fenced by another claim; both
+        are forgotten here.
+        """
+        owned = self.owned
+        gone = self.store.touch({tp: o.epoch for tp, o in owned.items()})
+        lost = sorted(tp for tp, why in gone.items() if why == "lost")
+        fenced = sorted(tp for tp, why in gone.items() if why != "lost")
+        self._at_least.update({tp: max(owned[tp].seq, owned[tp].acked) for tp in lost})
+        self.aggregator.revoke(gone)
+        return lost, fenced
+
+    def ping(self) -> bool:
+        """The store answers."""
+        return self.store.ping()
+
+    def not_owned(self, tps: Iterable[TP]) -> set[TP]:
+        """Those of `tps` whose state this worker does not own (revoked, fenced, lost)."""
+        return set(tps) - self.owned.keys()
+
+
+class NoWindows:
+    """The window step of a stateless pipeline: nothing to claim, apply or tick."""
+
+    claims = False
+    owned: dict[TP, Owned] = {}  # noqa: RUF012 - never written: there is no window state
+
+    def begin(
+        self,
+        keyed: Sequence[Keyed],
+        carry: Mapping[TP, Sequence[DlqEntry]],
+        last_offsets: Mapping[TP, int],
+        submit: Submit,
+    ) -> InFlight:
+        """Nothing to send."""
+        return InFlight(Prepared(), None)
+
+    def begin_tick(self, now_wall_ms: int, at_end: Collection[TP], submit: Submit) -> InFlight:
+        """Nothing idle."""
+        return InFlight(Prepared(records=False), None)
+
+    def redo(self, flight: InFlight) -> InFlight:
+        """Nothing to send again."""
+        return flight
+
+    def finish(self, flight: InFlight, now_wall_ms: int) -> WindowOutcome:
+        """Nothing happened."""
+        return WindowOutcome()
+
+    def keep_alive(self) -> tuple[list[TP], list[TP]]:
+        """No state to keep."""
+        return [], []
+
+    def ping(self) -> bool:
+        """No store to ask."""
+        return True
+
+    def not_owned(self, tps: Iterable[TP]) -> set[TP]:
+        """Every partition's records are this worker's to process while assigned."""
+        return set()
+
+    def acknowledge(self, tp: TP, seq: int) -> None:
+        """No outbox."""
+
+    def flush_acks(self, tps: Iterable[TP]) -> None:
+        """No outbox."""
+
+    def revoke(self, tps: Iterable[TP]) -> None:
+        """Nothing owned."""
+
+    def restart_idle_clocks(self, now_wall_ms: int) -> None:
+        """No clocks."""
+
+
+Windows = WindowEngine | NoWindows

@@ -1,6 +1,6 @@
 """Serde: bytes to records and back. One small protocol, one module per format.
 
-`build` makes the serdes a pipeline's settings ask for; `schema_cache` holds the
+`service.serdes` builds the serdes a pipeline's settings ask for; `schema_cache` holds the
 registry's schemas as plain values; the registry client itself is at the edge
 (`service.kafka.registry_client`).
 """

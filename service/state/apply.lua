@@ -5,9 +5,15 @@
 -- ARGV: 1 epoch, 2 its claim number, 3 first offset (-1: no records), 4 last offset,
 --       5 max event time, 6 watermark candidate, 7 kind, 8 size ms (sliding), 9 emit
 --       mode, 10 ops, 11 ttl s, 12 outbox seq acknowledged, 13 DLQ entries blob,
---       14.. deltas: key, start, end, comps
--- Replies {'ok', seq, wm, applied, rows, open windows}, {'stale', applied},
+--       14 the outbox seq the caller last saw (-1: not checked), 15.. deltas: key, start,
+--       end, comps
+-- Replies {'ok', seq, wm, applied, rows, open windows}, {'stale', applied, seq},
 --         {'fenced', epoch} or {'lost'} (prelude.lua: ownership).
+-- A call is `stale` when it (or a later one) already ran: its outbox sequence moved past
+-- what the caller saw, or its first offset is applied. That is how a replayed call whose
+-- reply was lost is told apart, a batch's and an idle tick's alike (a tick has no offset).
+-- The sequence BEHIND what the caller saw means Redis forgot writes it acknowledged
+-- (a failover to a replica that missed them): `lost`.
 -- (prelude.lua comes first: layout helpers, the merge rule, the ack loop.)
 local meta, idx, state, outbox, bykey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 
@@ -17,9 +23,12 @@ if who ~= 'ok' then
   return {'fenced', tostring(redis.call('HGET', meta, 'epoch'))}
 end
 local applied = tonumber(redis.call('HGET', meta, 'applied') or '-1')
+local seen = tonumber(redis.call('HGET', meta, 'seq') or '0')
+local saw = tonumber(ARGV[14])
+if saw >= 0 and seen < saw then return {'lost'} end
 local first = tonumber(ARGV[3])
-if first >= 0 and first <= applied then
-  return {'stale', tostring(applied)}
+if (saw >= 0 and seen > saw) or (first >= 0 and first <= applied) then
+  return {'stale', tostring(applied), tostring(seen)}
 end
 
 local kind, size, emit = ARGV[7], tonumber(ARGV[8]), ARGV[9]
@@ -33,7 +42,7 @@ if ack >= 0 then drop_acked(outbox, ack) end
 
 -- 1. Merge the deltas.
 local touched, touched_keys, order = {}, {}, {}
-local i = 14
+local i = 15
 while i <= #ARGV do
   local key, s, e = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   local comps = split(ARGV[i + 3])

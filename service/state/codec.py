@@ -35,31 +35,29 @@ number issued again after such a loss carries another token, so it fences the fi
 from __future__ import annotations
 
 import base64
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import orjson
 
-from service.processing.dlq import DlqEntry, reason_of
-from service.records import TP
-from service.state.store import (
+from service.processing.dlq import reason_of
+from service.records import TP, DlqEntry
+from service.window_state import (
     NO_TIME,
-    Applied,
+    ORDERED_TIME_CHARS,
     ApplyCall,
+    ApplyReply,
     Claim,
+    Component,
+    Op,
     OutboxEntry,
     WindowRow,
+    ordered_time,
 )
 
-if TYPE_CHECKING:
-    from service.processing.aggregates import Component, Op
-
 SEP: Final = "\x1f"
-ORDER_PREFIX_CHARS: Final = 32
-ORDERED_TIME_CHARS: Final = 16
 TOKEN_BITS: Final = 24
 LAYOUT_VERSION: Final = "2"
 EVICT_MARK: Final = "x|"
@@ -96,37 +94,6 @@ def _components(numeric: Sequence[bool], text: str) -> list[Component]:
         (int(p) if integer(p) else float(p)) if n else p
         for n, p in zip(numeric, text.split(SEP), strict=True)
     ]
-
-
-def pack_ordered(ts: int, offset: int, value: Any) -> str:
-    """A first/last component: sorts as text by (event time, offset), carries the value.
-
-    Args:
-        ts: event time in ms, above -10**15 (a negative one is `-` and ts + 10**15 in
-            15 digits, which sorts below every non-negative one and in time order).
-        offset: the record's offset.
-        value: any JSON-serializable value (others are written with `str`).
-    """
-    try:
-        text = orjson.dumps(value, default=str).decode()
-    except TypeError:  # an integer beyond 64 bits (or a non-text dict key): json writes it
-        text = json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
-    return ordered_time(ts) + f"{offset:016d}" + text
-
-
-def ordered_time(ts: int) -> str:
-    """A time in ms as 16 characters that sort as text in time order (the scripts' `ord`).
-
-    Args:
-        ts: above -10**15 and below 10**16 (a negative one is `-` and ts + 10**15 in 15
-            digits, which sorts below every non-negative one and in time order).
-    """
-    return f"{ts:016d}" if ts >= 0 else f"-{ts + 10**15:015d}"
-
-
-def unpack_ordered(text: str) -> Any:
-    """The value of a `pack_ordered` component."""
-    return orjson.loads(text[ORDER_PREFIX_CHARS:])
 
 
 # --- window ids ---------------------------------------------------------------------------
@@ -293,6 +260,7 @@ def apply_argv(layout: StateLayout, call: ApplyCall) -> list[str | int]:
         layout.ttl_s,
         call.ack_seq,
         encode_dlq_entries(call.dlq).decode() if call.dlq else "",
+        call.seq,
     ]
     for d in call.deltas:
         argv.extend((d.key, d.start, d.end, encode_components(d.comps)))
@@ -356,6 +324,8 @@ def decode_dlq_entries(blob: bytes | str) -> list[DlqEntry]:
             known[name] = _unb64(known.get(name))
         headers = known.get("headers")
         known["headers"] = None if headers is None else [(k, _unb64(v)) for k, v in headers]
+        origin = known.get("origin")
+        known["origin"] = None if origin is None else (str(origin[0]), int(origin[1]))
         entries.append(DlqEntry(**known))
     return entries
 
@@ -410,23 +380,25 @@ def _whole(text: str) -> int:
     return int(text) if _INTEGER.fullmatch(text) else int(float(text))
 
 
-def decode_applied(ops: Sequence[Op], reply: Sequence[Any]) -> Applied:
+def decode_applied(ops: Sequence[Op], reply: Sequence[Any]) -> ApplyReply:
     """The apply script's reply.
 
-    `{'ok', seq, watermark, applied, rows, open windows}`, `{'stale', applied}`,
+    `{'ok', seq, watermark, applied, rows, open windows}`, `{'stale', applied, seq}`,
     `{'fenced', epoch}` (a newer claim owns it) or `{'lost'}` (the partition's state, or
     the caller's claim, is gone from Redis).
     """
     status = _text(reply[0])
     if status == "stale":
-        return Applied("stale", applied=int(reply[1]))
+        return ApplyReply(
+            "stale", applied=int(reply[1]), seq=int(reply[2]) if len(reply) > 2 else 0
+        )
     if status == "fenced":
-        return Applied("fenced")
+        return ApplyReply("fenced")
     if status == "lost":
-        return Applied("lost")
+        return ApplyReply("lost")
     if status != "ok":
         raise ValueError(f"apply script answered {status!r}")
-    return Applied(
+    return ApplyReply(
         "ok",
         seq=int(reply[1]),
         watermark=_time(reply[2]),

@@ -16,12 +16,11 @@ import structlog
 from redis.exceptions import NoScriptError
 
 from service.errors import RillError, StateLayoutError, StateLostError
-from service.processing.aggregates import Component, Op
 from service.records import TP
 from service.state import codec
 from service.state.client import REDIS_ERRORS, RedisClient, mapped
 from service.state.codec import PartitionKeys, StateLayout
-from service.state.store import Applied, ApplyCall, Claim
+from service.window_state import ApplyCall, ApplyReply, Claim, Component, Op
 
 log = structlog.get_logger("rill.state")
 _T = TypeVar("_T")
@@ -62,7 +61,6 @@ class RedisWindowStore:
         # Pipelined scripts go by sha alone (no EVAL fallback): loaded once, and again
         # when a restarted or failed-over server lost them.
         self._loaded: set[str] = set()
-        self._expect: dict[TP, int] = {}
         self._clock = clock
         self._touched_at = clock()
         self.touch_every_s = min(TOUCH_EVERY_MAX_S, layout.ttl_s / 10)
@@ -83,14 +81,12 @@ class RedisWindowStore:
         """Drop the connection."""
         self._client.close()
 
-    def expect(self, tp: TP, seq: int) -> None:
-        """`tp`'s state reached outbox sequence `seq` (Kafka's committed offsets say so, or
-        this worker saw it): the next claim of `tp` refuses (`StateLostError`) if Redis
-        has less. Several expectations before a claim: the highest counts."""
-        self._expect[tp] = max(self._expect.get(tp, 0), seq)
-
-    def claim(self, tp: TP) -> Claim:
+    def claim(self, tp: TP, expect: int = 0) -> Claim:
         """Fence older owners out of `tp` (new epoch) and read its state and outbox.
+
+        `expect` is the outbox sequence `tp`'s state reached (Kafka's committed offsets
+        say so, or this worker saw it): the claim refuses, writing nothing, when Redis has
+        less.
 
         Raises:
             StateLostError: Redis's state of `tp` is behind what Kafka committed; nothing
@@ -100,7 +96,6 @@ class RedisWindowStore:
             StateError: Redis failed (transient).
         """
         keys = self.keys(tp)
-        expect = self._expect.get(tp, 0)
         token = secrets.randbelow(2**codec.TOKEN_BITS)
         try:
             raw = self._claim(keys=keys.all(), args=codec.claim_argv(self.layout, token, expect))
@@ -112,7 +107,6 @@ class RedisWindowStore:
             raise StateLostError([tp], found=int(raw[1]), expected=expect)
         if status == "layout":
             raise StateLayoutError(self._layout_message(tp, _text(raw[1])))
-        self._expect.pop(tp, None)
         return _decoded(tp, codec.decode_claim, self.layout.ops, raw[1:])
 
     def adopt(self, tp: TP, seq: int) -> int:
@@ -127,7 +121,6 @@ class RedisWindowStore:
         except REDIS_ERRORS as exc:
             raise mapped(exc, f"reset of {tp}") from exc
         self.round_trips += 1
-        self._expect.pop(tp, None)
         return int(raw)
 
     def load_state(self, tp: TP) -> dict[tuple[str, int, int], list[Component]]:
@@ -148,7 +141,7 @@ class RedisWindowStore:
             raise mapped(exc, f"ack of {tp}") from exc
         self.round_trips += 1
 
-    def touch(self, epochs: Mapping[TP, int], force: bool = False) -> list[TP]:
+    def touch(self, epochs: Mapping[TP, int], force: bool = False) -> dict[TP, str]:
         """Keep the state of owned partitions alive: refresh the TTL of all their keys.
 
         At most every `touch_every_s` (a tenth of the TTL, at most 5 s) unless `force`,
@@ -159,11 +152,12 @@ class RedisWindowStore:
             force: refresh now.
 
         Returns:
-            The partitions whose state (or whose claim) is gone from Redis.
+            The partitions this worker does not own any more, with why: `lost` (the
+            state, or the claim, is gone from Redis) or `fenced` (another claim).
         """
         now = self._clock()
         if not epochs or (not force and now - self._touched_at < self.touch_every_s):
-            return []
+            return {}
         self._touched_at = now
         order = list(epochs)
         try:
@@ -180,15 +174,16 @@ class RedisWindowStore:
         except REDIS_ERRORS as exc:
             raise mapped(exc, "TTL refresh") from exc
         self.round_trips += 1
-        return [tp for tp, reply in zip(order, replies, strict=True) if _text(reply) == "lost"]
+        answers = {tp: _text(reply) for tp, reply in zip(order, replies, strict=True)}
+        return {tp: why for tp, why in answers.items() if why != "ok"}
 
-    def apply(self, calls: Mapping[TP, ApplyCall]) -> dict[TP, Applied]:
+    def apply(self, calls: Mapping[TP, ApplyCall]) -> dict[TP, ApplyReply]:
         """Apply every partition's call in ONE pipelined round trip (per node on a cluster).
 
+        A partition whose state, or this worker's claim of it, is gone from Redis answers
+        `lost`; the other partitions' scripts ran and their replies stand.
+
         Raises:
-            StateLostError: the state of some partition, or this worker's claim of it, is
-                gone from Redis (the other partitions' scripts ran: a retry finds them
-                applied, `stale`).
             FatalError: a script failed on its inputs (never retried: a script stopped
                 half-way is not atomic).
             StateError: Redis failed (transient).
@@ -202,14 +197,10 @@ class RedisWindowStore:
         except REDIS_ERRORS as exc:
             raise mapped(exc, "apply") from exc
         self.round_trips += 1
-        out = {
+        return {
             tp: _decoded(tp, codec.decode_applied, self.layout.ops, reply)
             for tp, reply in zip(order, replies, strict=True)
         }
-        lost = [tp for tp, applied in out.items() if applied.status == "lost"]
-        if lost:
-            raise StateLostError(lost)
-        return out
 
     def _pipelined(self, script_: Any, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """One script over many partitions in one pipelined round trip; the replies."""

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from service.processing.aggregates import Component
 from service.state.client import RedisClient, connect
+from service.window_state import Component
 from tests.integration.conftest import Endpoints
 from tests.support import state_contract as contract
 from tests.support.redis_clients import MODES, real_redis

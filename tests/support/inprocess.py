@@ -19,12 +19,13 @@ from service.config import Settings, load_settings
 from service.errors import StateError
 from service.processing.windows import WindowPlan
 from service.records import TP, OutRecord
-from service.runtime.edges import state_layout
-from service.runtime.ports import Edges
-from service.runtime.worker import Worker
-from service.state.memory import MemoryWindowStore
-from service.state.store import Applied, ApplyCall, Claim, WindowStore
+from service.runtime.edges import Edges
+from service.runtime.real_edges import state_layout
+from service.runtime.service import Service
+from service.state.store import WindowStore
+from service.window_state import ApplyCall, ApplyReply, Claim
 from tests.support.memory_kafka import MemoryBroker, MemoryConsumer, MemoryProducer
+from tests.support.memory_store import MemoryWindowStore
 
 IN, OUT, DLQ = "in", "out", "dlq"
 WINDOWED = {
@@ -76,7 +77,7 @@ class Run:
         self.broker = broker
         self.done = done
         self.deadline = time.monotonic() + deadline_s
-        self.worker = Worker(
+        self.worker = Service(
             settings, build_plan(settings), edges=self._edges(broker, server, store)
         )
         self.ready_at_stop: tuple[bool, str] = (False, "not stopped yet")
@@ -85,18 +86,24 @@ class Run:
     def _closing(self) -> None:
         # What /readyz and /metrics said as the worker began to leave (close() then revokes
         # every partition, which drops their gauges).
-        self.ready_at_stop = self.worker._ready()
+        self.ready_at_stop = self.worker.ready()
         self.samples_at_stop = {
             (sample.name, frozenset(sample.labels.items())): sample.value
             for family in self.worker.metrics.registry.collect()
             for sample in family.samples
         }
 
+    @property
+    def busy(self) -> bool:
+        """A batch is on its way through Redis (RILL_STATE_OVERLAP)."""
+        loop = self.worker.worker
+        return loop is not None and loop._pending is not None
+
     def _idle(self) -> None:
         # Input drained: stop once the test's condition holds (or the bound passed, so a
         # broken build fails its assertion instead of hanging), and no batch is still on
         # its way through Redis (RILL_STATE_OVERLAP): the loop finishes it next.
-        if self.worker._pending is not None and time.monotonic() <= self.deadline:
+        if self.busy and time.monotonic() <= self.deadline:
             return
         if self.done(self.broker) or time.monotonic() > self.deadline:
             self.worker.request_stop()
@@ -174,16 +181,16 @@ class Flaky:
     ) -> None:
         self.inner, self.before, self.after, self.claims = inner, before, after, claims
 
-    def claim(self, tp: TP) -> Claim:
+    def claim(self, tp: TP, expect: int = 0) -> Claim:
         if self.claims:
             self.claims -= 1
             raise StateError("LOADING Redis is loading the dataset in memory")
-        return self.inner.claim(tp)
+        return self.inner.claim(tp, expect)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def apply(self, calls: dict[TP, ApplyCall]) -> dict[TP, Applied]:
+    def apply(self, calls: dict[TP, ApplyCall]) -> dict[TP, ApplyReply]:
         if self.before:
             self.before -= 1
             raise StateError("Redis does not answer")

@@ -1,6 +1,6 @@
 """An in-memory twin of the Kafka edge, for unit tests of the runtime's pure logic.
 
-It implements `service.runtime.ports.Consumer` and `Producer` over plain lists: one group,
+It implements `service.runtime.edges.Consumer` and `Producer` over plain lists: one group,
 every partition assigned to the one consumer, transactions all-or-nothing. Faults are
 injected on cue (`refuse`, `fail_flushes`, `fail_transactions`). Integration tests use the
 real broker; this twin only lets the commit order and the worker loop be tested without one.
@@ -15,8 +15,8 @@ from typing import Any
 from service.errors import DeliveryError, RillError, TransactionRefusedError
 from service.kafka.producer import Failure, OffsetMeta
 from service.kafka.progress import Progress
-from service.processing.dlq import DlqEntry, render
-from service.records import TP, InRecord, OutRecord
+from service.processing.dlq import render
+from service.records import TP, DlqEntry, InRecord, OutRecord
 
 
 @dataclass
@@ -113,7 +113,9 @@ class MemoryConsumer:
             log = self.broker.logs.get(tp, [])
             for offset in range(pos, min(len(log), pos + max_records - len(out))):
                 r = log[offset]
-                out.append(InRecord(tp[0], tp[1], offset, r.key, r.value, r.headers, 1_000))
+                # Kafka has no empty header list: a record without headers has None.
+                headers = r.headers or None
+                out.append(InRecord(tp[0], tp[1], offset, r.key, r.value, headers, 1_000))
             self.positions[tp] = pos + sum(1 for r in out if r.topic_partition() == tp)
         drained = not self.paused and all(
             pos >= len(self.broker.logs.get(tp, [])) for tp, pos in self.positions.items()
@@ -156,11 +158,13 @@ class MemoryConsumer:
         self.paused.difference_update(pairs)
 
     def progress(self, pairs: list[TP]) -> dict[TP, Progress]:
-        """Position and end of the assigned ones (every record handed out is applied)."""
+        """Position and end of the assigned ones (every record handed out is applied);
+        unknown for the others, as librdkafka answers for a partition not assigned."""
         return {
             tp: Progress(self.positions[tp], len(self.broker.logs.get(tp, [])))
-            for tp in pairs
             if tp in self.positions
+            else Progress(None, None)
+            for tp in pairs
         }
 
     def close(self) -> None:

@@ -15,15 +15,14 @@ import orjson
 from hypothesis import strategies as st
 from redis.cluster import RedisCluster
 
-from service.processing.aggregates import Component, Op, merge
-from service.processing.dlq import DlqEntry
-from service.processing.windows import Delta
-from service.records import TP
+from service import window_state
+from service.processing.aggregates import merge
+from service.records import TP, DlqEntry
 from service.state import codec
 from service.state.client import RedisClient
 from service.state.codec import StateLayout
 from service.state.redis_store import RedisWindowStore
-from service.state.store import ApplyCall, Claim
+from service.window_state import ApplyCall, Claim, Component, Delta, Op
 
 ALL_OPS: tuple[Op, ...] = ("add", "min", "max", "first", "last", "set")
 META_FIELDS = {"epoch", "claims", "layout", "applied", "max_ts", "wm", "seq"}
@@ -50,7 +49,7 @@ _SEP_FREE_TEXT = st.text(
 )
 _FLOATS = st.floats(allow_nan=False, allow_infinity=False)
 _ORDERED = st.builds(
-    codec.pack_ordered,
+    window_state.pack_ordered,
     st.integers(0, 10**12),
     st.integers(0, 10**9),
     st.one_of(st.integers(-1000, 1000), _SEP_FREE_TEXT, st.none()),
@@ -72,7 +71,14 @@ def _store(client: RedisClient, kind: str, size_ms: int = 60) -> RedisWindowStor
 
 
 def _comps(n: float) -> list[Component]:
-    return [n, n, n, codec.pack_ordered(int(n), 0, n), codec.pack_ordered(int(n), 0, n), "s"]
+    return [
+        n,
+        n,
+        n,
+        window_state.pack_ordered(int(n), 0, n),
+        window_state.pack_ordered(int(n), 0, n),
+        "s",
+    ]
 
 
 def _call(

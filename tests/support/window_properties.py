@@ -15,9 +15,8 @@ from hypothesis import strategies as st
 
 from service.errors import RecordError
 from service.processing.aggregates import Aggregation, ops_of
-from service.processing.dlq import DlqEntry
-from service.processing.windows import Keyed, WindowPlan, WindowResult, WindowSpec
-from service.records import InRecord
+from service.processing.windows import WindowPlan, WindowResult, WindowSpec
+from service.records import DlqEntry, InRecord, Keyed
 from service.runtime.window_engine import WindowEngine
 from service.state.codec import StateLayout
 from service.state.store import WindowStore

@@ -12,8 +12,6 @@ from hypothesis import strategies as st
 from service.errors import RecordError
 from service.processing.aggregates import (
     Aggregation,
-    Component,
-    Op,
     Reducer,
     kernel,
     merge,
@@ -21,7 +19,7 @@ from service.processing.aggregates import (
     record_components,
     results,
 )
-from service.state.codec import pack_ordered, unpack_ordered
+from service.window_state import Component, Op, pack_ordered, unpack_ordered
 
 # --- the rules as a plain loop: the reference the kernels must equal ------------------------
 
@@ -71,7 +69,11 @@ def reference_results(aggs: list[Aggregation], comps: list[Any]) -> dict[str, An
     i = 0
     for agg in aggs:
         if agg.fn == "mean":
-            out[agg.name] = comps[i] / comps[i + 1] if comps[i + 1] else None
+            mean = comps[i] / comps[i + 1] if comps[i + 1] else None
+            noisy = isinstance(comps[i], float) and mean is not None
+            out[agg.name] = float(f"{mean:.15g}") if noisy else mean
+        elif agg.fn == "sum":
+            out[agg.name] = float(f"{comps[i]:.15g}") if isinstance(comps[i], float) else comps[i]
         elif agg.fn == "count":
             out[agg.name] = int(comps[i])
         elif agg.fn == "custom":
@@ -181,3 +183,15 @@ def test_mean_of_nothing_is_none_and_lists_of_another_length_fail() -> None:
     comps: list[Component] = [1, 2, 3]
     with pytest.raises(ValueError, match="unpack"):
         compiled.fold(comps, comps)
+
+
+def test_float_sums_and_means_read_as_decimals() -> None:
+    """A float sum or mean leaves the window with 15 significant digits; ints stay exact."""
+    aggs = (Aggregation.parse("sum:a"), Aggregation.parse("mean:a"), Aggregation.parse("max:a"))
+    compiled = kernel(aggs)
+    comps = compiled.components({"a": 0.1}, 0, 0)
+    comps = compiled.fold(comps, compiled.components({"a": 0.2}, 0, 1))
+    assert comps[0] == 0.1 + 0.2 == 0.30000000000000004  # the components keep every bit
+    assert compiled.results(comps) == {"sum_a": 0.3, "mean_a": 0.15, "max_a": 0.2}
+    ints = kernel((Aggregation.parse("sum:a"),))
+    assert ints.results([2**70 + 1]) == {"sum_a": 2**70 + 1}

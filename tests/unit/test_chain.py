@@ -9,8 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.errors import RecordError
-from service.pipeline import Step
-from service.processing.chain import ItemError, chain
+from service.processing.chain import ItemError, Step, chain
 
 
 def walk(steps: list[Step], key: Any, value: Any) -> list[tuple[Any, Any]]:

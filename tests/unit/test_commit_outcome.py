@@ -10,8 +10,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from service.errors import TransactionUnknownError
 from service.kafka.producer import BatchProducer
-from service.processing.windows import Keyed
-from service.records import BatchResult, InRecord, OutRecord
+from service.records import BatchResult, InRecord, Keyed, OutRecord
 from service.runtime.guarantee import ExactlyOnce
 from service.runtime.ledger import outbox_seq
 from service.runtime.window_engine import WindowEngine
@@ -87,8 +86,8 @@ def test_tick_on_a_partition_with_no_committed_offset_records_its_sequence() -> 
     outbox sequence, even where no offset was committed yet: a new owner must not re-emit
     them."""
     from service.app import build_plan  # noqa: PLC0415 - the plan of the shared settings
-    from service.runtime.edges import state_layout  # noqa: PLC0415
-    from service.state.memory import MemoryWindowStore  # noqa: PLC0415
+    from service.runtime.real_edges import state_layout  # noqa: PLC0415
+    from tests.support.memory_store import MemoryWindowStore  # noqa: PLC0415
 
     broker = MemoryBroker()
     broker.create(IN, 1)

@@ -25,9 +25,9 @@ from service.errors import (
 )
 from service.kafka.producer import OffsetMeta
 from service.processing import dlq
-from service.processing.dlq import DlqEntry
-from service.records import TP, OutRecord
-from service.state.store import Applied, WindowStore
+from service.records import TP, DlqEntry, OutRecord
+from service.state.store import WindowStore
+from service.window_state import ApplyReply
 from tests.support.inprocess import (
     DLQ,
     IN,
@@ -342,7 +342,7 @@ def test_commit_of_unknown_outcome_is_settled_by_the_committed_offsets(
 
 
 class LoseOne:
-    """Apply number `at` runs the other partitions' scripts and reports `lost`'s state gone;
+    """Apply number `at` runs the other partitions' scripts and answers `lost` for `lost`;
     from then on a claim of `lost` finds it gone too (RILL_STATE_LOSS=fail holds it)."""
 
     def __init__(self, inner: WindowStore, lost: TP, at: int = 1) -> None:
@@ -355,15 +355,15 @@ class LoseOne:
     def apply(self, calls: dict[TP, Any]) -> Any:
         self.applies += 1
         if self.applies == self.at and self.lost in calls:
-            self.inner.apply({tp: c for tp, c in calls.items() if tp != self.lost})
+            replies = self.inner.apply({tp: c for tp, c in calls.items() if tp != self.lost})
             self.gone = True
-            raise StateLostError([self.lost])
+            return {**replies, self.lost: ApplyReply("lost")}
         return self.inner.apply(calls)
 
-    def claim(self, tp: TP) -> Any:
+    def claim(self, tp: TP, expect: int = 0) -> Any:
         if self.gone and tp == self.lost:
             raise StateLostError([tp], found=0, expected=1)
-        return self.inner.claim(tp)
+        return self.inner.claim(tp, expect)
 
 
 @pytest.mark.parametrize("overlap", [True, False], ids=["overlap", "in-turn"])
@@ -389,7 +389,7 @@ def test_state_lost_for_one_partition_keeps_the_others_exact(
         # Partition 0 stays held, so the input never drains: stop when 1 is read and
         # nothing is on its way any more.
         got = consume(self, most, wait_s)
-        if not got and self.positions.get((IN, 1)) == 200 and run.worker._pending is None:
+        if not got and self.positions.get((IN, 1)) == 200 and not run.busy:
             run.worker.request_stop()
         return got
 
@@ -418,15 +418,15 @@ class StaleThenClaimFails:
         self.applies += 1
         replies = self.inner.apply(calls)
         if self.applies == 1 and self.stale in replies and len(replies) > 1:
-            replies[self.stale] = Applied("stale", applied=replies[self.stale].applied)
+            replies[self.stale] = ApplyReply("stale", applied=replies[self.stale].applied)
             self.claim_fails, self.injected = 1, True
         return replies
 
-    def claim(self, tp: TP) -> Any:
+    def claim(self, tp: TP, expect: int = 0) -> Any:
         if self.claim_fails:
             self.claim_fails = 0
             raise StateError("Redis does not answer")
-        return self.inner.claim(tp)
+        return self.inner.claim(tp, expect)
 
 
 @pytest.mark.parametrize("overlap", [True, False], ids=["overlap", "in-turn"])

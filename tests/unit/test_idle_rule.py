@@ -11,7 +11,7 @@ from typing import Any
 from service.processing.aggregates import Aggregation
 from service.processing.aggregator import Aggregator, Owned, is_idle
 from service.processing.windows import PartitionClock, WindowPlan, WindowSpec
-from service.state.store import NO_TIME, Claim
+from service.window_state import NO_TIME, Claim
 
 TP0, TP1 = ("in", 0), ("in", 1)
 TIMEOUT = 5_000

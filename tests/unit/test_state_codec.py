@@ -10,10 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.processing.aggregates import Op
-from service.processing.dlq import DlqEntry, render
+from service import window_state
+from service.processing.dlq import render
+from service.records import DlqEntry
 from service.state import codec
-from service.state.store import NO_TIME, Applied, OutboxEntry, WindowRow
+from service.window_state import NO_TIME, ApplyReply, Op, OutboxEntry, WindowRow
 
 OPS: tuple[Op, ...] = ("add", "min", "max", "first", "last", "set")
 text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
@@ -112,9 +113,9 @@ def test_ordered_components_sort_by_time_then_offset(
     a: tuple[int, int], b: tuple[int, int], value: Any
 ) -> None:
     """pack_ordered text orders as (event time, offset) and carries the value back."""
-    pa, pb = codec.pack_ordered(*a, value), codec.pack_ordered(*b, "other")
+    pa, pb = window_state.pack_ordered(*a, value), window_state.pack_ordered(*b, "other")
     assert (pa < pb) == (a < b) or a == b
-    assert codec.unpack_ordered(pa) == value
+    assert window_state.unpack_ordered(pa) == value
 
 
 def test_rows_decode_from_script_replies_and_outbox_json() -> None:
@@ -132,9 +133,9 @@ def test_rows_decode_from_script_replies_and_outbox_json() -> None:
 def test_apply_replies_decode_per_status() -> None:
     """ok carries seq, clock, applied offset, rows, open windows; stale its applied offset."""
     ok = [b"ok", b"7", b"-4.6116860184273879e+18", b"12", [], 3]
-    assert codec.decode_applied(OPS, ok) == Applied("ok", 7, NO_TIME, 12, [], 3)
-    assert codec.decode_applied(OPS, [b"stale", b"12"]) == Applied("stale", applied=12)
-    assert codec.decode_applied(OPS, [b"fenced", b"4"]) == Applied("fenced")
+    assert codec.decode_applied(OPS, ok) == ApplyReply("ok", 7, NO_TIME, 12, [], 3)
+    assert codec.decode_applied(OPS, [b"stale", b"12"]) == ApplyReply("stale", applied=12)
+    assert codec.decode_applied(OPS, [b"fenced", b"4"]) == ApplyReply("fenced")
     with pytest.raises(ValueError, match="answered"):
         codec.decode_applied(OPS, [b"what"])
 
@@ -173,8 +174,8 @@ def test_by_key_members_parse_back_and_sort_by_start(key: str, start: int, other
     member = codec.by_key_member(key, start, wid)
     assert codec.parse_by_key_member(member) == (key, start, wid)
     assert codec.parse_by_key_member(member.encode()) == (key, start, wid)
-    mine = codec.ordered_time(start).encode()
-    theirs = codec.ordered_time(other).encode()
+    mine = window_state.ordered_time(start).encode()
+    theirs = window_state.ordered_time(other).encode()
     assert (mine < theirs) == (start < other)
 
 
@@ -193,5 +194,5 @@ def test_a_layout_names_kind_size_and_components() -> None:
 
 def test_an_integer_beyond_64_bits_packs_without_error() -> None:
     """first/last of a huge integer is packed (read back as a float), not a crash."""
-    packed = codec.pack_ordered(1, 2, {"n": 2**70, 3: "x"})
-    assert codec.unpack_ordered(packed) == {"n": float(2**70), "3": "x"}
+    packed = window_state.pack_ordered(1, 2, {"n": 2**70, 3: "x"})
+    assert window_state.unpack_ordered(packed) == {"n": float(2**70), "3": "x"}

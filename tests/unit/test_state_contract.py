@@ -6,7 +6,7 @@ import fakeredis
 import pytest
 from hypothesis import given, settings
 
-from service.processing.aggregates import Component
+from service.window_state import Component
 from tests.support import state_contract as contract
 
 KINDS = ["tumbling", "hopping", "sliding", "session"]

@@ -8,13 +8,11 @@ import fakeredis
 import pytest
 
 from service.errors import FatalError, StateError, StateLayoutError, StateLostError
-from service.processing.aggregates import Op
-from service.processing.windows import Delta
 from service.records import TP
 from service.state import codec
 from service.state.codec import StateLayout
-from service.state.memory import MemoryWindowStore
-from service.state.store import ApplyCall, Claim
+from service.window_state import ApplyCall, Claim, Delta, Op
+from tests.support.memory_store import MemoryWindowStore
 
 TP0: TP = ("orders", 0)
 OPS: tuple[Op, ...] = ("add", "max")
@@ -38,14 +36,13 @@ def _apply(store: MemoryWindowStore, claim: Claim, offset: int, ts: int, key: st
 
 
 def test_an_owner_whose_state_expired_is_told_lost_not_fenced() -> None:
-    """Meta gone (TTL, eviction, FLUSHALL): the owner's apply raises StateLostError."""
+    """Meta gone (TTL, eviction, FLUSHALL): the owner's apply answers lost (nothing written)."""
     store = _store()
     claim = store.claim(TP0)
     assert _apply(store, claim, 0, 10) == "ok"
     store.client.delete(store.keys(TP0).meta)
-    with pytest.raises(StateLostError) as lost:
-        _apply(store, claim, 1, 20)
-    assert lost.value.tps == [TP0]
+    assert _apply(store, claim, 1, 20) == "lost"
+    assert not store.client.exists(store.keys(TP0).meta), "nothing written"
 
 
 def test_a_newer_claim_fences_the_older_owner() -> None:
@@ -68,8 +65,7 @@ def test_a_claim_a_failover_forgot_is_lost_for_its_owner_and_fences_a_zombie_aga
     b_claim = b.claim(TP0)
     # The primary fails over to a replica that never got B's claim.
     a.client.restore(meta, 0, before, replace=True)
-    with pytest.raises(StateLostError):
-        _apply(b, b_claim, 0, 10)
+    assert _apply(b, b_claim, 0, 10) == "lost"
     b_again = b.claim(TP0)
     assert _apply(a, a_claim, 0, 10) == "fenced"
     assert _apply(b, b_again, 0, 10) == "ok"
@@ -116,19 +112,18 @@ def test_touch_keeps_an_owned_partition_alive_and_reports_lost_ones() -> None:
         store.client.expire(key, 5)
     store.client.delete(store.keys(other).meta)
     epochs = {TP0: claim.epoch, other: other_claim.epoch}
-    assert store.touch(epochs) == [], "not due yet"
+    assert store.touch(epochs) == {}, "not due yet"
     now[0] = store.touch_every_s
-    assert store.touch(epochs) == [other]
+    assert store.touch(epochs) == {other: "lost"}
     present = [k for k in store.keys(TP0).all() if store.client.exists(k)]
     assert {store.client.ttl(k) for k in present} == {600}
 
 
 def test_a_claim_behind_kafka_refuses_and_writes_nothing() -> None:
-    """expect(seq) above Redis's outbox sequence: the claim raises StateLostError, no write."""
+    """A claim expecting more than Redis's outbox sequence raises StateLostError, no write."""
     store = _store()
-    store.expect(TP0, 7)
     with pytest.raises(StateLostError) as lost:
-        store.claim(TP0)
+        store.claim(TP0, expect=7)
     assert (lost.value.found, lost.value.expected) == (0, 7)
     assert store.client.keys("*") == []
 
@@ -136,12 +131,10 @@ def test_a_claim_behind_kafka_refuses_and_writes_nothing() -> None:
 def test_adopt_goes_on_with_the_outbox_sequence_after_kafkas() -> None:
     """After adopt(seq) the claim succeeds and the next apply's outbox seq is above seq."""
     store = _store()
-    store.expect(TP0, 7)
     with pytest.raises(StateLostError):
-        store.claim(TP0)
+        store.claim(TP0, expect=7)
     assert store.adopt(TP0, 7) == 0
-    store.expect(TP0, 7)
-    claim = store.claim(TP0)
+    claim = store.claim(TP0, expect=7)
     assert claim.seq == 7
     delta = Delta("k", 0, 100, [1, 1])
     reply = store.apply({TP0: ApplyCall(claim.epoch, 0, 0, 10, 0, -1, [delta])})[TP0]
@@ -219,3 +212,13 @@ def test_every_key_the_scripts_leave_was_in_their_keys(kind: str) -> None:
     present = {k.decode() if isinstance(k, bytes) else k for k in store.client.keys("*")}
     assert present
     assert present <= set(store.keys(TP0).all())
+
+
+def test_touch_reports_a_partition_another_claim_took_as_fenced() -> None:
+    """touch of a partition a newer claim took answers fenced (the worker pauses it and
+    claims it again if Kafka still has it here), and refreshes nothing of it."""
+    server = fakeredis.FakeServer()
+    old, new = _store(server), _store(server)
+    old_claim = old.claim(TP0)
+    new.claim(TP0)
+    assert old.touch({TP0: old_claim.epoch}, force=True) == {TP0: "fenced"}

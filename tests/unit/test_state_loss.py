@@ -12,7 +12,8 @@ import pytest
 from service.errors import StateLayoutError, StateLostError
 from service.records import TP
 from service.runtime.ledger import SEQ_META, outbox_seq
-from service.state.store import Claim, WindowStore
+from service.state.store import WindowStore
+from service.window_state import Claim
 from tests.support.inprocess import IN, OUT, WINDOWED, Run, events, feed, settings_for
 from tests.support.memory_kafka import MemoryBroker
 
@@ -36,9 +37,9 @@ class _Watch:
         self.applies = 0
         self.lost = 0
 
-    def claim(self, tp: TP) -> Claim:
+    def claim(self, tp: TP, expect: int = 0) -> Claim:
         try:
-            return self.inner.claim(tp)
+            return self.inner.claim(tp, expect)
         except StateLostError:
             self.lost += 1
             if self.flush_at >= 0:

@@ -6,13 +6,10 @@ import fakeredis
 import pytest
 
 from service.errors import RillError, StateError
-from service.processing.aggregates import Op
-from service.processing.dlq import DlqEntry
-from service.processing.windows import Delta
-from service.records import TP
+from service.records import TP, DlqEntry
 from service.state.codec import StateLayout, epoch_claims
-from service.state.memory import MemoryWindowStore
-from service.state.store import NO_TIME, ApplyCall, Claim, WindowRow
+from service.window_state import NO_TIME, ApplyCall, Claim, Delta, Op, WindowRow
+from tests.support.memory_store import MemoryWindowStore
 
 TP0: TP = ("orders", 0)
 OPS: tuple[Op, ...] = ("add", "max")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 from pathlib import Path
 
@@ -73,3 +74,131 @@ def test_every_exception_class_lives_in_errors() -> None:
             ):
                 elsewhere.append(f"{path.relative_to(ROOT)}: {node.name}")
     assert elsewhere == []
+
+
+def _unit(module: str) -> str | None:
+    """The package or top-level module of `service/` that a dotted module name is in."""
+    parts = module.split(".")
+    if parts[0] != "service":
+        return None
+    if len(parts) == 1:
+        return "service"  # service/__init__.py
+    return parts[1]
+
+
+def _imported(path: Path, node: ast.Import | ast.ImportFrom) -> list[str]:
+    """The dotted names one import statement of `path` reaches (relative ones resolved)."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+    module = node.module or ""
+    if node.level:
+        module = f"{base}.{module}" if module else base
+    # `from service import x` imports the submodule x when there is one.
+    return [module] + [f"{module}.{alias.name}" for alias in node.names if module == "service"]
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Which unit of `service/` imports which (a package or a top-level module each).
+
+    Every import counts, also those under TYPE_CHECKING and inside functions: a cycle
+    of types is a cycle a reader has to untangle all the same.
+    """
+    units = {p.stem if p.is_file() else p.name for p in SERVICE.iterdir() if p.suffix == ".py"}
+    units |= {p.name for p in SERVICE.iterdir() if (p / "__init__.py").exists()}
+    graph: dict[str, set[str]] = {}
+    for path in sorted(SERVICE.rglob("*.py")):
+        parts = path.relative_to(SERVICE).parts
+        source = "service" if parts == ("__init__.py",) else parts[0].removesuffix(".py")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Import | ast.ImportFrom):
+                continue
+            for name in _imported(path, node):
+                target = _unit(name)
+                if target is None or target == source:
+                    continue
+                if target not in units and target != "service":
+                    target = "service"  # a name from service/__init__.py
+                graph.setdefault(source, set()).add(target)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one unit (Tarjan), sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(unit: str) -> None:
+        index[unit] = low[unit] = len(index)
+        stack.append(unit)
+        for nxt in sorted(graph.get(unit, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[unit] = min(low[unit], low[nxt])
+            elif nxt in stack:
+                low[unit] = min(low[unit], index[nxt])
+        if low[unit] == index[unit]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == unit:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for unit in sorted(graph):
+        if unit not in index:
+            visit(unit)
+    return sorted(found)
+
+
+def test_cycles_finds_a_cycle() -> None:
+    """The cycle finder sees a cycle through three units and none in a chain."""
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": {"c"}}) == []
+
+
+def test_no_import_cycle_among_service_packages() -> None:
+    """The packages and top-level modules of service/ import each other as a DAG."""
+    graph = import_graph()
+    assert graph["processing"]  # the walk found imports at all
+    assert graph["state"]
+    assert cycles(graph) == []
+
+
+def test_processing_never_imports_state() -> None:
+    """The pure middle hands the state edge plain values; it never imports it."""
+    assert "state" not in import_graph()["processing"]
+
+
+def test_value_modules_import_only_values() -> None:
+    """records.py and window_state.py sit below every layer: they import no other layer."""
+    graph = import_graph()
+    assert graph["records"] <= {"errors"}
+    assert graph["window_state"] <= {"records"}
+
+
+def test_the_shipped_package_imports_no_dev_dependency() -> None:
+    """Twins and their fakes live in tests/support: service/ never imports fakeredis."""
+    for path in SERVICE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                names.append(getattr(node, "module", None) or "")
+                assert not [n for n in names if n.split(".")[0] in ("fakeredis", "tests")], path
+
+
+def test_the_readme_is_short_and_every_doc_link_resolves() -> None:
+    """The README stays a user's page (< 250 lines); its and docs/' relative links exist."""
+    readme = ROOT / "README.md"
+    assert len(readme.read_text().splitlines()) < 250
+    broken = []
+    for page in [readme, *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" not in target and not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert broken == []

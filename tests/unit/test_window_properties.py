@@ -8,9 +8,9 @@ import pytest
 from hypothesis import example, given, settings
 
 from service.state.codec import StateLayout
-from service.state.memory import MemoryWindowStore
 from service.state.store import WindowStore
 from tests.support import window_properties as props
+from tests.support.memory_store import MemoryWindowStore
 
 
 def _memory() -> props.StoreFactory:

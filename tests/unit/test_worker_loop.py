@@ -157,7 +157,7 @@ def test_partition_revoked_while_its_round_trip_is_under_way_goes_out_once(
     def revoking(self: MemoryConsumer, max_records: int, timeout_s: float) -> list[Any]:
         calls["n"] += 1
         if calls["n"] == 3 and (IN, 1) in self.positions:
-            assert first.worker._pending is not None, "a round trip is under way"
+            assert first.busy, "a round trip is under way"
             self.revoke([(IN, 1)])
         return consume(self, max_records, timeout_s)
 

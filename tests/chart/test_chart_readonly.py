@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.unit.test_helm_chart import ROOT, container_env, rendered
+from tests.chart.test_helm_chart import ROOT, container_env, rendered
 
 PROTO = """
 syntax = "proto3";

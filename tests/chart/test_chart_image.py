@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from tests.unit.test_helm_chart import ROOT
+from tests.chart.test_helm_chart import ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from service.observability.metrics import Metrics
-from tests.unit.test_helm_chart import CHART, ROOT, rendered
+from tests.chart.test_helm_chart import CHART, ROOT, rendered
 
 # Labels Prometheus attaches to every scraped series (ServiceMonitor targets and compose).
 TARGET_LABELS = {"job", "instance", "namespace", "service", "pod", "endpoint", "container"}

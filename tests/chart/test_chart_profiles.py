@@ -17,7 +17,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
-from tests.unit.test_helm_chart import CHART, PROFILES, ROOT, documents, run_helm
+from tests.chart.test_helm_chart import CHART, PROFILES, ROOT, documents, run_helm
 
 KUBERNETES_VERSION = "1.32"
 CRD_SCHEMAS = ROOT / "deploy" / "helm" / "crd-schemas"

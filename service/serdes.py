@@ -56,16 +56,16 @@ def side_serde(side: SerdeSettings) -> Serde:
     if side.format == "json":
         return JsonSerde(framing)
     if side.format == "protobuf":
-        if side.schema is None or side.proto_message is None:
+        if side.schema_file is None or side.proto_message is None:
             raise ConfigError(f"{side.env('schema')} and {side.env('proto_message')} are needed")
-        return ProtobufSerde(load_message_class(side.schema, side.proto_message), framing)
-    if side.schema is None:
+        return ProtobufSerde(load_message_class(side.schema_file, side.proto_message), framing)
+    if side.schema_file is None:
         raise ConfigError(f"{side.env('schema')}: avro needs a schema file")
     try:
-        return AvroSerde(json.loads(Path(side.schema).read_text()), framing)
+        return AvroSerde(json.loads(Path(side.schema_file).read_text()), framing)
     except (OSError, ValueError) as exc:
         raise ConfigError(
-            f"{side.env('schema')}: {side.schema} is not a valid Avro schema: {exc}"
+            f"{side.env('schema')}: {side.schema_file} is not a valid Avro schema: {exc}"
         ) from exc
 
 
@@ -116,13 +116,13 @@ def _read_json(path: str, setting: str) -> Any:
 def _registry_decoder(side: SerdeSettings) -> tuple[Serde, SchemaCache]:
     """A decoder reading writer schemas from a cache, and that cache (filled at the edge)."""
     if side.format == "protobuf":
-        assert side.schema is not None
+        assert side.schema_file is not None
         assert side.proto_message is not None
         cache = SchemaCache(_prepare_protobuf)
-        message_class = load_message_class(side.schema, side.proto_message)
+        message_class = load_message_class(side.schema_file, side.proto_message)
         return ProtobufSerde(message_class, cache=cache), cache
     if side.format == "avro":
-        reader = _read_json(side.schema, side.env("schema")) if side.schema else None
+        reader = _read_json(side.schema_file, side.env("schema")) if side.schema_file else None
         cache = SchemaCache(prepare_avro(reader))
         return RegistryAvroSerde(cache), cache
     cache = SchemaCache(prepare_json)
@@ -133,11 +133,11 @@ def _registry_encoder(
     side: SerdeSettings, registry: RegistrySettings, topic: str
 ) -> tuple[Serde, OutputSchema]:
     """An encoder still waiting for its schema id, and what to resolve the id from."""
-    assert side.schema is not None
-    text = Path(side.schema).read_text()
+    assert side.schema_file is not None
+    text = Path(side.schema_file).read_text()
     name: str | None
     if side.format == "protobuf":
-        if not side.schema.endswith(".proto"):
+        if not side.schema_file.endswith(".proto"):
             raise ConfigError(
                 f"{side.env('schema')}: the registry needs the .proto text of the "
                 "output type, not a descriptor set"
@@ -145,14 +145,14 @@ def _registry_encoder(
         assert side.proto_message is not None
         schema_type, name = "PROTOBUF", side.proto_message
         encoder: ProtobufSerde | RegistryAvroSerde | RegistryJsonSerde = ProtobufSerde(
-            load_message_class(side.schema, side.proto_message), registry_output=True
+            load_message_class(side.schema_file, side.proto_message), registry_output=True
         )
     elif side.format == "avro":
         schema_type = "AVRO"
         name = record_name_of(text, schema_type)
         encoder = RegistryAvroSerde(
             SchemaCache(prepare_avro(None)),
-            output_schema=_read_json(side.schema, side.env("schema")),
+            output_schema=_read_json(side.schema_file, side.env("schema")),
         )
     else:
         schema_type, name = "JSON", None
