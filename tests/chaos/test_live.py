@@ -1,9 +1,11 @@
 """Faults under live traffic, each in both modes: idle ticks close the windows, and still
 nothing is lost, nothing is twice in exactly-once, every window is right.
 
-Run by `make chaos` (RILL_CHAOS=1) after the backfill rows; one row alone:
-`RILL_CHAOS=1 .venv/bin/python -m pytest tests/chaos -k 'live and stall'`.
-`make soak` runs every live row RILL_CHAOS_RUNS times (tests/chaos/soak.md).
+Run by `make chaos` (RILL_CHAOS=1) after the backfill rows. One row in both modes:
+`RILL_CHAOS=1 .venv/bin/python -m pytest tests/chaos -p no:cacheprovider -k 'live and stall'`
+(rows: redis-stall, sigkill, broker-restart, scale, redis-failover; add `and exactly` or
+`and at_least` for one mode; `-k 'live and redis'` takes both Redis rows). `make soak`
+runs every live row SOAK_RUNS times in a row (tests/chaos/soak.md).
 """
 
 from __future__ import annotations
