@@ -18,11 +18,14 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed ## Create the virtualenv with rill and its dev tools
 
 HELM_VERSION ?= v3.16.4
+# Built once per machine, cached outside the checkout and linked into .rill/bin.
 .rill/bin/helm:
-	mkdir -p .rill/bin
-	GOBIN=$(abspath .rill/bin) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	HELM_VERSION=$(HELM_VERSION) deploy/local/gotool.sh helm
 
-tools: .rill/bin/helm ## Build helm (for the chart tests) into .rill/bin, once
+.rill/bin/promtool:
+	deploy/local/gotool.sh promtool
+
+tools: .rill/bin/helm .rill/bin/promtool ## Build helm and promtool (chart and alert-rule tests), once per machine
 
 up: install ## Start local Kafka (KRaft) and Redis on 127.0.0.1 (no-op when running)
 	deploy/local/stack.sh up
