@@ -152,6 +152,8 @@ def _hpa_values(topic: str) -> list[str]:
         f"kafka.topic={topic}",
         "autoscaling.enabled=true",
         "autoscaling.mode=hpa",
+        # Scraped by a ServiceMonitor: job is the Service's name, as set_targets labels it.
+        "monitoring.serviceMonitor.enabled=true",
         "autoscaling.minReplicas=1",
         f"autoscaling.maxReplicas={MAX_REPLICAS}",
         f"autoscaling.partitions={PARTITIONS}",
