@@ -59,6 +59,12 @@ chaos: install ## Process-level fault suite on its own broker + Redis; writes te
 
 .PHONY: chaos
 
+MODE ?= keda
+autoscale-demo: tools up k8s-up ## Closed loop: a ramp, real workers on the chart's pods, KEDA (or MODE=hpa) scaling; trace + plot
+	set -a; source .rill/local.env; set +a; $(PY) -m tests.k8s.autoscale_demo --mode $(MODE)
+
+.PHONY: autoscale-demo
+
 # Quix Streams pins an older confluent-kafka: the bench gets a venv of its own (rill + the
 # `bench` extra), so every system in it runs on the same librdkafka.
 BENCH_VENV ?= .rill/bench-venv
