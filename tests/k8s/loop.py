@@ -193,11 +193,12 @@ def output_ids(bootstrap: str, topic: str, group: str) -> Counter[int]:
             positions = consumer.position([TopicPartition(topic, p) for p in ends])
             done |= {tp.partition for tp in positions if tp.offset >= ends[tp.partition]}
             continue
-        if msg.error():
+        value, offset, partition = msg.value(), msg.offset(), msg.partition()
+        if msg.error() or value is None or offset is None or partition is None:
             continue
-        seen[int(json.loads(msg.value())["id"])] += 1
-        if msg.offset() + 1 >= ends[msg.partition()]:
-            done.add(msg.partition())
+        seen[int(json.loads(value)["id"])] += 1
+        if offset + 1 >= ends[partition]:
+            done.add(partition)
     consumer.close()
     return seen
 
