@@ -419,7 +419,7 @@ def write_plot(result: LoopResult, path: Path) -> None:
     rep_ax.axhline(result.config.partitions, color="grey", linestyle=":", label="partitions")
     rep_ax.set_ylabel("replicas")
     rep_ax.set_xlabel("seconds from the start of the ramp")
-    rep_ax.legend(loc="upper right")
+    rep_ax.legend(loc="lower center", ncol=2)
     fig.suptitle(
         f"closed loop, mode {result.config.mode}: {result.produced} records exactly once, "
         f"{result.per_replica_rps:.0f} records/s per worker"

@@ -3,15 +3,18 @@
 Real `rill run` processes follow the kwok pods of the chart's Deployment
 (tests/k8s/podrunner.py); the real HPA controller scales it on the External metric the
 stand-in serves (mode keda: what KEDA's Kafka scaler computes from the broker,
-tests/k8s/keda_standin.py, which says what it does not do). A ramp drives it up, holds,
-and stops. `rill plan` runs on the same values and ramp; its peak is checked against the
-measured one within one replica.
+tests/k8s/keda_standin.py, which says what it does not do; mode hpa: what the chart's
+prometheus-adapter rule computes from the workers' /metrics, tests/k8s/adapter.py). A
+ramp drives it up, holds, and stops. `rill plan` runs on the same values and ramp; its
+peak is checked against the measured one within one replica.
 """
 
 from __future__ import annotations
 
 import itertools
 from pathlib import Path
+
+import pytest
 
 from tests.k8s.conftest import Endpoints
 from tests.k8s.kube import Cluster
@@ -31,11 +34,12 @@ def _report(result: LoopResult) -> None:
     )
 
 
-def test_keda_mode_loop_scales_with_lag_and_keeps_exactly_once(
-    cluster: Cluster, endpoints: Endpoints, unique: str, tmp_path: Path
+@pytest.mark.parametrize("mode", ["keda", "hpa"])
+def test_loop_scales_with_lag_and_keeps_exactly_once(
+    mode: str, cluster: Cluster, endpoints: Endpoints, unique: str, tmp_path: Path
 ) -> None:
     """Up with lag, lag down because of it, down after the window, every record once."""
-    cfg = LoopConfig(mode="keda")
+    cfg = LoopConfig(mode=mode)
     result = run_loop(cluster, endpoints.bootstrap, endpoints.redis_url, cfg, tmp_path, unique)
     _report(result)
     samples = result.samples
