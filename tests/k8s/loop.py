@@ -88,6 +88,17 @@ class LoopResult:
         """The most replicas `rill plan` predicted."""
         return max(r for _, r in self.planned)
 
+    def agreement(self, within: int = 1) -> float:
+        """The share of samples where the plan's replicas are within `within` of the measured."""
+        planned = dict(self.planned)
+        ticks = sorted(planned)
+        close = 0
+        for s in self.samples:
+            # The plan's state at the sample's time: its last tick at or before it.
+            tick = max((t for t in ticks if t <= s.t_s), default=ticks[0])
+            close += abs(planned[tick] - s.replicas) <= within
+        return close / len(self.samples)
+
 
 def values(cfg: LoopConfig, topic: str, bootstrap: str, redis_url: str) -> dict[str, Any]:
     """The chart values of the run (also what `rill plan --values` reads)."""

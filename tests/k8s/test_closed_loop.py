@@ -6,7 +6,8 @@ stand-in serves (mode keda: what KEDA's Kafka scaler computes from the broker,
 tests/k8s/keda_standin.py, which says what it does not do; mode hpa: what the chart's
 prometheus-adapter rule computes from the workers' /metrics, tests/k8s/adapter.py). A
 ramp drives it up, holds, and stops. `rill plan` runs on the same values and ramp; its
-peak is checked against the measured one within one replica.
+peak, and its count at 80 % of the sampling instants, are checked against the measured
+ones within one replica.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tests.k8s.kube import Cluster
 from tests.k8s.loop import LoopConfig, LoopResult, run_loop
 
 PLAN_TOLERANCE_REPLICAS = 1
+PLAN_AGREEMENT = 0.8
 
 
 def _report(result: LoopResult) -> None:
@@ -30,6 +32,7 @@ def _report(result: LoopResult) -> None:
         print(f"{s.t_s:5.0f} {s.input_rps:5.0f} {s.replicas:3} {s.workers:3} {s.lag:7}")
     print(
         f"peak replicas measured {result.peak_replicas}, planned {result.planned_peak}; "
+        f"plan within one replica at {result.agreement():.0%} of samples; "
         f"{result.per_replica_rps:.1f} records/s per worker; produced {result.produced}"
     )
 
@@ -80,5 +83,8 @@ def test_loop_scales_with_lag_and_keeps_exactly_once(
     assert not doubled, f"{len(doubled)} records more than once, e.g. {list(doubled.items())[:5]}"
     assert set(result.output_counts) == set(range(result.produced))
 
-    # rill plan on the same values and ramp predicts the peak within the stated tolerance.
+    # rill plan on the same values and ramp, with the per-worker rate measured in this run:
+    # its peak within one replica, and within one replica of the measured count at
+    # PLAN_AGREEMENT of the sampling instants (transitions land a few seconds apart).
     assert abs(result.planned_peak - result.peak_replicas) <= PLAN_TOLERANCE_REPLICAS
+    assert result.agreement(PLAN_TOLERANCE_REPLICAS) >= PLAN_AGREEMENT
