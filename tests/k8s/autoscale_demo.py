@@ -22,7 +22,7 @@ from tests.k8s.loop import LoopConfig, run_loop, write_plot
 def main(argv: list[str] | None = None) -> int:
     """Run the loop and report."""
     p = argparse.ArgumentParser(prog="autoscale-demo", description=__doc__.split("\n")[0])
-    p.add_argument("--mode", choices=["keda", "hpa"], default="keda")
+    p.add_argument("--mode", choices=["keda", "keda-standin", "hpa"], default="keda")
     p.add_argument("--out", type=Path, default=ROOT / ".rill" / "autoscale-demo")
     args = p.parse_args(argv)
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")

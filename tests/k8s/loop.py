@@ -1,8 +1,9 @@
 """The closed loop: the chart in the local control plane, real workers for its pods, a ramp.
 
 `run_loop` installs the chart (mode keda or hpa) on a fresh topic, serves the External
-metric (the KEDA stand-in from the broker's offsets, or the prometheus-adapter stand-in
-from the workers' /metrics), lets `PodRunner` give every pod kwok reports Running a real
+metric (mode keda: KEDA's own operator and metrics server, tests/k8s/keda_real.py;
+keda-standin: the KEDA stand-in from the broker's offsets; hpa: the prometheus-adapter
+stand-in from the workers' /metrics), lets `PodRunner` give every pod kwok reports Running a real
 `rill run` process (exactly-once, a deliberately slow pipeline), produces a ramp (up,
 hold, stop), and samples replicas and the group's lag from the broker until the
 Deployment is back at minReplicas. Then it reads the output topic (read_committed) and
@@ -31,6 +32,7 @@ from service.planner.cli import build, parser
 from tests.k8s.adapter import StandInAdapter
 from tests.k8s.apiservice import available, register, unregister
 from tests.k8s.apps import SLOW_RECORD_S
+from tests.k8s.keda_real import running_keda
 from tests.k8s.keda_standin import KedaStandIn, read_offsets
 from tests.k8s.kube import Cluster, eventually
 from tests.k8s.podrunner import PodRunner
@@ -129,7 +131,7 @@ def values(cfg: LoopConfig, topic: str, bootstrap: str, redis_url: str) -> dict[
         },
         "autoscaling": {
             "enabled": True,
-            "mode": cfg.mode,
+            "mode": "hpa" if cfg.mode == "hpa" else "keda",
             "minReplicas": 1,
             "maxReplicas": cfg.max_replicas,
             "partitions": cfg.partitions,
@@ -216,12 +218,16 @@ def output_ids(bootstrap: str, topic: str, group: str) -> Counter[int]:
 
 @contextmanager
 def metrics_server(
-    cluster: Cluster, mode: str, bootstrap: str
-) -> Iterator[StandInAdapter | KedaStandIn]:
-    """The External metrics stand-in of the mode, registered as the APIService."""
+    cluster: Cluster, mode: str, bootstrap: str, workdir: Path
+) -> Iterator[StandInAdapter | KedaStandIn | None]:
+    """What serves the External metric in this mode, registered as the APIService."""
+    if mode == "keda":
+        with running_keda(cluster, workdir):
+            yield None
+        return
     cert, key = cluster.pki / "metrics-adapter.crt", cluster.pki / "metrics-adapter.key"
     server: StandInAdapter | KedaStandIn
-    if mode == "keda":
+    if mode == "keda-standin":
         server = KedaStandIn(cert, key, bootstrap=bootstrap)
     else:
         server = StandInAdapter(cert, key)
@@ -280,7 +286,7 @@ def plan(
         ]
     )
     runs, note = build(args)
-    return [(s.t_s, s.desired) for s in runs[cfg.mode]], note
+    return [(s.t_s, s.desired) for s in runs["hpa" if cfg.mode == "hpa" else "keda"]], note
 
 
 def run_loop(
@@ -296,7 +302,7 @@ def run_loop(
     values_file.write_text(yaml.safe_dump(chart_values, sort_keys=False))
     name = f"{RELEASE}-rill"
     samples: list[Sample] = []
-    with metrics_server(cluster, cfg.mode, bootstrap) as server:
+    with metrics_server(cluster, cfg.mode, bootstrap, workdir) as server:
         done = cluster.install(RELEASE, namespace, [values_file])
         assert done.returncode == 0, done.stderr
         runner: PodRunner | None = None
@@ -306,7 +312,7 @@ def run_loop(
             job = name  # the ServiceMonitor's job: the Service's name
 
             def targets(urls: list[str]) -> None:
-                if not isinstance(server, KedaStandIn):
+                if server is not None and not isinstance(server, KedaStandIn):
                     server.set_targets(namespace, job, urls)
 
             runner = PodRunner(

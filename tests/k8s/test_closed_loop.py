@@ -1,11 +1,12 @@
 """The closed loop: replicas follow the lag, the lag follows the replicas, exactly once.
 
 Real `rill run` processes follow the kwok pods of the chart's Deployment
-(tests/k8s/podrunner.py); the real HPA controller scales it on the External metric the
-stand-in serves (mode keda: what KEDA's Kafka scaler computes from the broker,
-tests/k8s/keda_standin.py, which says what it does not do; mode hpa: what the chart's
-prometheus-adapter rule computes from the workers' /metrics, tests/k8s/adapter.py). A
-ramp drives it up, holds, and stops. `rill plan` runs on the same values and ramp; its
+(tests/k8s/podrunner.py); the real HPA controller scales it on the External metric. Mode
+keda: KEDA v2.16.1's own operator and metrics server (built by `make k8s-up`,
+tests/k8s/keda_real.py) create the HPA from the chart's ScaledObject and serve the Kafka
+scaler's lag. Mode hpa: the prometheus-adapter stand-in (tests/k8s/adapter.py, it says
+so) serves what the chart's adapter rule computes from the workers' /metrics. A ramp
+drives it up, holds, and stops. `rill plan` runs on the same values and ramp; its
 peak, and its count at 80 % of the sampling instants, are checked against the measured
 ones within one replica.
 """
