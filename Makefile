@@ -19,10 +19,10 @@ install: $(VENV)/.installed ## Create the virtualenv with rill and its dev tools
 
 HELM_VERSION ?= v3.16.4
 # Built once per machine, cached outside the checkout and linked into .rill/bin.
-.rill/bin/helm:
+.rill/bin/helm: deploy/local/gotool.sh
 	HELM_VERSION=$(HELM_VERSION) deploy/local/gotool.sh helm
 
-.rill/bin/promtool:
+.rill/bin/promtool: deploy/local/gotool.sh
 	deploy/local/gotool.sh promtool
 
 tools: .rill/bin/helm .rill/bin/promtool ## Build helm and promtool (chart and alert-rule tests), once per machine
