@@ -16,7 +16,8 @@ import uuid
 from pathlib import Path
 
 from tests.k8s.kube import CLUSTER_SH, ROOT, load
-from tests.k8s.loop import LoopConfig, run_loop, write_plot
+from tests.k8s.loop import LoopConfig, run_loop
+from tests.k8s.loop_plot import write_plot, write_trace
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     cfg = LoopConfig(mode=args.mode)
     result = run_loop(cluster, bootstrap, redis_url, cfg, args.out, uuid.uuid4().hex[:8])
+    write_trace(result, args.out / "trace.csv")
     write_plot(result, args.out / "loop.png")
     doubled = sum(1 for n in result.output_counts.values() if n > 1)
     missing = sum(1 for i in range(result.produced) if result.output_counts[i] == 0)
