@@ -241,16 +241,25 @@ def metrics_server(
 
 
 def measured_rate(samples: Sequence[Sample], window_s: float = 10.0) -> float:
-    """Records/s one worker consumed: the best window-average per running worker, lagging."""
-    best = 0.0
-    for i, a in enumerate(samples):
-        for b in samples[i + 1 :]:
-            if b.t_s - a.t_s >= window_s:
-                workers = min(a.workers, b.workers)
-                if workers and a.lag > 0 and b.lag > 0:
-                    best = max(best, (b.consumed - a.consumed) / (b.t_s - a.t_s) / workers)
-                break
-    return best
+    """Records/s one worker sustained at the peak worker count, while lag was waiting.
+
+    The longest stretch of samples with the most workers running and records waiting
+    (rebalances and the host's shared CPU included), its records consumed over its span
+    and worker count. Without such a stretch of `window_s`, 0.
+    """
+    peak = max((s.workers for s in samples), default=0)
+    busy = [s.workers == peak and s.lag > 0 for s in samples]
+    best: tuple[float, float] = (0.0, 0.0)  # (span, rate)
+    i = 0
+    while i < len(samples):
+        j = i
+        while j + 1 < len(samples) and busy[i] and busy[j + 1]:
+            j += 1
+        span = samples[j].t_s - samples[i].t_s
+        if busy[i] and span >= window_s and span > best[0]:
+            best = (span, (samples[j].consumed - samples[i].consumed) / span / peak)
+        i = j + 1
+    return best[1]
 
 
 def plan(
