@@ -18,11 +18,14 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed ## Create the virtualenv with rill and its dev tools
 
 HELM_VERSION ?= v3.16.4
-.rill/bin/helm:
-	mkdir -p .rill/bin
-	GOBIN=$(abspath .rill/bin) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+# Built once per machine, cached outside the checkout and linked into .rill/bin.
+.rill/bin/helm: deploy/local/gotool.sh
+	HELM_VERSION=$(HELM_VERSION) deploy/local/gotool.sh helm
 
-tools: .rill/bin/helm ## Build helm (for the chart tests) into .rill/bin, once
+.rill/bin/promtool: deploy/local/gotool.sh
+	deploy/local/gotool.sh promtool
+
+tools: .rill/bin/helm .rill/bin/promtool ## Build helm and promtool (chart and alert-rule tests), once per machine
 
 up: install ## Start local Kafka (KRaft) and Redis on 127.0.0.1 (no-op when running)
 	deploy/local/stack.sh up
@@ -78,6 +81,12 @@ soak: install ## Live-traffic chaos rows SOAK_RUNS (3) times in a row -> tests/c
 		$(PY) -m pytest tests/chaos -p no:cacheprovider -k live
 
 .PHONY: chaos soak
+
+MODE ?= keda
+autoscale-demo: tools up k8s-up ## Closed loop: a ramp, real workers on the chart's pods, KEDA (or MODE=hpa) scaling; trace + plot
+	set -a; source .rill/local.env; set +a; $(PY) -m tests.k8s.autoscale_demo --mode $(MODE)
+
+.PHONY: autoscale-demo
 
 # Quix Streams pins an older confluent-kafka: the bench gets a venv of its own (rill + the
 # `bench` extra), so every system in it runs on the same librdkafka.

@@ -44,6 +44,10 @@ MANAGED_ENV = [
     "RILL_CONFIG",
     "RILL_SCHEMA_REGISTRY_PASSWORD",
 ]
+# Secrets `env` may not hold as plain values; extraEnv takes them by valueFrom only.
+SECRET_ENV = ["RILL_SCHEMA_REGISTRY_PASSWORD"]
+# What the chart's own template sets.
+CHART_SET_ENV = [name for name in MANAGED_ENV if name not in SECRET_ENV]
 # Secrets never go into a ConfigMap: the pipeline file may not hold them.
 SECRET_SETTINGS = [
     "redis_url",
@@ -62,6 +66,9 @@ KEY = {"type": "string", "pattern": "^[-._a-zA-Z0-9]+$"}
 OPT_KEY = {"type": "string", "pattern": "^[-._a-zA-Z0-9]*$"}
 DURATION = {"type": "string", "pattern": "^([0-9]+(ms|s|m|h|d|w|y))+$"}
 _PLACEHOLDER = "partition-rule-"
+DNS_LABEL = {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
+OPT_DURATION = {"anyOf": [{"const": ""}, DURATION]}
+ENV_NAME = {"type": "string", "pattern": "^[-._a-zA-Z][-._a-zA-Z0-9]*$"}
 TOPIC = {"type": "string", "pattern": "^[a-zA-Z0-9._-]{1,249}$"}
 
 
@@ -177,9 +184,7 @@ def autoscaling() -> dict[str, Any]:
                 "description": "Partitions of kafka.topic; maxReplicas may not exceed it.",
             },
             "lagThreshold": integer(1),
-            "behavior": obj(
-                {"scaleUp": OBJ, "scaleDown": OBJ},
-            ),
+            "behavior": obj({"scaleUp": scaling_rules(), "scaleDown": scaling_rules()}),
             "hpa": obj(
                 {
                     "externalMetric": {"type": "string", "pattern": "^[a-zA-Z_:][a-zA-Z0-9_:]*$"},
@@ -200,12 +205,117 @@ def autoscaling() -> dict[str, Any]:
     )
 
 
+def scaling_rules() -> dict[str, Any]:
+    """HPAScalingRules (autoscaling/v2, Kubernetes 1.32) with every field closed."""
+    policy = obj(
+        {
+            "type": {"enum": ["Pods", "Percent"]},
+            "value": integer(1),
+            "periodSeconds": integer(1, 1800),
+        },
+        required=["type", "value", "periodSeconds"],
+    )
+    return obj(
+        {
+            "stabilizationWindowSeconds": integer(0, 3600),
+            "selectPolicy": {"enum": ["Max", "Min", "Disabled"]},
+            "policies": {"type": "array", "items": policy, "minItems": 1},
+        }
+    )
+
+
+def relabelings() -> dict[str, Any]:
+    """prometheus-operator RelabelConfig list: a misspelt field is refused."""
+    # The CRD's own enum (prometheus-operator v0.80): lower case or CamelCase.
+    actions = "replace keep drop hashmod labelmap labeldrop labelkeep lowercase uppercase"
+    camel = "Replace Keep Drop HashMod LabelMap LabelDrop LabelKeep Lowercase Uppercase"
+    action = {"enum": [*actions.split(), *camel.split(), "keepequal", "KeepEqual"]}
+    action["enum"] += ["dropequal", "DropEqual"]
+    rule = obj(
+        {
+            "sourceLabels": {"type": "array", "items": STR},
+            "separator": STR,
+            "targetLabel": STR,
+            "regex": STR,
+            "modulus": integer(1),
+            "replacement": STR,
+            "action": action,
+        }
+    )
+    return {"type": "array", "items": rule}
+
+
+def scrape_monitor() -> dict[str, Any]:
+    """A ServiceMonitor or PodMonitor: switches, interval, selectors and relabelings."""
+    labels = {"type": "object", "additionalProperties": STR}
+    return obj(
+        {
+            "enabled": BOOL,
+            "interval": DURATION,
+            "scrapeTimeout": OPT_DURATION,
+            "labels": labels,
+            "namespaceSelector": obj(
+                {"any": BOOL, "matchNames": {"type": "array", "items": NAME}}
+            ),
+            "relabelings": relabelings(),
+            "metricRelabelings": relabelings(),
+        }
+    )
+
+
+def pod_extras() -> dict[str, Any]:
+    """Pass-through pod spec lists: each entry named, the rest left to Kubernetes."""
+    named = {"type": "object", "required": ["name"], "properties": {"name": NAME}}
+    container = {
+        "type": "object",
+        "required": ["name", "image"],
+        "properties": {"name": DNS_LABEL, "image": {"type": "string", "minLength": 1}},
+    }
+    mount = {
+        "type": "object",
+        "required": ["name", "mountPath"],
+        "properties": {"name": NAME, "mountPath": {"type": "string", "pattern": "^/"}},
+    }
+    env = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name"],
+        "properties": {
+            "name": {**ENV_NAME, "not": {"enum": CHART_SET_ENV}},
+            "value": STR,
+            "valueFrom": obj(
+                {
+                    "secretKeyRef": OBJ,
+                    "configMapKeyRef": OBJ,
+                    "fieldRef": OBJ,
+                    "resourceFieldRef": OBJ,
+                },
+                minProperties=1,
+                maxProperties=1,
+            ),
+        },
+        "oneOf": [{"required": ["value"]}, {"required": ["valueFrom"]}],
+        # A secret only by reference.
+        "if": {"properties": {"name": {"enum": SECRET_ENV}}},
+        "then": {"required": ["valueFrom"]},
+    }
+    return {
+        "extraEnv": {"type": "array", "items": env},
+        "initContainers": {"type": "array", "items": container},
+        "sidecars": {"type": "array", "items": container},
+        "extraVolumes": {"type": "array", "items": named},
+        "extraVolumeMounts": {"type": "array", "items": mount},
+    }
+
+
 def monitoring() -> dict[str, Any]:
     """ServiceMonitor, PrometheusRule and dashboard switches and thresholds."""
     labels = {"type": "object", "additionalProperties": STR}
     return obj(
         {
-            "serviceMonitor": obj({"enabled": BOOL, "interval": DURATION, "labels": labels}),
+            "serviceMonitor": scrape_monitor(),
+            "podMonitor": scrape_monitor(),
+            "annotationScrape": obj({"labels": labels}),
             "prometheusRule": obj(
                 {
                     "enabled": BOOL,
@@ -215,6 +325,9 @@ def monitoring() -> dict[str, Any]:
                     "dlqRatePerSecond": {"type": "number", "minimum": 0},
                     "breakerOpenFor": DURATION,
                     "notReadyFor": DURATION,
+                    "stateLostFor": DURATION,
+                    "workersAbsentFor": DURATION,
+                    "cannotScaleFor": DURATION,
                 }
             ),
             "dashboard": obj(
@@ -231,7 +344,9 @@ def monitoring() -> dict[str, Any]:
 
 def schema() -> dict[str, Any]:
     """The whole values schema."""
-    probe = obj({"periodSeconds": integer(1), "failureThreshold": integer(1)})
+    probe = obj(
+        {"periodSeconds": integer(1), "timeoutSeconds": integer(1), "failureThreshold": integer(1)}
+    )
     scalar = {"type": ["string", "number", "boolean"]}
     return {
         "$schema": "http://json-schema.org/draft-07/schema#",
@@ -239,10 +354,13 @@ def schema() -> dict[str, Any]:
         **obj(
             {
                 "global": OBJ,
+                "nameOverride": {"anyOf": [{"const": ""}, DNS_LABEL]},
+                "fullnameOverride": {"anyOf": [{"const": ""}, DNS_LABEL]},
                 "image": obj(
                     {
                         "repository": {"type": "string", "minLength": 1},
                         "tag": STR,
+                        "digest": {"anyOf": [{"const": ""}, {"pattern": "^sha256:[a-f0-9]{64}$"}]},
                         "pullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]},
                     },
                     required=["repository"],
@@ -296,6 +414,7 @@ def schema() -> dict[str, Any]:
                     "additionalProperties": scalar,
                 },
                 "envFromSecrets": {"type": "array", "items": NAME},
+                **pod_extras(),
                 "metricsPort": integer(1, 65535),
                 "resources": OBJ,
                 "podSecurityContext": OBJ,
@@ -320,6 +439,15 @@ def schema() -> dict[str, Any]:
                 "tolerations": {"type": "array"},
                 "affinity": OBJ,
                 "priorityClassName": STR,
+                "networkPolicy": obj(
+                    {
+                        "enabled": BOOL,
+                        "metricsFrom": {"type": "array", "items": OBJ},
+                        "extraIngress": {"type": "array", "items": OBJ},
+                        "egress": {"type": "array", "items": OBJ},
+                        "allowDNS": BOOL,
+                    }
+                ),
                 "autoscaling": autoscaling(),
                 "prometheusAdapter": obj({"ruleConfigMap": BOOL}),
                 "monitoring": monitoring(),

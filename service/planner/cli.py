@@ -7,24 +7,28 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from service.errors import ConfigError
+from service.planner import chart
 from service.planner import profile as shapes
+from service.planner.checks import check_numbers, check_replicas, check_rules
 from service.planner.hpa import (
-    DEFAULT_SCALE_DOWN,
-    DEFAULT_SCALE_UP,
     Behavior,
     HpaSpec,
     PolicyType,
     ScalingPolicy,
     ScalingRules,
     SelectPolicy,
+    Tolerance,
 )
 from service.planner.keda import KafkaTrigger, ScaledObjectSpec
 from service.planner.report import summarize, summary_table, table
 from service.planner.simulate import HpaAutoscaler, KedaAutoscaler, Sample, simulate
-from service.planner.system import GroupParams
+from service.planner.system import GroupParams, replicas_needed
+
+CHART_DEFAULT = "default: the chart's, or --values"
+_T = TypeVar("_T")
 
 BENCH_GLOB = "bench/results/throughput-*.json"
 BENCH_KEY = "rill_windowed_records_per_s"
@@ -36,7 +40,9 @@ both, side by side, with summary figures. Pure arithmetic: no cluster, no broker
 
 Per-replica throughput: --per-replica-rps, else the newest bench/results/throughput-*.json
 written by `make bench` (a JSON object; --bench-key names the records/s figure of one
-worker). See docs/planning.md for the model and its assumptions."""
+worker). Partitions, replica bounds, lag threshold, behavior and KEDA's settings default to
+the Helm chart's values; --values reads a values file over them, and a flag overrides both.
+See docs/planning.md and docs/autoscaling.md for the model and its assumptions."""
 
 
 def _policy(text: str) -> ScalingPolicy:
@@ -76,7 +82,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     cap.add_argument("--per-replica-rps", type=float, help="records/s one replica sustains")
     cap.add_argument("--bench-file", type=Path, help=f"bench result (default: newest {BENCH_GLOB})")
     cap.add_argument("--bench-key", default=BENCH_KEY, help=f"figure to read (default {BENCH_KEY})")
-    cap.add_argument("--partitions", type=int, default=4, help="input topic partitions")
+    cap.add_argument("--partitions", type=int, help=f"input topic partitions ({CHART_DEFAULT})")
     cap.add_argument("--start-delay", type=float, default=20.0, help="pod created to Ready (s)")
     cap.add_argument(
         "--rebalance-pause", type=float, default=3.0, help="no consumption after a join/leave (s)"
@@ -90,11 +96,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     cap.add_argument("--initial-replicas", type=int, help="Ready at t=0 (default: each min)")
     cap.add_argument("--initial-lag", type=float, default=0.0, help="records waiting at t=0")
+    _controller_arguments(p)
+
+
+def _controller_arguments(p: argparse.ArgumentParser) -> None:
+    """The chart, HPA, KEDA and output flags."""
+    chart_group = p.add_argument_group("chart")
+    chart_group.add_argument(
+        "--values",
+        type=Path,
+        help="a Helm values file of the rill chart: its autoscaling block sets the defaults",
+    )
     hpa = p.add_argument_group("HPA (both modes)")
-    hpa.add_argument("--min-replicas", type=int, default=1, help="minReplicas (default 1)")
-    hpa.add_argument("--max-replicas", type=int, default=4, help="maxReplicas, both modes")
+    hpa.add_argument("--min-replicas", type=int, help=f"minReplicas ({CHART_DEFAULT}, at least 1)")
+    hpa.add_argument("--max-replicas", type=int, help=f"maxReplicas, both modes ({CHART_DEFAULT})")
     hpa.add_argument(
-        "--target-lag", type=float, default=1000.0, help="lag per replica (AverageValue target)"
+        "--target-lag",
+        type=float,
+        help=f"lag per replica, the AverageValue target: lagThreshold ({CHART_DEFAULT})",
     )
     hpa.add_argument(
         "--target-type",
@@ -103,6 +122,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="HPA mode only; Value: --target-lag is the total and replicas scale by it",
     )
     hpa.add_argument("--tolerance", type=float, default=0.1, help="no change within +-this ratio")
+    hpa.add_argument(
+        "--controller-version",
+        choices=["1.32", "1.33"],
+        default="1.32",
+        help="the tolerance rule: 1.32 |1 - ratio| <= t; 1.33+ per direction (default 1.32)",
+    )
+    for direction in ("up", "down"):
+        hpa.add_argument(
+            f"--scale-{direction}-tolerance",
+            type=float,
+            help=f"1.33+: behavior.scale{direction.capitalize()}.tolerance (default --tolerance)",
+        )
     hpa.add_argument("--sync-period", type=float, default=15.0, help="controller sync (s)")
     hpa.add_argument(
         "--metric-delay",
@@ -110,26 +141,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=15.0,
         help="HPA mode: age of the scraped lag metric (s; the scrape interval)",
     )
-    hpa.add_argument("--scale-up-window", type=int, default=0, help="stabilization (s)")
-    hpa.add_argument("--scale-down-window", type=int, default=300, help="stabilization (s)")
-    hpa.add_argument(
-        "--scale-up-policy",
-        type=_policy,
-        action="append",
-        help="TYPE:VALUE:PERIOD_S, repeatable (default Pods:4:15 and Percent:100:15)",
-    )
-    hpa.add_argument(
-        "--scale-down-policy",
-        type=_policy,
-        action="append",
-        help="TYPE:VALUE:PERIOD_S, repeatable (default Percent:100:15)",
-    )
+    hpa.add_argument("--scale-up-window", type=int, help=f"stabilization (s; {CHART_DEFAULT})")
+    hpa.add_argument("--scale-down-window", type=int, help=f"stabilization (s; {CHART_DEFAULT})")
     for direction in ("up", "down"):
+        hpa.add_argument(
+            f"--scale-{direction}-policy",
+            type=_policy,
+            action="append",
+            help=f"TYPE:VALUE:PERIOD_S, repeatable ({CHART_DEFAULT})",
+        )
         hpa.add_argument(
             f"--scale-{direction}-select",
             choices=["Max", "Min", "Disabled"],
-            default="Max",
-            help=f"selectPolicy for scale-{direction}",
+            help=f"selectPolicy for scale-{direction} ({CHART_DEFAULT})",
         )
     hpa.add_argument(
         "--no-behavior",
@@ -141,9 +165,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--keda-min-replicas", type=int, help="minReplicaCount (default --min-replicas)"
     )
     keda.add_argument("--lag-threshold", type=int, help="lagThreshold (default --target-lag)")
-    keda.add_argument("--activation-lag", type=int, default=10, help="activationLagThreshold")
-    keda.add_argument("--polling-interval", type=float, default=30.0, help="pollingInterval (s)")
-    keda.add_argument("--cooldown", type=float, default=300.0, help="cooldownPeriod (s)")
+    keda.add_argument(
+        "--activation-lag", type=int, help=f"activationLagThreshold ({CHART_DEFAULT})"
+    )
+    keda.add_argument(
+        "--polling-interval", type=float, help=f"pollingInterval (s; {CHART_DEFAULT})"
+    )
+    keda.add_argument("--cooldown", type=float, help=f"cooldownPeriod (s; {CHART_DEFAULT})")
+    keda.add_argument(
+        "--offset-reset-policy",
+        choices=["earliest", "latest"],
+        help=f"with no committed offset a partition's lag is its end offset (earliest) or 1 "
+        f"(latest) ({CHART_DEFAULT})",
+    )
+    keda.add_argument(
+        "--fresh-group",
+        action="store_true",
+        help="the group has committed nothing at t=0 (the no-committed-offset case)",
+    )
+    keda.add_argument(
+        "--scale-to-zero-on-invalid-offset",
+        action="store_true",
+        help="scaleToZeroOnInvalidOffset: no committed offset counts as lag 0",
+    )
+    keda.add_argument(
+        "--exclude-persistent-lag",
+        action="store_true",
+        help="excludePersistentLag: a partition whose commit did not move counts 0 for scaling",
+    )
     keda.add_argument(
         "--allow-idle-consumers",
         action="store_true",
@@ -212,73 +261,84 @@ def _throughput(args: argparse.Namespace) -> tuple[float, str]:
 
 
 def _rules(
-    window: int, policies: list[ScalingPolicy] | None, select: str, default: ScalingRules
+    window: int | None,
+    policies: list[ScalingPolicy] | None,
+    select: str | None,
+    default: ScalingRules,
 ) -> ScalingRules:
-    chosen = tuple(policies) if policies else default.policies
-    return ScalingRules(window, chosen, cast(SelectPolicy, select))
+    return ScalingRules(
+        default.stabilization_window_s if window is None else window,
+        tuple(policies) if policies else default.policies,
+        cast(SelectPolicy, select or default.select_policy),
+    )
 
 
-def _check(args: argparse.Namespace) -> None:
-    positive = {
-        "--partitions": args.partitions,
-        "--max-replicas": args.max_replicas,
-        "--target-lag": args.target_lag,
-        "--tick": args.tick,
-        "--sync-period": args.sync_period,
-        "--polling-interval": args.polling_interval,
-    }
-    for flag, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{flag} must be positive")
-    if not 1 <= args.min_replicas <= args.max_replicas:
-        raise ConfigError("the HPA needs 1 <= --min-replicas <= --max-replicas")
-    keda_min = args.keda_min_replicas
-    if keda_min is not None and not 0 <= keda_min <= args.max_replicas:
-        raise ConfigError("--keda-min-replicas must be within 0..--max-replicas")
+def _pick(flag: _T | None, default: _T) -> _T:
+    return default if flag is None else flag
+
+
+def _tolerance(args: argparse.Namespace) -> Tolerance:
+    up = _pick(args.scale_up_tolerance, args.tolerance)
+    down = _pick(args.scale_down_tolerance, args.tolerance)
+    if args.controller_version == "1.32" and up != down:
+        raise ConfigError(
+            "--scale-up-tolerance / --scale-down-tolerance need --controller-version 1.33 "
+            "(per-direction tolerance, HPAConfigurableTolerance); 1.32 has one --tolerance"
+        )
+    return Tolerance(up, down, args.controller_version)
 
 
 def build(args: argparse.Namespace) -> tuple[dict[str, list[Sample]], str]:
     """Run both autoscalers as the flags say; returns the runs and a one-line setup note."""
-    _check(args)
+    check_numbers(args)
+    values = chart.read_values(args.values) if args.values is not None else None
+    c = chart.autoscaling(values)
+    args.partitions = _pick(args.partitions, c.partitions)
+    args.max_replicas = _pick(args.max_replicas, c.max_replicas)
+    args.min_replicas = _pick(args.min_replicas, max(1, c.min_replicas))
+    args.target_lag = _pick(args.target_lag, float(c.lag_threshold))
+    keda_min = _pick(args.keda_min_replicas, c.min_replicas)
+    check_numbers(args)
+    check_replicas(args.min_replicas, args.max_replicas, keda_min)
     rps, source = _throughput(args)
     profile = _profile(args)
-    behavior = None
-    if not args.no_behavior:
-        behavior = Behavior(
-            _rules(
-                args.scale_up_window, args.scale_up_policy, args.scale_up_select, DEFAULT_SCALE_UP
-            ),
-            _rules(
-                args.scale_down_window,
-                args.scale_down_policy,
-                args.scale_down_select,
-                DEFAULT_SCALE_DOWN,
-            ),
-        )
+    up = _rules(args.scale_up_window, args.scale_up_policy, args.scale_up_select, c.scale_up)
+    down = _rules(
+        args.scale_down_window, args.scale_down_policy, args.scale_down_select, c.scale_down
+    )
+    check_rules(up, "up")
+    check_rules(down, "down")
+    behavior = None if args.no_behavior else Behavior(up, down)
     spec = HpaSpec(
         min_replicas=args.min_replicas,
         max_replicas=args.max_replicas,
         target=args.target_lag,
         target_type=args.target_type,
-        tolerance=args.tolerance,
+        tolerance=_tolerance(args),
         behavior=behavior,
-        downscale_stabilization_s=args.scale_down_window,
+        downscale_stabilization_s=down.stabilization_window_s,
     )
-    keda_min = args.min_replicas if args.keda_min_replicas is None else args.keda_min_replicas
     scaled_object = ScaledObjectSpec(
-        keda_min, args.max_replicas, args.polling_interval, args.cooldown
+        keda_min,
+        args.max_replicas,
+        _pick(args.polling_interval, c.polling_interval_s),
+        _pick(args.cooldown, c.cooldown_s),
     )
     trigger = KafkaTrigger(
         lag_threshold=args.lag_threshold or round(args.target_lag),
-        activation_lag_threshold=args.activation_lag,
+        activation_lag_threshold=_pick(args.activation_lag, c.activation_lag_threshold),
         allow_idle_consumers=args.allow_idle_consumers,
         limit_to_partitions_with_lag=args.limit_to_partitions_with_lag,
+        offset_reset_policy=_pick(args.offset_reset_policy, c.offset_reset_policy),
+        scale_to_zero_on_invalid_offset=args.scale_to_zero_on_invalid_offset,
+        exclude_persistent_lag=args.exclude_persistent_lag,
     )
     params = GroupParams(args.partitions, rps, args.start_delay, args.rebalance_pause)
     common: dict[str, Any] = {
         "initial_lag": args.initial_lag,
         "tick_s": args.tick,
         "inflight_s": args.inflight,
+        "fresh_group": args.fresh_group,
     }
     hpa_runs = simulate(
         profile,
@@ -295,10 +355,16 @@ def build(args: argparse.Namespace) -> tuple[dict[str, list[Sample]], str]:
         initial_replicas=keda_min if args.initial_replicas is None else args.initial_replicas,
         **common,
     )
+    needed = replicas_needed(profile.peak, params)
+    verdict = (
+        f"needs {needed} replicas"
+        if needed is not None
+        else f"is more than {args.partitions} partitions drain (one replica each): add partitions"
+    )
     note = (
         f"per-replica throughput {rps:.0f} records/s ({source}); {args.partitions} partitions; "
-        f"peak input {profile.peak:.0f} records/s needs "
-        f"{-(-profile.peak // rps):.0f} replicas"
+        f"peak input {profile.peak:.0f} records/s {verdict} "
+        f"(the busiest replica holds ceil(partitions / replicas) partitions)"
     )
     if args.max_replicas > args.partitions:
         note += f"; note: replicas beyond {args.partitions} partitions sit idle"

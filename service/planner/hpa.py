@@ -1,7 +1,7 @@
 """The HorizontalPodAutoscaler v2 controller's arithmetic, as kube-controller-manager does it.
 
 Modelled on kubernetes `pkg/controller/podautoscaler` (v1.32, the version the local control
-plane runs; the v1.33 per-direction `tolerances` are the same test with one value):
+plane runs), with v1.33's tolerance rule as an option (`Tolerance`):
 
 - `replica_calculator.go`: `GetExternalPerPodMetricReplicas` (External metric with an
   `AverageValue` target) and `GetExternalMetricReplicas` / `getUsageRatioReplicaCount`
@@ -27,6 +27,7 @@ from typing import Literal, TypeAlias
 PolicyType: TypeAlias = Literal["Pods", "Percent"]
 SelectPolicy: TypeAlias = Literal["Max", "Min", "Disabled"]
 TargetType: TypeAlias = Literal["AverageValue", "Value"]
+ControllerVersion: TypeAlias = Literal["1.32", "1.33"]
 
 _INT32_MAX = 2**31 - 1
 _INT32_MIN = -(2**31)
@@ -79,7 +80,8 @@ class HpaSpec:
         max_replicas: `spec.maxReplicas`.
         target: the target quantity: per replica for `AverageValue`, in total for `Value`.
         target_type: `AverageValue` (the chart's choice) or `Value`.
-        tolerance: the controller's `--horizontal-pod-autoscaler-tolerance`.
+        tolerance: the controller's tolerance (`--horizontal-pod-autoscaler-tolerance`, and
+            on 1.33+ per direction), with its version's rule.
         behavior: `spec.behavior`, or None for an HPA without one.
         downscale_stabilization_s: the controller flag used when `behavior` is None.
     """
@@ -88,7 +90,7 @@ class HpaSpec:
     max_replicas: int
     target: float
     target_type: TargetType = "AverageValue"
-    tolerance: float = 0.1
+    tolerance: float | Tolerance = 0.1
     behavior: Behavior | None = field(default_factory=Behavior)
     downscale_stabilization_s: int = 300
 
@@ -98,9 +100,41 @@ def milli(quantity: float) -> int:
     return math.ceil(round(quantity * 1000, 6))
 
 
-def within_tolerance(usage_ratio: float, tolerance: float) -> bool:
-    """`math.Abs(1.0-usageRatio) <= tolerance` (v1.33: `tolerances.isWithin`); NaN is outside."""
-    return abs(1.0 - usage_ratio) <= tolerance
+@dataclass(frozen=True, slots=True)
+class Tolerance:
+    """The controller's no-change band around a usage ratio of 1, as its version tests it.
+
+    v1.32 (`replica_calculator.go`): `math.Abs(1.0-usageRatio) <= c.tolerance`, one value
+    (`--horizontal-pod-autoscaler-tolerance`, default 0.1).
+    v1.33+ (`Tolerances.isWithin`): `(1.0-scaleDown) <= usageRatio && usageRatio <=
+    (1.0+scaleUp)`, each direction its own value (`behavior.scaleUp/scaleDown.tolerance`
+    behind the HPAConfigurableTolerance gate, alpha in 1.33; else both the flag's). The
+    two rules differ in float64 at the edge: a ratio of exactly 1.1 (4.4 / 4) scales on
+    1.32 (|1 - 1.1| is 0.10000000000000009) and stays on 1.33 (1.1 <= 1.1).
+    """
+
+    scale_up: float = 0.1
+    scale_down: float = 0.1
+    version: ControllerVersion = "1.32"
+
+    def __post_init__(self) -> None:
+        """v1.32 has one tolerance; negative ones are not a band."""
+        if self.scale_up < 0 or self.scale_down < 0:
+            raise ValueError("a tolerance is not negative")
+        if self.version == "1.32" and self.scale_up != self.scale_down:
+            raise ValueError("per-direction tolerances need controller version 1.33 or later")
+
+    def is_within(self, usage_ratio: float) -> bool:
+        """Whether the controller keeps the current count; NaN is outside in both rules."""
+        if self.version == "1.32":
+            return abs(1.0 - usage_ratio) <= self.scale_up
+        return (1.0 - self.scale_down) <= usage_ratio <= (1.0 + self.scale_up)
+
+
+def within_tolerance(usage_ratio: float, tolerance: float | Tolerance) -> bool:
+    """Whether a usage ratio is within the tolerance (a bare float: v1.32's rule)."""
+    band = tolerance if isinstance(tolerance, Tolerance) else Tolerance(tolerance, tolerance)
+    return band.is_within(usage_ratio)
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -111,7 +145,7 @@ def _ratio(numerator: float, denominator: float) -> float:
 
 
 def external_average_value_replicas(
-    status_replicas: int, usage_milli: int, target_milli: int, tolerance: float
+    status_replicas: int, usage_milli: int, target_milli: int, tolerance: float | Tolerance
 ) -> int:
     """`GetExternalPerPodMetricReplicas`: desired = ceil(metric / target) outside tolerance.
 
@@ -135,7 +169,7 @@ def external_value_replicas(
     ready_replicas: int,
     usage_milli: int,
     target_milli: int,
-    tolerance: float,
+    tolerance: float | Tolerance,
 ) -> int:
     """`GetExternalMetricReplicas` + `getUsageRatioReplicaCount`: a `Value` target.
 

@@ -9,10 +9,10 @@ from typing import Protocol
 from service.planner.hpa import HpaController, HpaSpec
 from service.planner.keda import (
     KafkaTrigger,
+    PartitionOffsets,
     ScaledObjectSpec,
     executor_decision,
-    is_active,
-    kafka_total_lag,
+    total_lag_from_offsets,
 )
 from service.planner.profile import Profile
 from service.planner.system import ConsumerGroup, GroupParams
@@ -28,6 +28,11 @@ class Observation:
     ready_replicas: int
     partition_lags: tuple[int, ...]
     metric_records: int  # the scraped total lag (possibly a scrape interval old)
+    offsets: tuple[PartitionOffsets, ...] = ()  # end and committed offset per partition
+
+    def partition_offsets(self) -> tuple[PartitionOffsets, ...]:
+        """The offsets, or (without them) ones that give `partition_lags`."""
+        return self.offsets or tuple(PartitionOffsets(lag, 0) for lag in self.partition_lags)
 
 
 class Autoscaler(Protocol):
@@ -101,13 +106,18 @@ class KedaAutoscaler:
         self._poll = _Every(scaled_object.polling_interval_s)
         self._sync = _Every(sync_period_s)
         self._last_active: float | None = None
+        # The scaler's previousOffsets (excludePersistentLag), shared by both reads.
+        self._previous: dict[int, int] = {}
 
     def step(self, now: float, seen: Observation) -> int | None:
         """The executor's poll, then the HPA's sync, when due; the later decision wins."""
         replicas = seen.spec_replicas
         changed: int | None = None
         if self._poll.due(now):
-            active = is_active(seen.partition_lags, self.trigger)
+            _, with_persistent = total_lag_from_offsets(
+                seen.partition_offsets(), self.trigger, self._previous
+            )
+            active = with_persistent > self.trigger.activation_lag_threshold
             new, self._last_active = executor_decision(
                 now, replicas, active, self.scaled_object, self._last_active
             )
@@ -115,7 +125,9 @@ class KedaAutoscaler:
                 changed = replicas = new
         if self._sync.due(now):
             # KEDA's metrics server reads Kafka when the HPA asks: no scrape delay.
-            metric, _ = kafka_total_lag(seen.partition_lags, self.trigger)
+            metric, _ = total_lag_from_offsets(
+                seen.partition_offsets(), self.trigger, self._previous
+            )
             status = seen.spec_replicas if changed is None else replicas
             decision = self.controller.reconcile(now, replicas, status, seen.ready_replicas, metric)
             if decision.desired != replicas:
@@ -146,6 +158,7 @@ def simulate(
     tick_s: float = 1.0,
     metric_delay_s: float = 0.0,
     inflight_s: float = 0.0,
+    fresh_group: bool = False,
 ) -> list[Sample]:
     """Run the profile through the group under `scaler`, one tick at a time.
 
@@ -159,11 +172,13 @@ def simulate(
         metric_delay_s: how old the lag metric is when the controller reads it.
         inflight_s: seconds of input consumed but not yet committed; committed-offset lag,
             which is what the controllers see, is higher than the backlog by rate x this.
+        fresh_group: the consumer group has committed no offset at t = 0 (KEDA's
+            no-committed-offset case until a consumer works on each partition).
 
     Returns:
         One sample per tick, from 0 to the profile's duration.
     """
-    group = ConsumerGroup(params, initial_replicas, initial_lag)
+    group = ConsumerGroup(params, initial_replicas, initial_lag, fresh_group)
     history: list[int] = []
     delay_ticks = max(0, round(metric_delay_s / tick_s))
     samples: list[Sample] = []
@@ -173,11 +188,17 @@ def simulate(
         uncommitted = rate * inflight_s / params.partitions
         committed_lags = tuple(math.floor(lag + uncommitted + 0.5) for lag in group.lags)
         history.append(sum(committed_lags))
+        ends = group.end_offsets()
+        offsets = tuple(
+            PartitionOffsets(end, max(0, end - lag) if committed else None)
+            for end, lag, committed in zip(ends, committed_lags, group.has_commit, strict=True)
+        )
         seen = Observation(
             spec_replicas=group.spec_replicas,
             ready_replicas=group.ready_replicas(now),
             partition_lags=committed_lags,
             metric_records=history[max(0, i - delay_ticks)],
+            offsets=offsets,
         )
         new = scaler.step(now, seen)
         if new is not None:

@@ -34,10 +34,18 @@ class GroupParams:
 class ConsumerGroup:
     """Pods of the Deployment and the lag of each partition."""
 
-    def __init__(self, params: GroupParams, replicas: int, lag: float = 0.0) -> None:
-        """Start with `replicas` pods already Ready and `lag` records spread evenly."""
+    def __init__(
+        self, params: GroupParams, replicas: int, lag: float = 0.0, fresh_group: bool = False
+    ) -> None:
+        """Start with `replicas` pods already Ready and `lag` records spread evenly.
+
+        `fresh_group`: the group has committed no offset yet; a partition gets one once a
+        consumer has worked on it.
+        """
         self.params = params
         self.lags = [lag / params.partitions] * params.partitions
+        self.ends = [lag / params.partitions] * params.partitions
+        self.has_commit = [not fresh_group] * params.partitions
         self._ready_at: list[float] = [-math.inf] * replicas
         self._members = replicas
         self._paused_until = -math.inf
@@ -58,6 +66,10 @@ class ConsumerGroup:
     def total_lag(self) -> float:
         """Records produced and not yet consumed, over all partitions."""
         return sum(self.lags)
+
+    def end_offsets(self) -> list[int]:
+        """Each partition's end offset (records ever produced to it), whole."""
+        return [math.floor(end + 0.5) for end in self.ends]
 
     def partition_lags(self) -> list[int]:
         """Lag per partition in whole records, as offsets report it."""
@@ -88,6 +100,7 @@ class ConsumerGroup:
         ready = self._sync_members(now)
         inflow = rate * dt / partitions
         self._arrived_now += inflow
+        self.ends = [end + inflow for end in self.ends]
         working = max(0.0, min(dt, now + dt - self._paused_until))
         consumers = min(ready, partitions)
         if consumers == 0 or working == 0:
@@ -96,6 +109,8 @@ class ConsumerGroup:
         budget = self.params.per_replica_rps * working
         for c in range(consumers):
             owned = range(c, partitions, consumers)
+            for p in owned:
+                self.has_commit[p] = True
             available = sum(self.lags[p] + inflow for p in owned)
             left = 0.0 if available <= budget else 1 - budget / available
             for p in owned:
@@ -131,3 +146,25 @@ class ConsumerGroup:
         t0, t1 = self._times[i - 1], self._times[i]
         arrived_at = t0 + (t1 - t0) * (target - a0) / (a1 - a0)
         return max(0.0, now - arrived_at)
+
+
+def drain_rate(consumers: int, params: GroupParams) -> float:
+    """Records/s `consumers` sustain on evenly fed partitions: the busiest one decides.
+
+    The busiest consumer holds ceil(partitions / consumers) partitions and gets that share
+    of the input, so the group keeps up while that share stays within one replica's rate:
+    3 consumers on 4 partitions drain like 2.
+    """
+    used = min(consumers, params.partitions)
+    if used <= 0:
+        return 0.0
+    busiest = -(-params.partitions // used)
+    return params.per_replica_rps * params.partitions / busiest
+
+
+def replicas_needed(input_rps: float, params: GroupParams) -> int | None:
+    """The fewest replicas that keep up with `input_rps`; None if one per partition cannot."""
+    for replicas in range(1, params.partitions + 1):
+        if drain_rate(replicas, params) >= input_rps:
+            return replicas
+    return None

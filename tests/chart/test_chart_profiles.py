@@ -27,6 +27,7 @@ CRD_KINDS = {
     ("keda.sh/v1alpha1", "ScaledObject"): "scaledobject-keda-v1alpha1.json",
     ("keda.sh/v1alpha1", "TriggerAuthentication"): "triggerauthentication-keda-v1alpha1.json",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring-v1.json",
+    ("monitoring.coreos.com/v1", "PodMonitor"): "podmonitor-monitoring-v1.json",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-monitoring-v1.json",
 }
 
@@ -42,10 +43,10 @@ def validate_offline(doc: dict[str, Any]) -> None:
 
 
 def test_the_expected_profiles_exist() -> None:
-    """The install tests iterate over these five profiles; their names are a contract."""
+    """The install tests iterate over these profiles; their names are a contract."""
     names = {p.name for p in PROFILE_FILES}
     assert names == {
-        f"{n}-values.yaml" for n in ("default", "hpa", "keda", "monitoring", "hardened")
+        f"{n}-values.yaml" for n in ("default", "hpa", "keda", "monitoring", "hardened", "extras")
     }
     assert len(INVALID_FILES) >= 5
 

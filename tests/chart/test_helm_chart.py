@@ -220,7 +220,9 @@ def test_hpa_scales_on_the_adapter_metric_with_the_values_behaviour() -> None:
     assert (hpa["minReplicas"], hpa["maxReplicas"]) == (1, 4)
     metric = hpa["metrics"][0]["external"]
     assert metric["metric"]["name"] == "rill_consumer_lag_total"
-    assert metric["metric"]["selector"]["matchLabels"] == {"topic": "orders", "job": "demo-rill"}
+    assert metric["metric"]["selector"]["matchLabels"] == {"topic": "orders", "job": "demo-rill"}, (
+        "the hpa profile scrapes with a ServiceMonitor: job is the Service's name"
+    )
     assert metric["target"] == {"type": "AverageValue", "averageValue": "500"}
     assert hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
     assert hpa["behavior"]["scaleUp"]["policies"][0] == {
@@ -234,6 +236,46 @@ def test_hpa_scales_on_the_adapter_metric_with_the_values_behaviour() -> None:
     tuned = rendered("autoscaling.behavior.scaleDown.stabilizationWindowSeconds=42", profile="hpa")
     scale_down = tuned["HorizontalPodAutoscaler"]["spec"]["behavior"]["scaleDown"]
     assert scale_down["stabilizationWindowSeconds"] == 42
+
+
+def test_hpa_selector_follows_the_scrape_mode() -> None:
+    """The HPA selects the job its scrape gives: Service name, namespace/PodMonitor, or none."""
+
+    def selector(*sets: str) -> dict[str, str]:
+        docs = rendered(
+            "kafka.topic=orders",
+            "autoscaling.enabled=true",
+            "autoscaling.mode=hpa",
+            "monitoring.serviceMonitor.enabled=false",
+            *sets,
+            profile=None,
+        )
+        labels: dict[str, str] = docs["HorizontalPodAutoscaler"]["spec"]["metrics"][0]["external"][
+            "metric"
+        ]["selector"]["matchLabels"]
+        return labels
+
+    assert selector("monitoring.serviceMonitor.enabled=true") == {
+        "topic": "orders",
+        "job": "demo-rill",
+    }
+    assert selector("monitoring.podMonitor.enabled=true") == {
+        "topic": "orders",
+        "job": "streams/demo-rill",
+    }
+    assert selector() == {"topic": "orders"}, "annotation scraping: no job nobody sets"
+    assert selector("monitoring.annotationScrape.labels.job=kubernetes-pods") == {
+        "topic": "orders",
+        "job": "kubernetes-pods",
+    }
+    both = render(
+        "kafka.topic=orders",
+        "monitoring.serviceMonitor.enabled=true",
+        "monitoring.podMonitor.enabled=true",
+        profile=None,
+    )
+    assert both.returncode != 0
+    assert "serviceMonitor or podMonitor, not both" in both.stderr
 
 
 def test_keda_authenticates_like_the_workers() -> None:
@@ -276,9 +318,11 @@ def test_more_replicas_than_partitions_is_refused_past_the_schema_table() -> Non
 
 def test_hpa_mode_refuses_scale_to_zero() -> None:
     """minReplicas 0 is KEDA's; in HPA mode the chart refuses it."""
-    done = render("autoscaling.enabled=true", "autoscaling.minReplicas=0")
+    done = render("autoscaling.enabled=true", "autoscaling.mode=hpa", "autoscaling.minReplicas=0")
     assert done.returncode != 0
     assert "minReplicas must be at least 1 in mode hpa" in done.stderr
+    keda = rendered("autoscaling.enabled=true", "autoscaling.minReplicas=0")
+    assert keda["ScaledObject"]["spec"]["minReplicaCount"] == 0, "keda, the default mode, may"
 
 
 def notes(tmp_path: Path, *args: str) -> str:

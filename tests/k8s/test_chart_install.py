@@ -9,9 +9,9 @@ import yaml
 
 from tests.k8s.kube import CHART, Cluster
 
-# The profiles the chart must ship (issue: default, hpa, keda, monitoring on, hardened);
-# any further ci/*-values.yaml is installed too.
-EXPECTED = ("default", "hpa", "keda", "monitoring", "hardened")
+# The profiles the chart must ship (default, hpa, keda, monitoring on, hardened, and the
+# platform extras); any further ci/*-values.yaml is installed too.
+EXPECTED = ("default", "hpa", "keda", "monitoring", "hardened", "extras")
 PROFILES = sorted(
     set(EXPECTED)
     | {p.name.removesuffix("-values.yaml") for p in (CHART / "ci").glob("*-values.yaml")}
@@ -46,7 +46,10 @@ def test_profile_installs_and_becomes_ready(cluster: Cluster, profile: str, uniq
     try:
         assert done.returncode == 0, done.stderr
         assert _installed_objects(cluster, release, namespace) == []
-        deployment = cluster.get("deployment", "-n", namespace, "-l", "app.kubernetes.io/name=rill")
+        # By release: the extras profile renames the app (nameOverride).
+        deployment = cluster.get(
+            "deployment", "-n", namespace, "-l", f"app.kubernetes.io/instance={release}"
+        )
         (item,) = deployment["items"]
         assert item["status"].get("readyReplicas", 0) >= 1, item["status"]
     finally:

@@ -10,7 +10,6 @@ are not tied to them here, so the lag stays high while the replicas change).
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import socket
@@ -26,6 +25,9 @@ import pytest
 
 from service.kafka.admin import ensure_topics
 from tests.k8s.adapter import EXPOSED_METRIC, StandInAdapter, lag_series
+from tests.k8s.apiservice import available as _available
+from tests.k8s.apiservice import register as _register
+from tests.k8s.apiservice import unregister as _unregister
 from tests.k8s.conftest import Endpoints
 from tests.k8s.kube import ROOT, Cluster, eventually
 
@@ -34,7 +36,6 @@ MAX_REPLICAS = 4
 LAG_THRESHOLD = 500
 BACKLOG = 30_000
 WORKERS = 2
-ADAPTER_SERVICE = "external-metrics-standin"  # the SAN of cluster.sh's metrics-adapter cert
 
 
 def _free_port() -> int:
@@ -103,55 +104,13 @@ def _topic_lag(urls: list[str], topic: str) -> float:
     return total
 
 
-def _register(cluster: Cluster, port: int) -> None:
-    """Route external.metrics.k8s.io to the stand-in, and let the HPA controller read it."""
-    ca = base64.b64encode((cluster.pki / "ca.crt").read_bytes()).decode()
-    cluster.apply(f"""
-apiVersion: v1
-kind: Service
-metadata: {{name: {ADAPTER_SERVICE}, namespace: kube-system}}
-spec: {{type: ExternalName, externalName: localhost}}
----
-apiVersion: apiregistration.k8s.io/v1
-kind: APIService
-metadata: {{name: v1beta1.external.metrics.k8s.io}}
-spec:
-  group: external.metrics.k8s.io
-  version: v1beta1
-  groupPriorityMinimum: 100
-  versionPriority: 100
-  caBundle: {ca}
-  service: {{name: {ADAPTER_SERVICE}, namespace: kube-system, port: {port}}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {{name: rill-external-metrics-reader}}
-rules:
-  - apiGroups: [external.metrics.k8s.io]
-    resources: ["*"]
-    verbs: [get, list, watch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {{name: rill-hpa-external-metrics}}
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: ClusterRole
-  name: rill-external-metrics-reader
-subjects:
-  - {{kind: ServiceAccount, name: horizontal-pod-autoscaler, namespace: kube-system}}
-""")
-
-
-def _unregister(cluster: Cluster) -> None:
-    cluster.kubectl("delete", "apiservice", "v1beta1.external.metrics.k8s.io", "--ignore-not-found")
-
-
 def _hpa_values(topic: str) -> list[str]:
     return [
         f"kafka.topic={topic}",
         "autoscaling.enabled=true",
         "autoscaling.mode=hpa",
+        # Scraped by a ServiceMonitor: job is the Service's name, as set_targets labels it.
+        "monitoring.serviceMonitor.enabled=true",
         "autoscaling.minReplicas=1",
         f"autoscaling.maxReplicas={MAX_REPLICAS}",
         f"autoscaling.partitions={PARTITIONS}",
@@ -172,11 +131,6 @@ def _replicas(cluster: Cluster, namespace: str, release: str) -> int:
         "replicas"
     ]
     return replicas
-
-
-def _available(cluster: Cluster) -> bool | None:
-    found = _condition(cluster.get("apiservice", "v1beta1.external.metrics.k8s.io"), "Available")
-    return True if found.get("status") == "True" else None
 
 
 @pytest.fixture

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Build the local control plane's binaries from source through the Go module proxy, into
-# .rill/bin (once: a binary is rebuilt only when its wrapper's go.mod/go.sum or the
-# pinned version change).
+# Build the local control plane's binaries from source through the Go module proxy, once
+# per machine: they are cached outside the checkout (deploy/local/bincache.sh), keyed by
+# their wrapper's go.mod/go.sum and build flags, and linked into .rill/bin.
 #
 #   build.sh            etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-#                       kubectl and kwok
+#                       kubectl, kwok, and KEDA's operator and metrics server
 #
-# Each wrapper module (kubernetes/, etcd/, kwok/ next to this script) pins one upstream
+# Each wrapper module (kubernetes/, etcd/, kwok/, keda/ next to this script) pins one upstream
 # release; its go.sum is committed, so every download is checked. Peak memory is about
 # 2 GB per step (kube-apiserver); the steps run one after another. No VCS stamping: the
 # binaries do not depend on the state of this checkout.
@@ -17,32 +17,10 @@ root=$(cd "$here/../../.." && pwd)
 bin="${RILL_BIN_DIR:-$root/.rill/bin}"
 k8s_version=v1.32.2
 mkdir -p "$bin"
+# shellcheck source=../bincache.sh
+. "$here/../bincache.sh"
 
 log() { printf '[k8s-build] %s\n' "$*" >&2; }
-
-# The stamp names the inputs of a build; a binary whose stamp matches is kept.
-stamp_of() { cat "$here/$1/go.mod" "$here/$1/go.sum" | sha256sum | cut -c1-16; }
-
-fresh() { # wrapper binary...
-  local want; want=$(stamp_of "$1"); shift
-  local b
-  for b in "$@"; do
-    [ -x "$bin/$b" ] && [ "$(cat "$bin/.$b.stamp" 2>/dev/null)" = "$want" ] || return 1
-  done
-}
-
-stamp() { # wrapper binary...
-  local want; want=$(stamp_of "$1"); shift
-  local b
-  for b in "$@"; do printf '%s\n' "$want" >"$bin/.$b.stamp"; done
-}
-
-timed() { # label command...
-  local label=$1 started; shift
-  started=$(date +%s)
-  "$@"
-  log "$label built in $(( $(date +%s) - started )) s"
-}
 
 # Without the version stamped in, the servers report v0.0.0-master and charts'
 # kubeVersion checks fail.
@@ -56,32 +34,42 @@ k8s_ldflags() {
   printf '%s' "$flags"
 }
 
-build_kubernetes() {
-  local names=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
-  if fresh kubernetes "${names[@]}"; then log "kubernetes $k8s_version: cached"; return; fi
-  log "building kubernetes $k8s_version (${names[*]}); 10+ min on 2 cores from empty caches"
+# The key of a wrapper's binaries: its go.mod, its go.sum and how they are built.
+key_of() { # wrapper extra...
+  local w=$1; shift
+  bincache_key "@$here/$w/go.mod" "@$here/$w/go.sum" "$@"
+}
+
+k8s_names=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+
+build_kubernetes_into() {
+  log "building kubernetes $k8s_version (${k8s_names[*]}); 10+ min on 2 cores from empty caches"
   local pkgs=() n
-  for n in "${names[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$n"); done
+  for n in "${k8s_names[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$n"); done
   (cd "$here/kubernetes" &&
-    timed kubernetes go build -trimpath -buildvcs=false -ldflags "$(k8s_ldflags)" -o "$bin/" "${pkgs[@]}")
-  stamp kubernetes "${names[@]}"
+    go build -trimpath -buildvcs=false -ldflags "$(k8s_ldflags)" -o "$1/" "${pkgs[@]}")
 }
 
-build_etcd() {
-  if fresh etcd etcd; then log "etcd: cached"; return; fi
+build_etcd_into() {
   log "building etcd"
-  (cd "$here/etcd" && timed etcd go build -trimpath -buildvcs=false -ldflags "-s -w" -o "$bin/etcd" .)
-  stamp etcd etcd
+  (cd "$here/etcd" && go build -trimpath -buildvcs=false -ldflags "-s -w" -o "$1/etcd" .)
 }
 
-build_kwok() {
-  if fresh kwok kwok; then log "kwok: cached"; return; fi
+build_kwok_into() {
   log "building kwok"
   (cd "$here/kwok" &&
-    timed kwok go build -trimpath -buildvcs=false -ldflags "-s -w" -o "$bin/kwok" sigs.k8s.io/kwok/cmd/kwok)
-  stamp kwok kwok
+    go build -trimpath -buildvcs=false -ldflags "-s -w" -o "$1/kwok" sigs.k8s.io/kwok/cmd/kwok)
 }
 
-build_kubernetes
-build_etcd
-build_kwok
+build_keda_into() {
+  log "building KEDA v2.16.1 (operator, metrics server); about 15 min on 2 cores from empty caches"
+  local cmd=github.com/kedacore/keda/v2/cmd
+  (cd "$here/keda" &&
+    go build -trimpath -buildvcs=false -ldflags "-s -w" -o "$1/keda-operator" "$cmd/operator" &&
+    go build -trimpath -buildvcs=false -ldflags "-s -w" -o "$1/keda-adapter" "$cmd/adapter")
+}
+
+bincache_link kubernetes "$(key_of kubernetes "$(k8s_ldflags)")" "$bin" build_kubernetes_into "${k8s_names[@]}"
+bincache_link etcd "$(key_of etcd "@$here/etcd/main.go" "-s -w")" "$bin" build_etcd_into etcd
+bincache_link kwok "$(key_of kwok "-s -w")" "$bin" build_kwok_into kwok
+bincache_link keda "$(key_of keda "-s -w")" "$bin" build_keda_into keda-operator keda-adapter

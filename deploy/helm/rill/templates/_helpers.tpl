@@ -1,8 +1,18 @@
-{{- define "rill.name" -}}{{ .Release.Name }}-rill{{- end -}}
+{{/*
+The name of every object: fullnameOverride, else <release>-<nameOverride or "rill">,
+at most 63 characters.
+*/}}
+{{- define "rill.name" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name (default "rill" .Values.nameOverride) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
 
 {{/* Selector labels: stable for the life of a release (a Deployment's selector is immutable). */}}
 {{- define "rill.selectorLabels" -}}
-app.kubernetes.io/name: rill
+app.kubernetes.io/name: {{ default "rill" .Values.nameOverride }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
@@ -21,8 +31,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 {{- end -}}
 
+{{/* repository@digest when a digest is set (it wins over the tag), else repository:tag. */}}
 {{- define "rill.image" -}}
+{{- if .Values.image.digest -}}
+{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else -}}
 {{ .Values.image.repository }}:{{ default .Chart.AppVersion .Values.image.tag }}
+{{- end -}}
 {{- end -}}
 
 {{/*
@@ -52,6 +67,9 @@ the delivery and transaction timeouts), plus a margin for poll, close and leavin
 {{- end -}}
 {{- if and $a.enabled (eq $a.mode "hpa") (lt (int $a.minReplicas) 1) -}}
 {{- fail "autoscaling.minReplicas must be at least 1 in mode hpa (scale to zero needs mode keda)" -}}
+{{- end -}}
+{{- if and .Values.monitoring.serviceMonitor.enabled .Values.monitoring.podMonitor.enabled -}}
+{{- fail "monitoring: enable serviceMonitor or podMonitor, not both (each worker would be scraped twice, under two job labels)" -}}
 {{- end -}}
 {{- if and .Values.schemas.existingConfigMap .Values.schemas.existingSecret -}}
 {{- fail "schemas: set existingConfigMap or existingSecret, not both" -}}
@@ -98,9 +116,28 @@ the delivery and transaction timeouts), plus a margin for poll, close and leavin
 {{- end -}}
 
 {{/*
-PromQL matchers that pick this release's workers: the ServiceMonitor's targets carry the
-Service name as `job` and the namespace as `namespace`.
+The labels Prometheus gives this release's workers, by how they are scraped: a
+ServiceMonitor's targets get the Service name as `job`, a PodMonitor's
+`<namespace>/<PodMonitor name>`; with annotation scraping (neither) the job depends on
+the scrape config, so `monitoring.annotationScrape.labels` names what it sets (empty: no
+label beyond the namespace). A YAML map; the alerts and the HPA's selector both use it.
 */}}
+{{- define "rill.scrapeLabels" -}}
+{{- $m := .Values.monitoring -}}
+{{- if $m.serviceMonitor.enabled -}}
+job: {{ include "rill.name" . | quote }}
+{{- else if $m.podMonitor.enabled -}}
+job: {{ printf "%s/%s" .Release.Namespace (include "rill.name" .) | quote }}
+{{- else if $m.annotationScrape.labels -}}
+{{- toYaml $m.annotationScrape.labels -}}
+{{- end -}}
+{{- end -}}
+
+{{/* PromQL matchers that pick this release's workers: the namespace and the scrape labels. */}}
 {{- define "rill.promSelector" -}}
-namespace="{{ .Release.Namespace }}",job="{{ include "rill.name" . }}"
+{{- $out := list (printf "namespace=%q" .Release.Namespace) -}}
+{{- range $k, $v := (include "rill.scrapeLabels" . | fromYaml) -}}
+{{- $out = append $out (printf "%s=%q" $k (toString $v)) -}}
+{{- end -}}
+{{- join "," $out -}}
 {{- end -}}
