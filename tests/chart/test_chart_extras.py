@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.unit.test_helm_chart import CHART, container_env, pod_spec, render, rendered
+from tests.chart.test_helm_chart import CHART, container_env, pod_spec, render, rendered
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from deploy.monitoring.build_rules import COMPOSE_SETS, RULES_PATH, render_rules
-from tests.unit.test_helm_chart import ROOT
+from tests.chart.test_helm_chart import ROOT
 
 TESTS = ROOT / "deploy" / "monitoring" / "tests"
 VARIANTS: dict[str, tuple[str, ...]] = {
