@@ -8,6 +8,7 @@ sink (issue: nothing lost under live traffic, items 1-3 and 4).
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -99,14 +100,25 @@ def _run(
 
 
 def _run_bounded(run: Run, seconds: float = 12.0) -> None:
-    """Run the worker; stop it after `seconds` even where a held (paused) partition keeps
-    the twin from ever reporting the input drained."""
-    timer = threading.Timer(seconds, run.worker.request_stop)
-    timer.start()
+    """Run the worker until the test's condition holds and nothing is in flight, or for
+    `seconds` at most: a held (paused) partition keeps the twin from ever reporting the
+    input drained, so the condition is watched from a thread too."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        deadline = time.monotonic() + seconds
+        while not stop.wait(0.05):
+            if time.monotonic() > deadline or (run.done(run.broker) and not run.busy):
+                run.worker.request_stop()
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     try:
         run.worker.run()
     finally:
-        timer.cancel()
+        stop.set()
+        watcher.join()
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -193,7 +205,8 @@ def test_fenced_partition_still_assigned_is_claimed_again(
         return stores[-1]  # type: ignore[return-value]
 
     def drained(b: MemoryBroker) -> bool:
-        return set(windows(b)) >= set(want) and run.consumer.stored.get((IN, 1), 0) >= 200
+        done = max(run.consumer.stored.get((IN, 1), 0), b.committed.get((IN, 1), (0, ""))[0])
+        return set(windows(b)) >= set(want) and done >= 200
 
     run = Run(broker, server, settings, store=store, done=drained, deadline_s=8.0)
     _run_bounded(run)
