@@ -175,13 +175,11 @@ class Aggregator:
         """
         found: list[WindowResult] = []
         dlq: list[DlqEntry] = []
-        last = claim.seq
         for entry in claim.outbox:
-            last = max(last, entry.seq)
             if entry.seq > after_seq:
                 found.extend(self.results_of(entry.rows))
                 dlq.extend(entry.dlq)
-        return Outbox(found, dlq, last)
+        return Outbox(found, dlq, claim.seq)
 
     def acknowledge(self, tp: TP, seq: int) -> None:
         """Outputs up to `seq` of `tp` are delivered."""

@@ -104,10 +104,9 @@ class _GroupEvents:
 
 def call_timeout_s(s: Settings) -> float:
     """The longest one Kafka call of a delivery may block the loop (a flush, a transaction
-    step): RILL_DELIVERY_TIMEOUT_S, but at most a sixth of RILL_HEALTH_STALL_S. A longer
-    wait is a retry behind back-pressure, which keeps /healthz beating: after a broker
-    restart a transaction's steps each waited out the delivery timeout (60 s) in a row and
-    the loop stood still past the liveness threshold."""
+    step): RILL_DELIVERY_TIMEOUT_S, but at most a sixth of RILL_HEALTH_STALL_S, so that a
+    transaction's steps in a row stay below the liveness threshold. A longer wait is a
+    retry behind back-pressure, which keeps /healthz beating."""
     return min(s.producer.delivery_timeout_s, max(1.0, s.observability.health_stall_s / 6))
 
 

@@ -116,10 +116,6 @@ class WindowEngine:
         flight = self.begin(keyed, carry or {}, last_offsets or {}, inline_submit)
         return self.finish(flight, now_wall_ms)
 
-    def tick(self, now_wall_ms: int, at_end: Collection[TP]) -> WindowOutcome:
-        """`begin_tick` and `finish` in one call, in this thread."""
-        return self.finish(self.begin_tick(now_wall_ms, at_end, inline_submit), now_wall_ms)
-
     def begin(
         self,
         keyed: Sequence[Keyed],

@@ -224,40 +224,34 @@ def _outputs(endpoints: Endpoints, topic: str) -> list[bytes]:
     return [r.value or b"" for r in read_once(endpoints.bootstrap, topic)]
 
 
-def test_a_new_owner_reads_the_offset_an_open_transaction_commits_after_its_commit(
-    endpoints: Endpoints, unique: str, capfd: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("ending", "offset", "outputs"),
+    [("commit", B, [b"settled", b"in-flight"]), ("abort", A, [b"settled"])],
+)
+def test_a_new_owner_reads_the_offset_an_open_transaction_leaves_after_it_ends(
+    endpoints: Endpoints,
+    unique: str,
+    capfd: pytest.CaptureFixture[str],
+    ending: str,
+    offset: tuple[int, str],
+    outputs: list[bytes],
 ) -> None:
     """While an old owner's transaction that moves the offset A -> B is open, a new owner's
-    committed() waits (require-stable); it returns B, after the old owner's commit."""
+    committed() waits (require-stable); it returns B after the old owner's commit, A after
+    its abort."""
     with _open_transaction(endpoints, unique) as scene:
         read = PendingRead(scene.new_owner, scene.tp, scene.timeline, WAIT_S)
         _await_unstable(capfd, scene, read)
-        scene.timeline.add("commit issued")
-        scene.old_producer.client.commit_transaction(WAIT_S)
-        scene.timeline.add("commit returned")
+        scene.timeline.add(f"{ending} issued")
+        client = scene.old_producer.client
+        end = client.commit_transaction if ending == "commit" else client.abort_transaction
+        end(WAIT_S)
+        scene.timeline.add(f"{ending} returned")
         read.wait(WAIT_S)
         order = scene.timeline
-        assert read.result == B, f"after the commit the new owner's committed() {read}"
-        assert order.index("read returned") > order.index("commit issued"), str(order)
-    assert _outputs(endpoints, scene.output_topic) == [b"settled", b"in-flight"]
-
-
-def test_a_new_owner_reads_the_offset_before_an_open_transaction_after_its_abort(
-    endpoints: Endpoints, unique: str, capfd: pytest.CaptureFixture[str]
-) -> None:
-    """While an old owner's transaction that moves the offset A -> B is open, a new owner's
-    committed() waits (require-stable); it returns A, after the old owner's abort."""
-    with _open_transaction(endpoints, unique) as scene:
-        read = PendingRead(scene.new_owner, scene.tp, scene.timeline, WAIT_S)
-        _await_unstable(capfd, scene, read)
-        scene.timeline.add("abort issued")
-        scene.old_producer.client.abort_transaction(WAIT_S)
-        scene.timeline.add("abort returned")
-        read.wait(WAIT_S)
-        order = scene.timeline
-        assert read.result == A, f"after the abort the new owner's committed() {read}"
-        assert order.index("read returned") > order.index("abort issued"), str(order)
-    assert _outputs(endpoints, scene.output_topic) == [b"settled"]
+        assert read.result == offset, f"after the {ending} the new owner's committed() {read}"
+        assert order.index("read returned") > order.index(f"{ending} issued"), str(order)
+    assert _outputs(endpoints, scene.output_topic) == outputs
 
 
 def test_a_zombie_transaction_never_finished_is_read_as_aborted_after_its_timeout(

@@ -184,7 +184,6 @@ def test_fenced_partition_still_assigned_is_claimed_again(
     settings = settings_for(mode, **{**LIVE, "batch_size": 50})
 
     def wrap(inner: WindowStore) -> OnApply:
-        assert settings.window is not None
         plan_window = run.worker.plan.window
         assert plan_window is not None
         other = MemoryWindowStore(state_layout(settings, plan_window), server)
