@@ -18,7 +18,6 @@ or around a fault).
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import threading
@@ -34,13 +33,13 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from service.processing import dlq
 from tests.chaos.failover import RedisPair, TcpProxy
-from tests.chaos.feed import SCHEMA_PATH, encode, poison
+from tests.chaos.feed import encode, poison
 from tests.chaos.fleet import Fleet
-from tests.chaos.harness import FUTURE_MS, Probe, emissions, model_input
+from tests.chaos.harness import PIPELINE, Probe, emissions, model_input
 from tests.chaos.stack import ChaosStack, fixed_port
 from tests.chaos.verdict import Row, Source, judge
 from tests.integration.helpers import create_topics, header, read_once, worker_env
-from tests.support.window_model import AGGREGATES, ModelResult, Rec, run_model
+from tests.support.window_model import ModelResult, Rec, run_model
 
 PARTITIONS = 8
 IDLE_TIMEOUT_MS = 1000
@@ -56,31 +55,12 @@ WINDOWS_TIMEOUT_S = 120.0
 RUNS = int(os.environ.get("RILL_CHAOS_RUNS", "1"))
 CYCLES = int(os.environ.get("RILL_CHAOS_LIVE_CYCLES", "2"))
 
+# The backfill rows' pipeline, with windows closed by idle ticks and a short Redis timeout.
 LIVE_PIPELINE: dict[str, Any] = {
-    "input_format": "avro",
-    "input_schema": str(SCHEMA_PATH),
-    "input_wire": "plain",
-    "output_format": "json",
-    "output_wire": "plain",
-    "filter_field": "",
-    "key_by": "customer_id",
-    "window_type": "tumbling",
-    "window_size_ms": 1000,
+    **PIPELINE,
     "window_grace_ms": GRACE_MS,
-    "window_time_field": "ts",
     "window_idle_timeout_ms": IDLE_TIMEOUT_MS,
-    "window_max_future_ms": FUTURE_MS,
-    "aggregates": ",".join(AGGREGATES),
-    "batch_size": 500,
-    "transaction_timeout_ms": 10_000,
     "redis_timeout_s": REDIS_TIMEOUT_S,
-    "state_loss": "fail",
-    "kafka_extra": json.dumps(
-        {
-            "consumer.session.timeout.ms": str(SESSION_TIMEOUT_MS),
-            "consumer.heartbeat.interval.ms": "500",
-        }
-    ),
 }
 
 
