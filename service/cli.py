@@ -34,6 +34,8 @@ log = structlog.get_logger("rill.cli")
 
 
 def _cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
+    if settings.consumer.processes > 1:
+        return _run_supervisor(settings)
     from service.runtime.service import Service  # noqa: PLC0415 - keeps `rill tail` light
 
     worker = Service(settings, build_plan(settings))
@@ -46,6 +48,22 @@ def _cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, stop)
     worker.run()
     return 0
+
+
+def _run_supervisor(settings: Settings) -> int:
+    """RILL_PROCESSES > 1: a supervisor of that many workers (docs/processes.md)."""
+    from service.runtime.supervisor import Supervisor  # noqa: PLC0415 - as in _cmd_run
+
+    build_plan(settings)  # a bad pipeline fails here, once, not in every child
+    supervisor = Supervisor(settings)
+
+    def stop(signum: int, _frame: Any) -> None:
+        log.info("stop requested", signal=signal.Signals(signum).name)
+        supervisor.request_stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    return supervisor.run()
 
 
 def _cmd_produce_demo(settings: Settings, args: argparse.Namespace) -> int:

@@ -127,6 +127,15 @@ class ConsumerSettings(View):
         "(0: off; a partition then counts as idle only against the high watermark).",
         ge=0,
     )
+    processes: int = setting(
+        1,
+        "Group members run in this container, each its own process with its own consumer, "
+        "producer and Redis client, under one supervisor that serves the endpoints "
+        "(docs/processes.md). 1: one process, no supervisor.",
+        name="processes",
+        ge=1,
+        le=64,
+    )
 
 
 class ProducerSettings(View):

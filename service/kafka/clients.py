@@ -8,6 +8,11 @@ from typing import Any
 from service.config import Settings
 
 
+def new_transactional_id(group_id: str) -> str:
+    """A transactional id no other process has: `rill-<group>-<12 hex>`."""
+    return f"rill-{group_id}-{uuid.uuid4().hex[:12]}"
+
+
 def consumer_config(settings: Settings) -> dict[str, Any]:
     """Group consumer: cooperative-sticky, offsets stored only by rill after delivery."""
     kafka, consumer = settings.kafka, settings.consumer
@@ -33,8 +38,14 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
     return conf
 
 
-def producer_config(settings: Settings) -> dict[str, Any]:
-    """Idempotent batching producer for sink and DLQ."""
+def producer_config(settings: Settings, transactional_id: str | None = None) -> dict[str, Any]:
+    """Idempotent batching producer for sink and DLQ.
+
+    Args:
+        settings: the parsed settings.
+        transactional_id: exactly-once: this id (a supervisor's child slot keeps one, so a
+            restarted child fences its predecessor); None: a new one per process.
+    """
     kafka, producer = settings.kafka, settings.producer
     conf = kafka.librdkafka_common()
     conf.update(
@@ -52,7 +63,7 @@ def producer_config(settings: Settings) -> dict[str, Any]:
     )
     if kafka.exactly_once:
         # Unique per process: zombies are fenced by the group generation (KIP-447).
-        conf["transactional.id"] = f"rill-{kafka.group_id}-{uuid.uuid4().hex[:12]}"
+        conf["transactional.id"] = transactional_id or new_transactional_id(kafka.group_id)
         # A crashed worker's open transaction blocks read_committed readers this long.
         conf["transaction.timeout.ms"] = kafka.transaction_timeout_ms
         conf["message.timeout.ms"] = min(conf["message.timeout.ms"], kafka.transaction_timeout_ms)

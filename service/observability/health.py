@@ -6,11 +6,25 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from service.errors import ConfigError
+
+
+class Probes(Protocol):
+    """What the endpoints ask: a worker's `HealthState`, or a supervisor's view of its
+    children (`runtime/supervisor.py`)."""
+
+    def live(self) -> tuple[bool, str]:
+        """/healthz: (ok, why)."""
+        ...
+
+    @property
+    def ready_check(self) -> Callable[[], tuple[bool, str]]:
+        """/readyz: (ok, why)."""
+        ...
 
 
 class HealthState:
@@ -39,14 +53,14 @@ class HealthServer:
     Args:
         port: TCP port on all interfaces (0 picks a free one).
         registry: the metrics registry to expose.
-        state: liveness and readiness.
+        state: liveness and readiness (a `HealthState`, or a supervisor's).
     """
 
     def __init__(
         self,
         port: int,
         registry: CollectorRegistry,
-        state: HealthState,
+        state: Probes,
         host: str = "0.0.0.0",  # noqa: S104 - scraped from outside the pod
     ) -> None:
         self._address = (host, port)

@@ -30,9 +30,10 @@ def open_consumer(
     )
 
 
-def open_producer(settings: Settings) -> BatchProducer:
-    """The started producer of `settings`."""
-    return BatchProducer(producer_config(settings), __version__).start()
+def open_producer(settings: Settings, transactional_id: str | None = None) -> BatchProducer:
+    """The started producer of `settings` (exactly-once: with this transactional id, or a
+    new one when None)."""
+    return BatchProducer(producer_config(settings, transactional_id), __version__).start()
 
 
 def state_layout(settings: Settings, window: WindowPlan) -> StateLayout:
