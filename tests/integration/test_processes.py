@@ -1,0 +1,111 @@
+"""RILL_PROCESSES=2 on the real broker and Redis: two group members in one container, a
+child SIGKILLed and restarted, one /metrics for both, SIGTERM drains them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from service.demo import demo_orders
+from service.kafka.groups import group_status
+from tests.integration.conftest import Endpoints
+from tests.integration.helpers import (
+    create_topics,
+    produce,
+    read_all,
+    start_worker,
+    stop_worker,
+    worker_env,
+)
+from tests.integration.test_operations import free_port, scrape, status_of
+from tests.integration.test_worker import IN_SERDE, NO_FILTER, OUT_SERDE
+
+pytestmark = pytest.mark.integration
+
+HALF = 3000
+
+
+def _started(log: Path) -> list[dict[str, int]]:
+    """The supervisor's 'process started' lines so far: process, pid, starts."""
+    lines = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
+    return [x for x in lines if x.get("event") == "process started"]
+
+
+def _until(what: str, check: object, timeout_s: float = 120.0) -> None:
+    """Wait until `check()` is true (a bound on the wait, not a timed assertion)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.5)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_two_processes_share_the_group_survive_a_kill_and_drain(
+    endpoints: Endpoints, unique: str, tmp_path: Path, guarantee: str
+) -> None:
+    """Both children get partitions of a 4-partition topic; a SIGKILLed child is restarted
+    and counted; every record is processed (exactly once with exactly_once); /metrics sums
+    the children; SIGTERM drains both and the supervisor exits 0."""
+    port = free_port()
+    env = worker_env(
+        endpoints.bootstrap,
+        endpoints.redis_url,
+        unique,
+        processes=2,
+        metrics_port=port,
+        processing_guarantee=guarantee,
+        **NO_FILTER,
+    )
+    bootstrap, topic = endpoints.bootstrap, env["RILL_INPUT_TOPIC"]
+    create_topics(bootstrap, [topic], partitions=4)
+    orders = list(demo_orders(2 * HALF, seed=19))
+    items = [(o["customer_id"].encode(), IN_SERDE.encode(o)) for o in orders]
+    produce(bootstrap, topic, items[:HALF])
+    log = tmp_path / "supervisor.log"
+    proc = start_worker(env, log)
+    try:
+        _until("/readyz", lambda: status_of(port, "/readyz") == 200)
+        members = group_status({"bootstrap.servers": bootstrap}, env["RILL_GROUP_ID"], topic)
+        assert len(members.members) == 2
+        assert all(m.partitions for m in members.members)
+        assert scrape(port)[("rill_assigned_partitions", ())] == 4
+
+        victim = _started(log)[0]
+        os.kill(victim["pid"], signal.SIGKILL)
+        restarted = ("rill_child_restarts_total", (("process", str(victim["process"])),))
+        _until("the restart", lambda: scrape(port).get(restarted) == 1)
+        assert [x["starts"] for x in _started(log) if x["process"] == victim["process"]] == [1, 2]
+
+        produce(bootstrap, topic, items[HALF:])
+        sink = read_all(bootstrap, env["RILL_OUTPUT_TOPIC"], 2 * HALF)
+        ids = Counter(OUT_SERDE.decode(r.value)["order_id"] for r in sink if r.value)
+        assert set(ids) == {o["order_id"] for o in orders}
+        if guarantee == "exactly_once":
+            assert max(ids.values()) == 1
+        _until("both children ready again", lambda: status_of(port, "/readyz") == 200)
+        metrics = scrape(port)
+        assert metrics[("rill_records_in_total", (("topic", topic),))] >= 2 * HALF
+        assert metrics[("rill_assigned_partitions", ())] == 4
+    finally:
+        code = stop_worker(proc, signal.SIGTERM, timeout_s=90)
+    assert code == 0
+    children = [x["pid"] for x in _started(log)]
+    assert not [pid for pid in children if _alive(pid)]
+    stopped = [json.loads(x) for x in log.read_text().splitlines() if '"process stopped"' in x]
+    assert sorted(x["exit_code"] for x in stopped) == [0, 0]
