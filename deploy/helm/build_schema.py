@@ -21,6 +21,7 @@ PARTITION_TABLE = 256
 # Variables the chart sets from its own values; `env` may not set them a second time.
 MANAGED_ENV = [
     "RILL_METRICS_PORT",
+    "RILL_PROCESSES",
     "RILL_BOOTSTRAP_SERVERS",
     "RILL_INPUT_TOPIC",
     "RILL_GROUP_ID",
@@ -416,6 +417,10 @@ def schema() -> dict[str, Any]:
                 "envFromSecrets": {"type": "array", "items": NAME},
                 **pod_extras(),
                 "metricsPort": integer(1, 65535),
+                "processes": {
+                    **integer(1, 64),
+                    "description": "Group members per pod (RILL_PROCESSES).",
+                },
                 "resources": OBJ,
                 "podSecurityContext": OBJ,
                 "securityContext": OBJ,

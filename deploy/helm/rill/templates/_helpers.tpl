@@ -62,6 +62,13 @@ the delivery and transaction timeouts), plus a margin for poll, close and leavin
 {{- if gt (int $a.maxReplicas) (int $a.partitions) -}}
 {{- fail (printf "autoscaling.maxReplicas (%d) must not exceed autoscaling.partitions (%d): extra replicas get no partition" (int $a.maxReplicas) (int $a.partitions)) -}}
 {{- end -}}
+{{- $n := int .Values.processes -}}
+{{- if and (gt $n 1) $a.enabled (gt (mul (int $a.maxReplicas) $n) (int $a.partitions)) -}}
+{{- fail (printf "autoscaling.maxReplicas (%d) x processes (%d) must not exceed autoscaling.partitions (%d): each process is a group member, and extra members get no partition" (int $a.maxReplicas) $n (int $a.partitions)) -}}
+{{- end -}}
+{{- if and (gt $n 1) (not $a.enabled) (gt (mul (int .Values.replicas) $n) (int $a.partitions)) -}}
+{{- fail (printf "replicas (%d) x processes (%d) must not exceed autoscaling.partitions (%d): each process is a group member, and extra members get no partition" (int .Values.replicas) $n (int $a.partitions)) -}}
+{{- end -}}
 {{- if gt (int $a.minReplicas) (int $a.maxReplicas) -}}
 {{- fail (printf "autoscaling.minReplicas (%d) must not exceed autoscaling.maxReplicas (%d)" (int $a.minReplicas) (int $a.maxReplicas)) -}}
 {{- end -}}
