@@ -49,6 +49,8 @@ CHART_AUTOSCALING: dict[str, Any] = {
         "offsetResetPolicy": "earliest",
     },
 }
+# The chart's `processes`: group members (worker processes) per pod.
+CHART_PROCESSES = 1
 # The API server's defaults for a direction `behavior` leaves out (autoscaling/v2).
 _API_DEFAULTS: dict[str, dict[str, Any]] = {
     "scaleUp": {
@@ -150,3 +152,11 @@ def autoscaling(values: Mapping[str, Any] | None = None) -> ChartAutoscaling:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"autoscaling in the values file is malformed: {exc!r}") from exc
+
+
+def processes(values: Mapping[str, Any] | None = None) -> int:
+    """The chart's `processes` (group members per pod), with `values` over it."""
+    given = (values or {}).get("processes", CHART_PROCESSES)
+    if isinstance(given, bool) or not isinstance(given, int) or given < 1:
+        raise ConfigError(f"processes in the values file must be an integer >= 1, not {given!r}")
+    return given

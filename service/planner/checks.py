@@ -12,6 +12,7 @@ from service.planner.hpa import ScalingRules
 _BOUNDS: dict[str, tuple[str, float, bool]] = {
     "--per-replica-rps": ("per_replica_rps", 0, False),
     "--partitions": ("partitions", 1, True),
+    "--processes": ("processes", 1, True),
     "--max-replicas": ("max_replicas", 1, True),
     "--target-lag": ("target_lag", 0, False),
     "--lag-threshold": ("lag_threshold", 1, True),

@@ -79,10 +79,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="seconds to simulate (default: 900 for step/spike, one period, the CSV's end)",
     )
     cap = p.add_argument_group("workers")
-    cap.add_argument("--per-replica-rps", type=float, help="records/s one replica sustains")
+    cap.add_argument(
+        "--per-replica-rps",
+        type=float,
+        help="records/s one worker process sustains (a replica runs --processes of them)",
+    )
     cap.add_argument("--bench-file", type=Path, help=f"bench result (default: newest {BENCH_GLOB})")
     cap.add_argument("--bench-key", default=BENCH_KEY, help=f"figure to read (default {BENCH_KEY})")
     cap.add_argument("--partitions", type=int, help=f"input topic partitions ({CHART_DEFAULT})")
+    cap.add_argument(
+        "--processes",
+        type=int,
+        help=f"group members per replica, RILL_PROCESSES ({CHART_DEFAULT}: processes)",
+    )
     cap.add_argument("--start-delay", type=float, default=20.0, help="pod created to Ready (s)")
     cap.add_argument(
         "--rebalance-pause", type=float, default=3.0, help="no consumption after a join/leave (s)"
@@ -294,6 +303,7 @@ def build(args: argparse.Namespace) -> tuple[dict[str, list[Sample]], str]:
     values = chart.read_values(args.values) if args.values is not None else None
     c = chart.autoscaling(values)
     args.partitions = _pick(args.partitions, c.partitions)
+    args.processes = _pick(args.processes, chart.processes(values))
     args.max_replicas = _pick(args.max_replicas, c.max_replicas)
     args.min_replicas = _pick(args.min_replicas, max(1, c.min_replicas))
     args.target_lag = _pick(args.target_lag, float(c.lag_threshold))
@@ -333,7 +343,9 @@ def build(args: argparse.Namespace) -> tuple[dict[str, list[Sample]], str]:
         scale_to_zero_on_invalid_offset=args.scale_to_zero_on_invalid_offset,
         exclude_persistent_lag=args.exclude_persistent_lag,
     )
-    params = GroupParams(args.partitions, rps, args.start_delay, args.rebalance_pause)
+    params = GroupParams(
+        args.partitions, rps, args.start_delay, args.rebalance_pause, args.processes
+    )
     common: dict[str, Any] = {
         "initial_lag": args.initial_lag,
         "tick_s": args.tick,
@@ -355,20 +367,33 @@ def build(args: argparse.Namespace) -> tuple[dict[str, list[Sample]], str]:
         initial_replicas=keda_min if args.initial_replicas is None else args.initial_replicas,
         **common,
     )
-    needed = replicas_needed(profile.peak, params)
+    note = _note(args, rps, source, profile.peak, replicas_needed(profile.peak, params))
+    return {"hpa": hpa_runs, "keda": keda_runs}, note
+
+
+def _note(
+    args: argparse.Namespace, rps: float, source: str, peak: float, needed: int | None
+) -> str:
+    """The setup line: throughput, partitions, what the peak needs. Group members count
+    against the partitions, and a replica is `--processes` members."""
+    n, partitions = args.processes, args.partitions
+    member = "replica" if n == 1 else "group member"
     verdict = (
         f"needs {needed} replicas"
         if needed is not None
-        else f"is more than {args.partitions} partitions drain (one replica each): add partitions"
+        else f"is more than {partitions} partitions drain (one {member} each): add partitions"
     )
-    note = (
-        f"per-replica throughput {rps:.0f} records/s ({source}); {args.partitions} partitions; "
-        f"peak input {profile.peak:.0f} records/s {verdict} "
-        f"(the busiest replica holds ceil(partitions / replicas) partitions)"
-    )
-    if args.max_replicas > args.partitions:
-        note += f"; note: replicas beyond {args.partitions} partitions sit idle"
-    return {"hpa": hpa_runs, "keda": keda_runs}, note
+    if n == 1:
+        head = f"per-replica throughput {rps:.0f} records/s ({source}); "
+        busiest = "(the busiest replica holds ceil(partitions / replicas) partitions)"
+    else:
+        head = f"per-process throughput {rps:.0f} records/s ({source}); {n} processes per replica; "
+        busiest = "(the busiest process holds ceil(partitions / (replicas x processes)) partitions)"
+    note = f"{head}{partitions} partitions; peak input {peak:.0f} records/s {verdict} {busiest}"
+    if args.max_replicas * n > partitions:
+        idle = "replicas" if n == 1 else "replicas x processes"
+        note += f"; note: {idle} beyond {partitions} partitions sit idle"
+    return note
 
 
 def _out(text: str) -> None:

@@ -5,9 +5,10 @@
   removes pods not yet Ready first (newest first), as a ReplicaSet does, then Ready ones.
 - Each change of the group's Ready membership (join or leave) pauses all consumption for
   `rebalance_pause_s`: partitions are revoked and reassigned.
-- Partitions are dealt round-robin to min(ready, partitions) consumers; a consumer beyond
-  the partition count gets none and adds nothing. Each consumer processes at most
-  `per_replica_rps` records/s across its partitions, in proportion to their backlog plus
+- A Ready pod is `processes` group members (RILL_PROCESSES), each a consumer of its own.
+  Partitions are dealt round-robin to min(ready x processes, partitions) consumers; a
+  consumer beyond the partition count gets none and adds nothing. Each consumer processes
+  at most `per_replica_rps` records/s across its partitions, in proportion to their backlog plus
   inflow, so a consumer holding more partitions than another falls behind first (12
   partitions on 5 consumers drain like 4).
 - Lag seconds is exact for this model: the age of the oldest record not yet consumed in
@@ -26,9 +27,16 @@ class GroupParams:
     """The measured and assumed figures of the workers."""
 
     partitions: int
+    # Records/s of one group member: one worker process (a pod with `processes` > 1 runs
+    # that many).
     per_replica_rps: float
     start_delay_s: float = 20.0
     rebalance_pause_s: float = 3.0
+    processes: int = 1
+
+    def members(self, replicas: int) -> int:
+        """Group members with a partition when `replicas` pods are Ready."""
+        return min(replicas * self.processes, self.partitions)
 
 
 class ConsumerGroup:
@@ -90,7 +98,7 @@ class ConsumerGroup:
         self._sync_members(now)
         if now < self._paused_until:
             return 0.0
-        consumers = min(self.ready_replicas(now), self.params.partitions)
+        consumers = self.params.members(self.ready_replicas(now))
         return consumers * self.params.per_replica_rps
 
     def advance(self, now: float, dt: float, rate: float) -> None:
@@ -102,7 +110,7 @@ class ConsumerGroup:
         self._arrived_now += inflow
         self.ends = [end + inflow for end in self.ends]
         working = max(0.0, min(dt, now + dt - self._paused_until))
-        consumers = min(ready, partitions)
+        consumers = self.params.members(ready)
         if consumers == 0 or working == 0:
             self.lags = [lag + inflow for lag in self.lags]
             return
@@ -148,14 +156,14 @@ class ConsumerGroup:
         return max(0.0, now - arrived_at)
 
 
-def drain_rate(consumers: int, params: GroupParams) -> float:
-    """Records/s `consumers` sustain on evenly fed partitions: the busiest one decides.
+def drain_rate(replicas: int, params: GroupParams) -> float:
+    """Records/s `replicas` pods sustain on evenly fed partitions: the busiest member decides.
 
-    The busiest consumer holds ceil(partitions / consumers) partitions and gets that share
-    of the input, so the group keeps up while that share stays within one replica's rate:
-    3 consumers on 4 partitions drain like 2.
+    The pods are replicas x processes group members. The busiest holds ceil(partitions /
+    members) partitions and gets that share of the input, so the group keeps up while that
+    share stays within one member's rate: 3 members on 4 partitions drain like 2.
     """
-    used = min(consumers, params.partitions)
+    used = params.members(replicas)
     if used <= 0:
         return 0.0
     busiest = -(-params.partitions // used)
@@ -163,8 +171,9 @@ def drain_rate(consumers: int, params: GroupParams) -> float:
 
 
 def replicas_needed(input_rps: float, params: GroupParams) -> int | None:
-    """The fewest replicas that keep up with `input_rps`; None if one per partition cannot."""
-    for replicas in range(1, params.partitions + 1):
+    """The fewest replicas that keep up with `input_rps`; None if one group member per
+    partition cannot."""
+    for replicas in range(1, -(-params.partitions // params.processes) + 1):
         if drain_rate(replicas, params) >= input_rps:
             return replicas
     return None

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from service.errors import ConfigError
 from service.planner import chart
 from service.planner.cli import main
 from service.planner.hpa import (
@@ -96,6 +97,40 @@ def test_headline_uses_the_partition_model(capsys: pytest.CaptureFixture[str]) -
     assert "needs 4 replicas" in capsys.readouterr().out
     assert main(["--per-replica-rps", "1000", "--peak", "5000", "--duration", "60"]) == 0
     assert "add partitions" in capsys.readouterr().out
+
+
+def test_processes_count_as_group_members(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """With 2 processes per pod, 8 partitions at 1000 records/s per process: 2 pods are 4
+    members (4000/s), 3 pods are 6 members and drain like 4 (busiest holds 2 partitions),
+    4 pods use all 8; replicas x processes beyond the partitions add nothing."""
+    params = GroupParams(partitions=8, per_replica_rps=1000, processes=2)
+    assert params.members(3) == 6
+    assert drain_rate(2, params) == drain_rate(3, params) == 4000
+    assert drain_rate(4, params) == drain_rate(9, params) == 8000
+    assert replicas_needed(5000, params) == 4
+    assert replicas_needed(8001, params) is None
+    argv = ["--per-replica-rps", "1000", "--partitions", "8", "--peak", "5000", "--duration", "60"]
+    assert main([*argv, "--processes", "2", "--max-replicas", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "2 processes per replica" in out
+    assert "needs 4 replicas" in out
+    assert "replicas x processes beyond 8 partitions sit idle" in out
+    values = tmp_path / "values.yaml"
+    values.write_text("processes: 4\n")
+    assert main([*argv, "--values", str(values), "--max-replicas", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "4 processes per replica" in out
+    assert "needs 2 replicas" in out
+    assert "sit idle" not in out
+
+
+def test_planner_processes_default_is_the_charts() -> None:
+    """CHART_PROCESSES is the chart's `processes`; a bad one in a values file is refused."""
+    assert yaml.safe_load(VALUES.read_text())["processes"] == chart.CHART_PROCESSES
+    with pytest.raises(ConfigError, match="processes"):
+        chart.processes({"processes": 0})
 
 
 def test_tolerance_rule_by_controller_version() -> None:
