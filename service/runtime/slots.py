@@ -12,6 +12,10 @@ from dataclasses import dataclass
 # A child that ran this long before it exited starts again at once: its exit was not
 # part of a crash loop, so the backoff begins anew.
 STABLE_S = 60.0
+# Exits in a row (each within STABLE_S of its start) that make a crash loop: /healthz
+# fails, so the kubelet restarts the container and the pod shows CrashLoopBackOff, as a
+# single worker process that keeps exiting does.
+CRASH_LOOP = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +87,9 @@ def restart_at(slot: Slot, base_s: float, max_s: float) -> float:
 def _stalled(slot: Slot, now: float, stall_s: float) -> str | None:
     """Why one slot fails liveness, or None."""
     name = f"process {slot.index}"
+    looping = not slot.running or now - slot.started_at < STABLE_S
+    if slot.failures >= CRASH_LOOP and looping:
+        return f"{name}: exited {slot.failures} times in a row, each within {STABLE_S:.0f}s"
     if not slot.running:
         down = now - slot.down_since
         return f"{name}: down for {down:.1f}s, not restarted" if down > stall_s else None
@@ -97,8 +104,9 @@ def _stalled(slot: Slot, now: float, stall_s: float) -> str | None:
 
 
 def container_live(slots: Sequence[Slot], now: float, stall_s: float) -> tuple[bool, str]:
-    """/healthz of the container: every child's loop turns, and a child that died is
-    running again (or still within `stall_s` of its exit: the restart may be backing off).
+    """/healthz of the container: every child's loop turns, a child that died is running
+    again (or still within `stall_s` of its exit: the restart may be backing off), and no
+    slot is in a crash loop (`CRASH_LOOP` exits in a row).
 
     Args:
         slots: every slot.

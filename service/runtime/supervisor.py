@@ -11,6 +11,7 @@ See docs/processes.md.
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -210,6 +211,7 @@ class Supervisor:
             for index, proc in exiting.items():
                 if index not in self._procs:
                     codes[index] = proc.exitcode
-        failed = {i: c for i, c in codes.items() if c != 0}
+        # -SIGTERM: the child was still starting (no client open yet, nothing to drain).
+        failed = {i: c for i, c in codes.items() if c not in (0, -signal.SIGTERM)}
         log.info("supervisor stopped", failed=failed or None)
         return 1 if failed else 0

@@ -12,6 +12,7 @@ from service.errors import ConfigError
 from service.kafka.clients import producer_config
 from service.observability.merge import MergedCollector, merge, monotonic
 from service.runtime.slots import (
+    CRASH_LOOP,
     STABLE_S,
     Probe,
     Slot,
@@ -97,6 +98,21 @@ def test_container_liveness_tolerates_a_restart_but_not_a_stall() -> None:
     quiet_start.started(now)
     assert container_live([quiet_start], now + 30, 60)[0] is True
     assert container_live([quiet_start], now + 61, 60)[0] is False
+
+
+def test_a_crash_loop_fails_liveness_until_a_child_runs_stably() -> None:
+    """CRASH_LOOP quick exits in a row fail /healthz, also while the next child runs; once
+    that child has run STABLE_S the slot is live again."""
+    slot = Slot(0)
+    for t in range(CRASH_LOOP):
+        slot.started(t * 10.0)
+        slot.exited(t * 10.0 + 2)
+    assert container_live([slot], 50.0, 60)[1].startswith("process 0: exited 5 times in a row")
+    slot.started(52.0)
+    slot.reported(53.0, READY)
+    assert container_live([slot], 53.5, 60)[0] is False
+    slot.reported(52.0 + STABLE_S, READY)
+    assert container_live([slot], 52.5 + STABLE_S, 60)[0] is True
 
 
 def _child_snapshot(records: float, partitions: float, last_poll: float) -> list[Metric]:
