@@ -99,16 +99,33 @@ def status_mb(pid: int, name: str) -> float:
     return 0.0
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` now (children, theirs, ...), from /proc."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{parent}/task").iterdir():
+                kids = [int(k) for k in (task / "children").read_text().split()]
+                found += kids
+                todo += kids
+    return found
+
+
 @dataclass
 class Watch:
     """Samples CPU and RSS of some processes every `every` seconds, on a thread.
 
     `samples` holds (wall time, total CPU seconds of all pids, RSS MiB of the first);
-    `peak_mb` the highest VmHWM of the first pid seen.
+    `peak_mb` the highest VmHWM of the first pid seen. With `tree`, every process below
+    the pids counts too (a supervisor's children): CPU summed, RSS and peak summed over
+    the tree (peak: the highest sum of VmHWM seen).
     """
 
     pids: list[int]
     every: float = 0.1
+    tree: bool = False
     samples: list[tuple[float, float, float]] = field(default_factory=list)
     peak_mb: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -128,6 +145,13 @@ class Watch:
             self._thread.join()
 
     def _sample(self) -> None:
+        if self.tree:
+            every = [q for p in self.pids for q in (p, *descendants(p))]
+            cpu = sum(cpu_seconds(p) for p in every)
+            rss = sum(status_mb(p, "VmRSS") for p in every)
+            self.peak_mb = max(self.peak_mb, sum(status_mb(p, "VmHWM") for p in every))
+            self.samples.append((time.time(), cpu, rss))
+            return
         cpu = sum(cpu_seconds(p) for p in self.pids)
         rss = status_mb(self.pids[0], "VmRSS")
         self.peak_mb = max(self.peak_mb, status_mb(self.pids[0], "VmHWM"))

@@ -25,6 +25,7 @@ class System:
     guarantee: str = "at-least-once"
     windowed: bool = True
     overlap: bool = True  # RILL_STATE_OVERLAP
+    processes: int = 1  # RILL_PROCESSES: group members in the one container
 
 
 FLOOR = System("floor (confluent-kafka + fastavro)", "floor", windowed=False)
@@ -33,14 +34,29 @@ RILL_ALO = System("rill windowed at-least-once", "rill")
 RILL_EOS = System("rill windowed exactly-once", "rill", "exactly-once")
 # The same worker with the Redis round trip and the next batch's decode one after the other.
 RILL_ALO_IN_TURN = System("rill windowed at-least-once, no overlap", "rill", overlap=False)
+# RILL_PROCESSES=2: a supervisor and two workers; records/s and CPU of the whole tree.
+RILL_STATELESS_2P = System("rill stateless, 2 processes", "rill", windowed=False, processes=2)
+RILL_ALO_2P = System("rill windowed at-least-once, 2 processes", "rill", processes=2)
 QUIX_ALO = System("Quix Streams at-least-once", "quix")
 QUIX_EOS = System("Quix Streams exactly-once", "quix", "exactly-once")
-ALL = [FLOOR, RILL_STATELESS, RILL_ALO, RILL_ALO_IN_TURN, RILL_EOS, QUIX_ALO, QUIX_EOS]
+ALL = [
+    FLOOR,
+    RILL_STATELESS,
+    RILL_STATELESS_2P,
+    RILL_ALO,
+    RILL_ALO_2P,
+    RILL_ALO_IN_TURN,
+    RILL_EOS,
+    QUIX_ALO,
+    QUIX_EOS,
+]
 # Short names for `bench/run.py --systems`.
 TAGS = {
     "floor": FLOOR,
     "stateless": RILL_STATELESS,
+    "stateless-2p": RILL_STATELESS_2P,
     "alo": RILL_ALO,
+    "alo-2p": RILL_ALO_2P,
     "alo-in-turn": RILL_ALO_IN_TURN,
     "eos": RILL_EOS,
     "quix-alo": QUIX_ALO,
@@ -78,6 +94,7 @@ def rill_env(system: System, run: Run) -> dict[str, str]:
             "RILL_METRICS_PORT": "0",
             "RILL_LOG_LEVEL": "warning",
             "RILL_PROCESSING_GUARANTEE": system.guarantee.replace("-", "_"),
+            "RILL_PROCESSES": str(system.processes),
             "RILL_KAFKA_EXTRA": json.dumps(
                 {"consumer.session.timeout.ms": str(run.session_timeout_ms)}
             ),

@@ -156,7 +156,7 @@ def measure(
         run = Run(bootstrap, inp.topic, name, f"g-{name}", redis[0], state_dir)
         proc = start(system, run)
         steal = Steal()
-        watch = Watch([proc.pid]).start()
+        watch = Watch([proc.pid], tree=system.processes > 1).start()
         redis_watch = Watch([redis[1]], every=0.5).start()
         finished = wait_done(bootstrap, name, expected, proc, timeout_s)
         watch.stop()
