@@ -202,4 +202,29 @@ def measure(
     )
     if system.kind == "rill" and system.windowed:
         row["redis_cpu_s_per_million"] = round(redis_cpu / input_records * 1e6, 1)
+    row.update(steady(points, inp.records, watch))
     return row
+
+
+def steady(points: list[tuple[int, int]], records: int, watch: Watch) -> dict[str, Any]:
+    """Records/s and CPU per record over the middle half of the output (from 25 % to 75 %
+    of the input covered): start-up, a group rebalance when a second member joins (two
+    processes) and the tail are outside it."""
+    total = sum(c for _, c in points)
+    marks: list[int] = []
+    done = 0
+    for t, c in points:
+        done += c
+        while len(marks) < 2 and done >= total * (0.25, 0.75)[len(marks)]:
+            marks.append(t)
+    if len(marks) < 2 or marks[1] <= marks[0]:
+        return {}
+    t0, t1 = marks
+    covered_share = sum(c for t, c in points if t0 < t <= t1) / total
+    seconds = (t1 - t0) / 1000
+    input_records = records * covered_share
+    cpu = watch.cpu_at(t1 / 1000) - watch.cpu_at(t0 / 1000)
+    return {
+        "steady_records_per_s": round(input_records / seconds),
+        "steady_cpu_s_per_million": round(cpu / input_records * 1e6, 1),
+    }
