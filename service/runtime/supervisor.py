@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
+from typing import Any
 
 import structlog
 from prometheus_client import (
@@ -136,15 +137,9 @@ class Supervisor:
 
     def _wait(self, timeout: float) -> None:
         """Take the children's reports and exits that arrive within `timeout`."""
-        handles: dict[object, tuple[str, int]] = {}
-        for index, conn in self._conns.items():
-            handles[conn] = ("report", index)
-        for index, proc in self._procs.items():
-            handles[proc.sentinel] = ("exit", index)
-        ready: list[object] = list(
-            wait([*self._conns.values(), *(p.sentinel for p in self._procs.values())], timeout)
-        )
-        for handle in ready:
+        handles: dict[Any, tuple[str, int]] = {c: ("report", i) for i, c in self._conns.items()}
+        handles.update({p.sentinel: ("exit", i) for i, p in self._procs.items()})
+        for handle in wait(list(handles), timeout):
             kind, index = handles[handle]
             if kind == "exit":
                 self._exited(index)
