@@ -16,6 +16,7 @@ from service.demo import demo_orders
 from service.kafka.groups import group_status
 from tests.integration.conftest import Endpoints
 from tests.integration.helpers import (
+    HeldFeed,
     create_topics,
     produce,
     read_all,
@@ -24,7 +25,9 @@ from tests.integration.helpers import (
     worker_env,
 )
 from tests.integration.test_operations import free_port, scrape, status_of
+from tests.integration.test_windows_worker import WINDOW, _events, _model_input
 from tests.integration.test_worker import IN_SERDE, NO_FILTER, OUT_SERDE
+from tests.support.window_model import run_model, same_values
 
 pytestmark = pytest.mark.integration
 
@@ -109,3 +112,66 @@ def test_two_processes_share_the_group_survive_a_kill_and_drain(
     assert not [pid for pid in children if _alive(pid)]
     stopped = [json.loads(x) for x in log.read_text().splitlines() if '"process stopped"' in x]
     assert sorted(x["exit_code"] for x in stopped) == [0, 0]
+
+
+def test_windows_stay_exact_when_a_child_is_killed_mid_stream(
+    endpoints: Endpoints, unique: str, tmp_path: Path
+) -> None:
+    """Exactly-once windows, two children: one SIGKILLed mid-stream and restarted by the
+    supervisor (its slot's transactional id fences the dead one); every window equals the
+    model and none is emitted twice."""
+    total = 40_000
+    port = free_port()
+    env = worker_env(
+        endpoints.bootstrap,
+        endpoints.redis_url,
+        unique,
+        redis_prefix=unique,
+        processes=2,
+        metrics_port=port,
+        processing_guarantee="exactly_once",
+        transaction_timeout_ms=10_000,
+        **WINDOW,
+    )
+    topics = [env["RILL_INPUT_TOPIC"], env["RILL_OUTPUT_TOPIC"], env["RILL_DLQ_TOPIC"]]
+    create_topics(endpoints.bootstrap, topics)
+    events = _events(total, seed=8)
+    feed = HeldFeed(
+        endpoints.bootstrap,
+        env["RILL_INPUT_TOPIC"],
+        [(e["customer_id"].encode(), json.dumps(e).encode()) for e in events],
+        rate=4_000,
+        hold_at=total // 2,
+    )
+    log = tmp_path / "supervisor.log"
+    proc = start_worker(env, log)
+    try:
+        _until("/readyz", lambda: status_of(port, "/readyz") == 200)
+        feed.start()
+        read_all(endpoints.bootstrap, env["RILL_OUTPUT_TOPIC"], 200, settle_s=0)
+        os.kill(_started(log)[1]["pid"], signal.SIGKILL)
+        assert not feed.finished(), "killed while input was still arriving"
+        feed.release()
+        feed.join()
+        model = run_model(
+            _model_input(endpoints, env["RILL_INPUT_TOPIC"]), "tumbling", size=1000, grace=100
+        )
+        sink = read_all(
+            endpoints.bootstrap, env["RILL_OUTPUT_TOPIC"], len(model.closed), settle_s=5
+        )
+        assert scrape(port)[("rill_child_restarts_total", (("process", "1"),))] == 1
+    finally:
+        feed.release()
+        code = stop_worker(proc, signal.SIGTERM, timeout_s=90)
+    assert code == 0
+    emitted: Counter[tuple[str, int, int]] = Counter()
+    values: dict[tuple[str, int, int], dict[str, object]] = {}
+    for rec in sink:
+        v = json.loads(rec.value or b"")
+        window = (v.pop("key"), v.pop("window_start"), v.pop("window_end"))
+        emitted[window] += 1
+        values[window] = v
+    assert set(emitted) == model.closed, "no window missing, none extra"
+    assert max(emitted.values()) == 1, "exactly-once: no window emitted twice"
+    wrong = [w for w in model.closed if not same_values(values[w], model.windows[w])]
+    assert wrong == []
