@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, TypeAlias
 
 import structlog
 from prometheus_client import (
@@ -37,6 +37,8 @@ from service.runtime.slots import Slot, container_live, container_ready, restart
 
 log = structlog.get_logger("rill.supervisor")
 
+ChildTarget: TypeAlias = Callable[[Settings, int, str, Connection], None]
+
 # How often the loop looks at the clock when nothing happens (restarts due, a stop asked).
 TICK_S = 0.5
 
@@ -46,10 +48,12 @@ class Supervisor:
 
     Args:
         settings: the parsed settings (the children get them with the endpoints off).
+        target: what each child runs: (settings, slot, transactional id, pipe) -> None, a
+            module-level function (spawn imports it by name); `child.child_main` but in tests.
     """
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, target: ChildTarget = child_main) -> None:
+        self.settings, self._target = settings, target
         self._child_settings = settings.model_copy(update={"metrics_port": 0})
         self._ctx = multiprocessing.get_context("spawn")  # no thread or client is inherited
         # One id per container; a slot's transactional id adds its index, so it is the same
@@ -75,6 +79,12 @@ class Supervisor:
         self.registry = CollectorRegistry()
         self.registry.register(MergedCollector(self._metrics))
         self.ready_check: Callable[[], tuple[bool, str]] = self._ready
+
+    @property
+    def pids(self) -> dict[int, int | None]:
+        """The running children's pids by slot."""
+        with self._lock:
+            return {index: proc.pid for index, proc in self._procs.items()}
 
     def request_stop(self) -> None:
         """Drain: SIGTERM every child and wait for them (safe from a signal handler)."""
@@ -119,7 +129,7 @@ class Supervisor:
         reader, writer = self._ctx.Pipe(duplex=False)
         txn_id = f"{self._txn_base}-p{slot.index}"
         proc = self._ctx.Process(
-            target=child_main,
+            target=self._target,
             args=(self._child_settings, slot.index, txn_id, writer),
             name=f"rill-process-{slot.index}",
         )
@@ -158,7 +168,8 @@ class Supervisor:
         return True
 
     def _exited(self, index: int) -> None:
-        proc = self._procs.pop(index)
+        with self._lock:
+            proc = self._procs.pop(index)
         proc.join()
         conn = self._conns.pop(index)
         while conn.poll() and self._receive(index, conn):
