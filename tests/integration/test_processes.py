@@ -40,6 +40,12 @@ def _started(log: Path) -> list[dict[str, int]]:
     return [x for x in lines if x.get("event") == "process started"]
 
 
+def _problems(log: Path) -> str:
+    """The warning and error lines of the supervisor's log (children's included)."""
+    lines = [x for x in log.read_text().splitlines() if '"level": "warning"' in x or '"error"' in x]
+    return "\n".join(lines[-20:])
+
+
 def _until(what: str, check: object, timeout_s: float = 120.0) -> None:
     """Wait until `check()` is true (a bound on the wait, not a timed assertion)."""
     deadline = time.monotonic() + timeout_s
@@ -107,7 +113,7 @@ def test_two_processes_share_the_group_survive_a_kill_and_drain(
         assert metrics[("rill_assigned_partitions", ())] == 4
     finally:
         code = stop_worker(proc, signal.SIGTERM, timeout_s=90)
-    assert code == 0
+    assert code == 0, _problems(log)
     children = [x["pid"] for x in _started(log)]
     assert not [pid for pid in children if _alive(pid)]
     stopped = [json.loads(x) for x in log.read_text().splitlines() if '"process stopped"' in x]
@@ -157,13 +163,18 @@ def test_windows_stay_exact_when_a_child_is_killed_mid_stream(
             _model_input(endpoints, env["RILL_INPUT_TOPIC"]), "tumbling", size=1000, grace=100
         )
         sink = read_all(
-            endpoints.bootstrap, env["RILL_OUTPUT_TOPIC"], len(model.closed), settle_s=5
+            endpoints.bootstrap,
+            env["RILL_OUTPUT_TOPIC"],
+            len(model.closed),
+            timeout_s=180,
+            settle_s=5,
         )
-        assert scrape(port)[("rill_child_restarts_total", (("process", "1"),))] == 1
+        restarts = scrape(port).get(("rill_child_restarts_total", (("process", "1"),)))
+        assert restarts == 1, _problems(log)
     finally:
         feed.release()
         code = stop_worker(proc, signal.SIGTERM, timeout_s=90)
-    assert code == 0
+    assert code == 0, _problems(log)
     emitted: Counter[tuple[str, int, int]] = Counter()
     values: dict[tuple[str, int, int], dict[str, object]] = {}
     for rec in sink:
@@ -171,7 +182,9 @@ def test_windows_stay_exact_when_a_child_is_killed_mid_stream(
         window = (v.pop("key"), v.pop("window_start"), v.pop("window_end"))
         emitted[window] += 1
         values[window] = v
-    assert set(emitted) == model.closed, "no window missing, none extra"
-    assert max(emitted.values()) == 1, "exactly-once: no window emitted twice"
+    missing, extra = model.closed - set(emitted), set(emitted) - model.closed
+    assert (len(missing), len(extra)) == (0, 0), f"{sorted(missing)[:3]} {_problems(log)}"
+    twice = [w for w, n in emitted.items() if n > 1]
+    assert twice == [], f"exactly-once: emitted twice {twice[:3]} {_problems(log)}"
     wrong = [w for w in model.closed if not same_values(values[w], model.windows[w])]
     assert wrong == []
