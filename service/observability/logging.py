@@ -62,6 +62,9 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(_CurrentStdout()),  # type: ignore[arg-type]
+        # One write per line (the text and its newline together): with PYTHONUNBUFFERED
+        # (the image sets it) print() writes them apart, and the lines of several
+        # processes on one stdout (RILL_PROCESSES) would interleave mid-line.
+        logger_factory=structlog.WriteLoggerFactory(_CurrentStdout()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )

@@ -3,13 +3,17 @@ merge of the children's metrics into one /metrics."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
+import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.metrics_core import Metric
 
 from service.config import load_settings
 from service.errors import ConfigError
 from service.kafka.clients import producer_config
+from service.observability.logging import configure_logging
 from service.observability.merge import MergedCollector, merge, monotonic
 from service.runtime.slots import (
     CRASH_LOOP,
@@ -174,3 +178,29 @@ def test_a_slots_transactional_id_is_used_as_given() -> None:
     first = producer_config(settings)["transactional.id"]
     assert first.startswith("rill-rill-")
     assert first != producer_config(settings)["transactional.id"]
+
+
+class _Writes:
+    """A stdout that records each write call."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.calls.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        return
+
+
+def test_each_log_line_is_one_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A log line and its newline go out in one write, so the lines of several processes
+    sharing one unbuffered stdout (PYTHONUNBUFFERED, RILL_PROCESSES) never interleave."""
+    out = _Writes()
+    monkeypatch.setattr(sys, "stdout", out)
+    configure_logging("info", "json")
+    structlog.get_logger("rill.test").info("one line", process=1)
+    structlog.get_logger("rill.test").warning("another line", process=0)
+    assert len(out.calls) == 2
+    assert all(call.endswith("\n") and call.count("\n") == 1 for call in out.calls)
