@@ -17,7 +17,9 @@ from typing import Any
 import orjson
 
 from service.errors import FatalError, RecordError, RillError
+from service.processing import count_windows
 from service.processing.aggregates import Aggregation, kernel
+from service.processing.count_windows import KeyWindows, Pending
 from service.processing.windows import (
     PartitionBatch,
     PartitionClock,
@@ -59,6 +61,7 @@ class Prepared:
     calls: dict[TP, ApplyCall] = field(default_factory=dict)
     clocks: dict[TP, PartitionClock] = field(default_factory=dict)
     pending: dict[TP, dict[Slot, Any]] = field(default_factory=dict)
+    counts: dict[TP, Pending] = field(default_factory=dict)
     dlq: list[DlqEntry] = field(default_factory=list)
     late: int = 0
     skipped: int = 0
@@ -126,8 +129,10 @@ class Aggregator:
     def __init__(self, plan: WindowPlan, dlq_of: DlqOf) -> None:
         self.plan = plan
         self.dlq_of = dlq_of
-        self.kernel = kernel(tuple(plan.aggregations))
+        self.kernel = kernel(plan.stored)
         self.owned: dict[TP, Owned] = {}
+        # Count windows: each owned partition's open windows per key (count_windows.py).
+        self._counts: dict[TP, dict[str, KeyWindows]] | None = {} if plan.spec.counted else None
         # User reducers fold in Python: their accumulators of open windows are cached
         # here (this worker is the fenced owner) and written to the store with each batch.
         self._custom: list[tuple[Aggregation, int]] = []
@@ -140,8 +145,9 @@ class Aggregator:
 
     @property
     def needs_state(self) -> bool:
-        """A claim must load the open windows (user reducers fold from them)."""
-        return bool(self._custom)
+        """A claim must load the open windows (user reducers fold from them; count
+        windows follow each key's)."""
+        return bool(self._custom) or self._counts is not None
 
     def claimed(
         self,
@@ -165,6 +171,8 @@ class Aggregator:
                 for _, index in self._custom:
                     accs[(key, start, end, index)] = orjson.loads(str(comps[index]))
             self._accs[tp] = accs
+        if self._counts is not None:
+            self._counts[tp] = count_windows.from_state(state or {}, self.plan.spec.count)
 
     def outbox(self, claim: Claim, after_seq: int = 0) -> Outbox:
         """The results and DLQ entries of a claim's outbox after `after_seq` (delivered).
@@ -192,6 +200,8 @@ class Aggregator:
         for tp in tps:
             self.owned.pop(tp, None)
             self._accs.pop(tp, None)
+            if self._counts is not None:
+                self._counts.pop(tp, None)
 
     def restart_idle_clocks(self, now_wall_ms: int) -> None:
         """Time spent paused by back-pressure is not idleness: count idle time from now."""
@@ -230,8 +240,12 @@ class Aggregator:
             if batch is None:
                 batch = batches[tp] = PartitionBatch(first_offset=rec.offset)
                 out.clocks[tp] = PartitionClock(owned.clock.max_ts, owned.clock.watermark)
+                if self._counts is not None:
+                    out.counts[tp] = Pending(self._counts[tp])
             batch.last_offset = rec.offset
-            error = self._window_one(item, batch, out.clocks[tp], out.pending.setdefault(tp, {}))
+            error = self._window_one(
+                item, batch, out.clocks[tp], out.pending.setdefault(tp, {}), out.counts.get(tp)
+            )
             if error is not None:
                 dropped.setdefault(tp, []).append(self.dlq_of(rec, error))
                 out.late += error.stage == "late"
@@ -257,7 +271,7 @@ class Aggregator:
         """
         out = Prepared(records=False)
         timeout = self.plan.idle_timeout_ms
-        if timeout <= 0:
+        if timeout <= 0 or self._counts is not None:  # count windows never close by time
             return out
         for tp, owned in self.owned.items():
             if not is_idle(owned, tp in at_end, now_wall_ms, timeout):
@@ -310,19 +324,43 @@ class Aggregator:
             found = self.results_of(applied.rows)
             out.results.extend(found)
             out.tps.extend([tp] * len(found))
+            counts = prepared.counts.get(tp)
+            if counts is not None and self._counts is not None:
+                count_windows.settled(self._counts[tp], counts.changed)
             accs = prepared.pending.get(tp)
             if accs:
-                cache = self._accs.setdefault(tp, {})
-                cache.update(accs)
-                watermark = owned.clock.watermark
-                for slot in [s for s in cache if s[2] <= watermark]:
-                    del cache[slot]
+                self._keep_accs(tp, accs)
         return out
 
+    def _keep_accs(self, tp: TP, accs: Mapping[Slot, Any]) -> None:
+        """Cache a batch's reducer accumulators; forget those of closed windows."""
+        cache = self._accs.setdefault(tp, {})
+        cache.update(accs)
+        if self._counts is not None:
+            still = set(count_windows.open_slots(self._counts[tp]))
+            closed = [s for s in cache if s[:3] not in still]
+        else:
+            watermark = self.owned[tp].clock.watermark
+            closed = [s for s in cache if s[2] <= watermark]
+        for slot in closed:
+            del cache[slot]
+
     def results_of(self, rows: Iterable[WindowRow]) -> list[WindowResult]:
-        """Window results of the store's rows."""
+        """Window results of the store's rows.
+
+        A count window's row ends one past its last record's offset, and its hidden
+        components are not results.
+        """
         results = self.kernel.results
-        return [WindowResult(r.key, r.start, r.end, results(r.comps), r.final) for r in rows]
+        if self._counts is None:
+            return [WindowResult(r.key, r.start, r.end, results(r.comps), r.final) for r in rows]
+        found = []
+        for r in rows:
+            values = results(r.comps)
+            del values[count_windows.RECORDS]
+            end = int(values.pop(count_windows.LAST_OFFSET)) + 1
+            found.append(WindowResult(r.key, r.start, end, values, r.final))
+        return found
 
     def _call(
         self, tp: TP, batch: PartitionBatch, clock: PartitionClock, dlq: list[DlqEntry]
@@ -346,21 +384,31 @@ class Aggregator:
         batch: PartitionBatch,
         clock: PartitionClock,
         pending: dict[Slot, Any],
+        counts: Pending | None,
     ) -> RecordError | None:
-        """Window one record into the batch; returns why it cannot be, if so."""
-        plan, rec = self.plan, item.record
+        """Window one record into the batch; returns why it cannot be, if so.
+
+        A count window takes records in offset order, without an event time: first/last
+        order by offset, nothing is late.
+        """
+        plan, spec, rec = self.plan, self.plan.spec, item.record
+        after: KeyWindows = ()
         try:
-            ts = item.ts
-            if ts is None:
-                ts = event_time(item.value, plan.time_field, rec.timestamp_ms)
-            comps = self.kernel.components(item.value, ts, rec.offset)
-            if not clock.observe(ts, plan.spec.grace_ms):
-                return RecordError(
-                    "late",
-                    f"event time {ts} is behind the watermark {clock.watermark} "
-                    f"(grace {plan.spec.grace_ms} ms)",
-                )
-            spans = plan.spec.assign(ts)
+            if counts is not None:
+                spans, after = counts.assign(item.key, rec.offset, spec.count, spec.step)
+                comps = self.kernel.components(item.value, 0, rec.offset)
+            else:
+                ts = item.ts
+                if ts is None:
+                    ts = event_time(item.value, plan.time_field, rec.timestamp_ms)
+                comps = self.kernel.components(item.value, ts, rec.offset)
+                if not clock.observe(ts, spec.grace_ms):
+                    return RecordError(
+                        "late",
+                        f"event time {ts} is behind the watermark {clock.watermark} "
+                        f"(grace {spec.grace_ms} ms)",
+                    )
+                spans = spec.assign(ts)
             if self._custom:
                 folded = self._fold(
                     rec.topic_partition(), item.key, spans, item.value, comps, pending
@@ -369,6 +417,8 @@ class Aggregator:
                 folded = [(span, comps) for span in spans]
         except RecordError as exc:
             return exc
+        if counts is not None:
+            counts.keep(item.key, after)
         fold = self.kernel.fold
         for span, span_comps in folded:
             batch.add(fold, item.key, span, span_comps)
