@@ -14,12 +14,11 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from service.errors import FatalError, RecordError, RillError
 from service.processing import count_windows
-from service.processing.aggregates import Aggregation, kernel
+from service.processing.aggregates import kernel
 from service.processing.count_windows import KeyWindows, Pending
+from service.processing.reducers import Reducers, Slot
 from service.processing.windows import (
     PartitionBatch,
     PartitionClock,
@@ -30,8 +29,6 @@ from service.processing.windows import (
 from service.records import TP, DlqEntry, InRecord, Keyed
 from service.window_state import NO_TIME, ApplyCall, ApplyReply, Claim, Component, WindowRow
 
-# A user reducer's accumulator of one window: (key, start, end, component index).
-Slot = tuple[str, int, int, int]
 DlqOf = Callable[[InRecord, RecordError], DlqEntry]
 
 
@@ -133,21 +130,14 @@ class Aggregator:
         self.owned: dict[TP, Owned] = {}
         # Count windows: each owned partition's open windows per key (count_windows.py).
         self._counts: dict[TP, dict[str, KeyWindows]] | None = {} if plan.spec.counted else None
-        # User reducers fold in Python: their accumulators of open windows are cached
-        # here (this worker is the fenced owner) and written to the store with each batch.
-        self._custom: list[tuple[Aggregation, int]] = []
-        index = 0
-        for agg in plan.aggregations:
-            if agg.custom is not None:
-                self._custom.append((agg, index))
-            index += len(agg.ops)
-        self._accs: dict[TP, dict[Slot, Any]] = {}
+        # User reducers fold in Python, from accumulators cached by the owner.
+        self._reducers = Reducers(plan.aggregations)
 
     @property
     def needs_state(self) -> bool:
         """A claim must load the open windows (user reducers fold from them; count
         windows follow each key's)."""
-        return bool(self._custom) or self._counts is not None
+        return bool(self._reducers) or self._counts is not None
 
     def claimed(
         self,
@@ -165,12 +155,8 @@ class Aggregator:
             last_record_wall_ms=now_wall_ms,
             watermark_at_last_record=claim.watermark,
         )
-        if self._custom:
-            accs: dict[Slot, Any] = {}
-            for (key, start, end), comps in (state or {}).items():
-                for _, index in self._custom:
-                    accs[(key, start, end, index)] = orjson.loads(str(comps[index]))
-            self._accs[tp] = accs
+        if self._reducers:
+            self._reducers.claimed(tp, state or {})
         if self._counts is not None:
             self._counts[tp] = count_windows.from_state(state or {}, self.plan.spec.count)
 
@@ -199,7 +185,7 @@ class Aggregator:
         """Forget partitions this worker no longer owns."""
         for tp in tps:
             self.owned.pop(tp, None)
-            self._accs.pop(tp, None)
+            self._reducers.revoke(tp)
             if self._counts is not None:
                 self._counts.pop(tp, None)
 
@@ -334,16 +320,12 @@ class Aggregator:
 
     def _keep_accs(self, tp: TP, accs: Mapping[Slot, Any]) -> None:
         """Cache a batch's reducer accumulators; forget those of closed windows."""
-        cache = self._accs.setdefault(tp, {})
-        cache.update(accs)
         if self._counts is not None:
             still = set(count_windows.open_slots(self._counts[tp]))
-            closed = [s for s in cache if s[:3] not in still]
+            self._reducers.keep(tp, accs, lambda slot: slot[:3] not in still)
         else:
             watermark = self.owned[tp].clock.watermark
-            closed = [s for s in cache if s[2] <= watermark]
-        for slot in closed:
-            del cache[slot]
+            self._reducers.keep(tp, accs, lambda slot: slot[2] <= watermark)
 
     def results_of(self, rows: Iterable[WindowRow]) -> list[WindowResult]:
         """Window results of the store's rows.
@@ -409,8 +391,8 @@ class Aggregator:
                         f"(grace {spec.grace_ms} ms)",
                     )
                 spans = spec.assign(ts)
-            if self._custom:
-                folded = self._fold(
+            if self._reducers:
+                folded = self._reducers.fold(
                     rec.topic_partition(), item.key, spans, item.value, comps, pending
                 )
             else:
@@ -423,37 +405,3 @@ class Aggregator:
         for span, span_comps in folded:
             batch.add(fold, item.key, span, span_comps)
         return None
-
-    def _fold(
-        self,
-        tp: TP,
-        key: str,
-        spans: Sequence[tuple[int, int]],
-        value: Any,
-        comps: list[Component],
-        pending: dict[Slot, Any],
-    ) -> list[tuple[tuple[int, int], list[Component]]]:
-        """Fold one record into the user accumulators of its windows (into `pending`)."""
-        cache = self._accs.get(tp, {})
-        new: dict[Slot, Any] = {}
-        out = []
-        for span in spans:
-            span_comps = list(comps)
-            for agg, index in self._custom:
-                assert agg.custom is not None
-                slot = (key, span[0], span[1], index)
-                if slot in pending:
-                    acc = pending[slot]
-                elif slot in cache:
-                    acc = cache[slot]
-                else:
-                    acc = agg.custom.initializer()
-                try:
-                    acc = agg.custom.reducer(acc, value)
-                    span_comps[index] = orjson.dumps(acc).decode()
-                except Exception as exc:
-                    raise RecordError("transform", f"reducer {agg.name}: {exc}") from exc
-                new[slot] = acc
-            out.append((span, span_comps))
-        pending.update(new)
-        return out
