@@ -40,6 +40,12 @@ def test_outbox_fields_parse_with_the_codec(client: RedisClient, kind: str) -> N
     contract.check_outbox(client, kind)
 
 
+@pytest.mark.parametrize("kind", ["count_tumbling", "count_hopping"])
+def test_a_count_window_closes_in_the_apply_that_fills_it(client: RedisClient, kind: str) -> None:
+    """A count window never closes by the watermark, only when its count is reached."""
+    contract.check_count_window_closes_when_full(client, kind)
+
+
 @settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

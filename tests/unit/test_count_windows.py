@@ -214,6 +214,13 @@ def test_the_layout_tells_count_windows_apart() -> None:
     assert "RILL_WINDOW_COUNT=3" in codec.describe_layout(by_count)
 
 
+def test_time_window_layouts_are_recorded_as_before() -> None:
+    """A time window's recorded layout is unchanged by count windows (no advance in it), so
+    running state is not refused after an upgrade."""
+    hopping = StateLayout("p", "g", "hopping", 100, "final", ("add",), 60, advance=7)
+    assert codec.layout_of(hopping) == "v2;kind=hopping;size_ms=100;ops=add"
+
+
 def test_a_claim_refuses_open_state_of_another_count_definition() -> None:
     """Open count windows of one definition are not taken over by another (fatal, naming
     the settings); a time-window layout's state is refused the same way."""
