@@ -3,8 +3,7 @@
 --       4 outbox (hash: seq -> window rows / DLQ entries), 5 bykey (zset: each record
 --       key's windows by start, sessions and sliding buckets). No other key is touched.
 -- ARGV: 1 epoch, 2 its claim number, 3 first offset (-1: no records), 4 last offset,
---       5 max event time, 6 watermark candidate, 7 kind, 8 size ms (sliding; of count
---       windows, the records per window), 9 emit
+--       5 max event time, 6 watermark candidate, 7 kind, 8 size ms (sliding), 9 emit
 --       mode, 10 ops, 11 ttl s, 12 outbox seq acknowledged, 13 DLQ entries blob,
 --       14 the outbox seq the caller last saw (-1: not checked), 15.. deltas: key, start,
 --       end, comps
@@ -33,7 +32,6 @@ if (saw >= 0 and seen > saw) or (first >= 0 and first <= applied) then
 end
 
 local kind, size, emit = ARGV[7], tonumber(ARGV[8]), ARGV[9]
-local counted = kind == 'count_tumbling' or kind == 'count_hopping'
 local ttl = tonumber(ARGV[11])
 local ops = {}
 for op in string.gmatch(ARGV[10], '[^,]+') do ops[#ops + 1] = op end
@@ -71,9 +69,10 @@ while i <= #ARGV do
   local old = redis.call('HGET', state, wid)
   if old then comps = merge(ops, split(old), comps) end
   redis.call('HSET', state, wid, table.concat(comps, SEP))
-  if counted then
+  if kind == 'count_tumbling' or kind == 'count_hopping' then
     -- A count window closes (step 4) in the apply that fills it, never by time: its last
-    -- component counts its records (processing/count_windows.py).
+    -- component counts its records, `size` is the records per window (codec.StateLayout;
+    -- processing/count_windows.py).
     redis.call('ZADD', idx, tonumber(comps[#comps]) >= size and '-inf' or '+inf', wid)
   else
     redis.call('ZADD', idx, e, wid)
