@@ -62,6 +62,7 @@ def _model_input(endpoints: Endpoints, topic: str) -> list[Rec]:
     [
         ("count_tumbling", "at_least_once"),
         ("count_tumbling", "exactly_once"),
+        ("count_hopping", "at_least_once"),
         ("count_hopping", "exactly_once"),
     ],
 )
