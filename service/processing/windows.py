@@ -356,6 +356,12 @@ class WindowPlan:
             raise ConfigError(
                 f"max_future_ms must be >= 0 (got {self.max_future_ms}): use 0 for no limit"
             )
+        taken = {agg.name for agg in HIDDEN} & {agg.name for agg in self.aggregations}
+        if self.spec.counted and taken:
+            raise ConfigError(
+                f"aggregate name {sorted(taken)[0]!r} is rill's own in a count window: "
+                "name it otherwise (`... as name`)"
+            )
 
     @property
     def stored(self) -> tuple[Aggregation, ...]:

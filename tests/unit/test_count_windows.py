@@ -269,3 +269,9 @@ def test_the_python_api_refuses_a_count_window_naming_the_argument(
     kind = kwargs.pop("kind")
     with pytest.raises(ConfigError, match=names):
         Pipeline().window(kind, **kwargs)
+
+
+def test_an_aggregate_may_not_take_the_name_of_a_hidden_component() -> None:
+    """A count window refuses an aggregate named like its own hidden components."""
+    with pytest.raises(ConfigError, match="_rill_records"):
+        Pipeline().window("count_tumbling", count=2, aggregates=["count as _rill_records"])
