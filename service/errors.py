@@ -139,6 +139,11 @@ class StateLayoutError(FatalError):
     which settings changed and what to do)."""
 
 
+class CopartitionError(FatalError):
+    """A windowed pipeline's input is not partitioned by its window key and
+    RILL_COPARTITION_CHECK is `fail`: windowing it would write partial results."""
+
+
 class EventTimeError(ValueError):
     """An event time no window can hold (non-finite, out of range, too far ahead).
 
