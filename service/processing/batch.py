@@ -152,7 +152,9 @@ def _sort(
     if plan.router is None:
         return [], failed, None
     topics, unrouted = route_items(plan.router, items, _failed_key)
-    return [], sorted(failed + unrouted, key=lambda f: f[0]), topics
+    if unrouted:
+        failed = sorted(failed + unrouted, key=lambda f: f[0])
+    return [], failed, topics
 
 
 def _encode(plan: Plan, items: Items, topics: list[str | None] | None) -> list[OutRecord]:

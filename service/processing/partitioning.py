@@ -110,10 +110,13 @@ class Copartitioning:
         count = 0
         first: Misplaced | None = None
         for item in keyed:
-            pair = seen.get(item.key) or expected(item.key)
+            key = item.key
+            pair = seen.get(key)
+            if pair is None:
+                pair = expected(key)
             p = item.record.partition
-            if p != pair[0] and p != pair[1]:
+            if p not in pair:
                 count += 1
                 if first is None:
-                    first = Misplaced(item.key, p, pair[0], pair[1])
+                    first = Misplaced(key, p, pair[0], pair[1])
         return count, first
