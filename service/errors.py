@@ -27,7 +27,7 @@ class RecordError(RillError):
     """One record cannot be processed; it becomes a DLQ entry, never a crash.
 
     Args:
-        stage: where it failed (decode, transform, encode, late, produce).
+        stage: where it failed (decode, transform, encode, late, route, produce).
         message: the reason, for the DLQ header and the log line.
     """
 

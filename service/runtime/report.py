@@ -62,12 +62,17 @@ class Report:
         )
         # Records are in offset order per partition: the last one of each wins.
         self.last_ts.update({(r.topic, r.partition): r.timestamp_ms for r in records})
+        self.dlq_lines(result)
+        log.debug("batch", **result.extra())
+
+    def dlq_lines(self, result: BatchResult) -> None:
+        """A line per DLQ entry of a delivery (a batch, or the window results of an idle
+        tick), a few per reason under a flood."""
         sampler = self._dlq_lines
         for entry in result.dlq:
             if sampler.allow((entry.stage, entry.error_class)):
                 log.warning("record to DLQ", **entry.reason())
         self.dlq_counts()
-        log.debug("batch", **result.extra())
 
     def dlq_counts(self, force: bool = False) -> None:
         """Under a flood a few lines per DLQ reason: the rest come out here as counts."""

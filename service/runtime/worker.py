@@ -239,6 +239,8 @@ class Worker:
             if pending.records:
                 seconds = time.perf_counter() - pending.started
                 self.report.batch(pending.records, result, seconds)
+            elif result.dlq:  # window results of an idle tick the route or serde refused
+                self.report.dlq_lines(result)
         finally:
             self._finishing = ()
             self.obs.tracer.end(pending.span)
