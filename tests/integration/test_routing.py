@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
+from service.kafka.admin import partition_count
 from service.processing import dlq
 from service.processing.partitioning import java_partition, librdkafka_partition
 from tests.integration.conftest import Endpoints
@@ -82,6 +83,8 @@ def test_records_reach_the_topic_their_field_names(
         code = stop_worker(proc)
     assert code == 0
     for topic in (eu, us):
+        # Created at start like the sink (the input's partition count), not auto-created.
+        assert partition_count({"bootstrap.servers": endpoints.bootstrap}, topic) == 2
         ids = sorted(json.loads(r.value or b"")["id"] for r in got[topic])
         assert ids == [r["id"] for r in rows if r["region"] == topic], f"{topic}: each once"
         assert total(m, "rill_records_routed_total", output=topic) == 100

@@ -188,3 +188,11 @@ def test_a_record_error_of_the_route_function_keeps_its_reason() -> None:
     plan = replace(_plan(Pipeline(), None), router=Router(TOPICS, fn=route))
     [entry] = process_batch([_rec({})], plan, 0).dlq
     assert entry.message == "no region for this customer"
+
+
+def test_the_copartition_check_takes_three_values() -> None:
+    """RILL_COPARTITION_CHECK is warn (default), fail or off; anything else is refused."""
+    assert _settings().routing.copartition_check == "warn"
+    assert _settings(copartition_check="fail").routing.copartition_check == "fail"
+    with pytest.raises(ConfigError, match="RILL_COPARTITION_CHECK"):
+        _settings(copartition_check="strict")
