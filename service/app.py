@@ -113,7 +113,7 @@ def build_router(settings: Settings, pipeline: Pipeline) -> Router | None:
             f"Pipeline {pipeline.name!r} calls route() but RILL_ROUTE_TOPICS is empty: set it "
             "to the topics the route may name"
         )
-    return Router(frozenset(route.topics), route.field, fn)
+    return Router(frozenset(route.allowed), route.field, fn)
 
 
 def open_plan(plan: Plan, stack: ExitStack) -> None:

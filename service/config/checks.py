@@ -121,7 +121,7 @@ def check_routing(s: Settings) -> None:
     reserved = {topics.input: "input_topic", topics.dlq: "dlq_topic"}
     if topics.late:
         reserved[topics.late] = "late_topic"
-    for topic in route.topics:
+    for topic in route.allowed:
         if topic in reserved:
             raise ValueError(
                 f"route_topics names {topic!r}, the {reserved[topic]}: a route may not "

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BeforeValidator
 from pydantic_settings import NoDecode
 
 from service.config.declare import View, setting
 from service.config.views import _empty_is_none, _split_list
-
-
-def _topic_list(value: Any) -> Any:
-    """`a,b` or a JSON list; empty text: no topics."""
-    return _split_list(value) or []
 
 
 class RoutingSettings(View):
@@ -26,11 +21,17 @@ class RoutingSettings(View):
         "Field of each output (a window result in a windowed pipeline) whose text names "
         "its topic, one of RILL_ROUTE_TOPICS (unset: the sink topic; or `Pipeline.route`).",
     )
-    topics: Annotated[list[str], NoDecode, BeforeValidator(_topic_list)] = setting(
-        doc="Topics a route may name, comma-separated (or a JSON list), created at start "
-        "like the sink; a record naming another goes to the DLQ (stage `route`).",
-        factory=list,
+    topics: Annotated[list[str] | None, NoDecode, BeforeValidator(_split_list)] = setting(
+        None,
+        "Topics a route may name, comma-separated (or a JSON list), created at start like "
+        "the sink; a record naming another goes to the DLQ (stage `route`).",
     )
+
+    @property
+    def allowed(self) -> list[str]:
+        """The route topics (none when unset)."""
+        return list(self.topics or ())
+
     copartition_check: Literal["warn", "fail", "off"] = setting(
         "warn",
         "Windowed pipelines: a record whose window key does not hash to its input partition "

@@ -71,7 +71,7 @@ def create_topics(settings: Settings) -> int:
     s = settings
     common = s.kafka.librdkafka_common()
     partitions = partition_count(common, s.topics.input) or DEFAULT_PARTITIONS
-    topics = [s.topics.input, s.topics.output, s.topics.dlq, *s.routing.topics]
+    topics = [s.topics.input, s.topics.output, s.topics.dlq, *s.routing.allowed]
     if s.topics.late:
         topics.append(s.topics.late)
     ensure_topics(common, topics, partitions)
