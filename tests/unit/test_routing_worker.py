@@ -180,3 +180,28 @@ def test_off_and_stateless_pipelines_are_not_checked() -> None:
         run.worker.run()
         assert broker.records(OUT)
         assert _not_copartitioned(run.worker.metrics.registry) == 0
+
+
+def test_window_results_an_idle_tick_cannot_route_are_logged() -> None:
+    """Windows closed by the idle tick (not by a batch) whose route is refused get their
+    DLQ log line too: one line per DLQ record."""
+    broker = MemoryBroker()
+    feed(broker, events(30))
+    settings = settings_for(
+        **{**WINDOWED, "window_idle_timeout_ms": 1}, route_field="key", route_topics="c0,c1"
+    )
+    run = Run(
+        broker,
+        fakeredis.FakeServer(),
+        settings,
+        done=lambda b: (
+            len({json.loads(r.value or b"")["window_start"] for r in b.records(DLQ)}) == 3
+        ),
+    )
+    with structlog.testing.capture_logs() as logs:
+        run.worker.run()
+    bad = broker.records(DLQ)
+    assert {json.loads(r.value or b"")["key"] for r in bad} == {"c2"}
+    assert {json.loads(r.value or b"")["window_start"] for r in bad} == {0, 100, 200}
+    lines = [e for e in logs if e["event"] == "record to DLQ" and e["stage"] == "route"]
+    assert len(lines) == len(bad)
