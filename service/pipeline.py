@@ -63,7 +63,15 @@ class Pipeline:
         The output is the transformed record, or in a windowed pipeline the window result
         (`key`, `window_start`, `window_end` and the aggregates). A topic outside the
         list, or an exception, sends that output to the DLQ (stage `route`).
+
+        Raises:
+            ConfigError: fn is not callable.
         """
+        if not callable(fn):
+            raise ConfigError(
+                f"Pipeline {self.name!r}: route() takes a function of the output, "
+                f"not a {type(fn).__name__}"
+            )
         self.route_fn = fn
         return self
 

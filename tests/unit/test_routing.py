@@ -196,3 +196,9 @@ def test_the_copartition_check_takes_three_values() -> None:
     assert _settings(copartition_check="fail").routing.copartition_check == "fail"
     with pytest.raises(ConfigError, match="RILL_COPARTITION_CHECK"):
         _settings(copartition_check="strict")
+
+
+def test_route_takes_a_function() -> None:
+    """Pipeline.route() with something that cannot be called fails where it is declared."""
+    with pytest.raises(ConfigError, match="route\\(\\) takes a function"):
+        Pipeline("p").route("payments-eu")  # type: ignore[arg-type]

@@ -205,3 +205,25 @@ def test_window_results_an_idle_tick_cannot_route_are_logged() -> None:
     assert {json.loads(r.value or b"")["window_start"] for r in bad} == {0, 100, 200}
     lines = [e for e in logs if e["event"] == "record to DLQ" and e["stage"] == "route"]
     assert len(lines) == len(bad)
+
+
+def test_windows_route_by_a_record_field_carried_by_an_aggregate() -> None:
+    """`last:region as region` puts a record field on the window result, and
+    RILL_ROUTE_FIELD=region routes each window by it."""
+    broker = MemoryBroker()
+    broker.create(IN, 1)
+    region = {"c0": "eu", "c1": "us", "c2": "eu"}
+    for i in range(300):
+        key = f"c{i % 3}"
+        row = {"k": key, "ts": 10 * i, "amount": i, "region": region[key]}
+        broker.append(OutRecord(IN, key.encode(), json.dumps(row).encode()))
+    settings = settings_for(
+        **{**WINDOWED, "aggregates": "count,last:region as region"},
+        route_field="region",
+        route_topics="eu,us",
+    )
+    Run(broker, fakeredis.FakeServer(), settings).worker.run()
+    assert {v["key"] for v in _values(broker, "eu")} == {"c0", "c2"}
+    assert {v["key"] for v in _values(broker, "us")} == {"c1"}
+    assert len(broker.records("us")) == 29, "every window the watermark closed"
+    assert broker.records(DLQ) == []
