@@ -7,16 +7,32 @@ from typing import Any
 
 import fakeredis
 import pytest
-import structlog
 
 from service.errors import CopartitionError
 from service.processing import dlq
 from service.processing.partitioning import java_partition, librdkafka_partition
 from service.records import OutRecord
+from service.runtime import copartition, report
 from tests.support.inprocess import DLQ, IN, OUT, WINDOWED, Run, events, feed, settings_for
 from tests.support.memory_kafka import MemoryBroker, MemoryProducer
 
 MODES = ["at_least_once", "exactly_once"]
+
+
+class Lines:
+    """Stands in for a module's structlog logger: keeps each line's event and fields
+    (structlog's capture_logs misses loggers cached by tests that ran before)."""
+
+    def __init__(self) -> None:
+        self.lines: list[dict[str, Any]] = []
+
+    def __getattr__(self, level: str) -> Any:
+        return lambda event, **fields: self.lines.append({"event": event, **fields})
+
+    def of(self, event: str) -> list[dict[str, Any]]:
+        return [line for line in self.lines if line["event"] == event]
+
+
 ROUTED = {"route_field": "region", "route_topics": "eu,us"}
 
 
@@ -112,22 +128,29 @@ def _not_copartitioned(registry: Any) -> float | None:
     ],
     ids=["murmur2", "crc32"],
 )
-def test_input_keyed_by_the_window_key_passes_the_check(place: Any) -> None:
+def test_input_keyed_by_the_window_key_passes_the_check(
+    place: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Input partitioned by either default partitioner is co-partitioned: nothing counted."""
+    logs = Lines()
+    monkeypatch.setattr(copartition, "log", logs)
     broker = MemoryBroker()
     _feed_keyed(broker, 200, 4, place)
     run = Run(broker, fakeredis.FakeServer(), settings_for(**WINDOWED), input_partitions=4)
-    with structlog.testing.capture_logs() as logs:
-        run.worker.run()
+    run.worker.run()
     assert broker.records(OUT)
     assert _not_copartitioned(run.worker.metrics.registry) == 0
-    assert not [e for e in logs if e["event"] == "window input not co-partitioned"]
+    assert logs.of("window input not co-partitioned") == []
 
 
 @pytest.mark.parametrize("guarantee", MODES)
-def test_input_not_keyed_by_the_window_key_is_counted_and_warned(guarantee: str) -> None:
+def test_input_not_keyed_by_the_window_key_is_counted_and_warned(
+    guarantee: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Round-robin input: every misplaced record is counted, a warning names group_by, and
     the windows are still computed (warn is the default)."""
+    logs = Lines()
+    monkeypatch.setattr(copartition, "log", logs)
     broker = MemoryBroker()
     _feed_keyed(broker, 200, 4, lambda _key, n, i: i % n)
     misplaced = sum(
@@ -142,11 +165,10 @@ def test_input_not_keyed_by_the_window_key_is_counted_and_warned(guarantee: str)
     run = Run(
         broker, fakeredis.FakeServer(), settings_for(guarantee, **WINDOWED), input_partitions=4
     )
-    with structlog.testing.capture_logs() as logs:
-        run.worker.run()
+    run.worker.run()
     assert misplaced > 0
     assert _not_copartitioned(run.worker.metrics.registry) == misplaced
-    warnings = [e for e in logs if e["event"] == "window input not co-partitioned"]
+    warnings = logs.of("window input not co-partitioned")
     assert len(warnings) == 1, "rate-limited: one line per interval"
     assert "group_by" in warnings[0]["fix"]
     assert warnings[0]["setting"] == "RILL_COPARTITION_CHECK"
@@ -182,9 +204,13 @@ def test_off_and_stateless_pipelines_are_not_checked() -> None:
         assert _not_copartitioned(run.worker.metrics.registry) == 0
 
 
-def test_window_results_an_idle_tick_cannot_route_are_logged() -> None:
+def test_window_results_an_idle_tick_cannot_route_are_logged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Windows closed by the idle tick (not by a batch) whose route is refused get their
     DLQ log line too: one line per DLQ record."""
+    logs = Lines()
+    monkeypatch.setattr(report, "log", logs)
     broker = MemoryBroker()
     feed(broker, events(30))
     settings = settings_for(
@@ -198,12 +224,11 @@ def test_window_results_an_idle_tick_cannot_route_are_logged() -> None:
             len({json.loads(r.value or b"")["window_start"] for r in b.records(DLQ)}) == 3
         ),
     )
-    with structlog.testing.capture_logs() as logs:
-        run.worker.run()
+    run.worker.run()
     bad = broker.records(DLQ)
     assert {json.loads(r.value or b"")["key"] for r in bad} == {"c2"}
     assert {json.loads(r.value or b"")["window_start"] for r in bad} == {0, 100, 200}
-    lines = [e for e in logs if e["event"] == "record to DLQ" and e["stage"] == "route"]
+    lines = [e for e in logs.of("record to DLQ") if e["stage"] == "route"]
     assert len(lines) == len(bad)
 
 
