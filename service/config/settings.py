@@ -29,6 +29,7 @@ from service.config.kafka_settings import (
     ProducerSettings,
     TopicSettings,
 )
+from service.config.routing_settings import RoutingSettings
 from service.config.serde_settings import InputSettings, OutputSettings, RegistrySettings
 from service.config.views import (
     ObservabilitySettings,
@@ -48,6 +49,7 @@ VIEWS: tuple[type[View], ...] = (
     RegistrySettings,
     PipelineSettings,
     WindowSettings,
+    RoutingSettings,
     ConsumerSettings,
     ProducerSettings,
     StateSettings,
@@ -145,6 +147,11 @@ class Settings(_Flat):
     def window(self) -> WindowSettings:
         """The declarative window step."""
         return WindowSettings.of(self)
+
+    @property
+    def routing(self) -> RoutingSettings:
+        """Output routing and the co-partition check."""
+        return RoutingSettings.of(self)
 
     @property
     def state(self) -> StateSettings:
