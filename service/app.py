@@ -12,14 +12,15 @@ from contextlib import ExitStack
 from dataclasses import replace
 
 from service import __version__
-from service.config import Settings, WindowSettings
+from service.config import Settings, TableSettings, WindowSettings
 from service.errors import ConfigError
 from service.kafka.registry_client import RegistryResolver
 from service.pipeline import Pipeline, declarative_pipeline
 from service.processing.aggregates import Aggregation
 from service.processing.batch import Plan
+from service.processing.join import JoinPlan, field_key
 from service.processing.windows import WindowPlan, WindowSpec
-from service.serdes import build_serdes
+from service.serdes import build_serdes, side_serde
 
 
 def load_app(spec: str) -> Pipeline:
@@ -82,6 +83,7 @@ def build_plan(settings: Settings) -> Plan:
         late_topic=topics.late,
         max_message_bytes=settings.producer.message_max_bytes,
         resolver=serdes.registry,
+        join=build_join(pipeline.join_plan if limits.app else None, settings.table),
     )
 
 
@@ -102,6 +104,27 @@ def open_plan(plan: Plan, stack: ExitStack) -> None:
     registry.start()
     stack.callback(registry.close)
     registry.resolve_output()
+
+
+def build_join(given: JoinPlan | None, table: TableSettings) -> JoinPlan | None:
+    """The table join: the Python pipeline's (`join_table`), else the declarative one
+    (RILL_TABLE_TOPIC), with the configured table serde where none is given."""
+    join = given
+    if join is None:
+        if table.topic is None or table.key_field is None:
+            return None
+        join = JoinPlan(
+            table.topic,
+            field_key(table.key_field),
+            None,
+            table.join,
+            table.missing,
+            table.as_,
+            table.key_field,
+        )
+    if join.decoder is None:
+        join = replace(join, decoder=side_serde(table))
+    return join
 
 
 def build_window(window: WindowSettings) -> WindowPlan | None:

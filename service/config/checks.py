@@ -30,6 +30,7 @@ def check_settings(s: Settings) -> None:
     if topics.input == topics.output:
         raise ValueError("output_topic equals input_topic, which would loop: set RILL_OUTPUT_TOPIC")
     check_window_settings(s)
+    check_table(s)
     check_security(s)
     if s.observability.health_stall_s * 1000 >= s.consumer.max_poll_interval_ms:
         raise ValueError(
@@ -69,6 +70,29 @@ def check_side(serde: SerdeSettings, registry_url: str | None) -> None:
         raise ValueError(
             "output_wire registry with json needs RILL_OUTPUT_SCHEMA (a JSON Schema file)"
         )
+
+
+def check_table(s: Settings) -> None:
+    """A table to join: its own topic, a key field, a serde it can read."""
+    table, topics = s.table, s.topics
+    if table.topic is None:
+        return
+    if table.topic in (topics.input, topics.output, topics.dlq, topics.late):
+        raise ValueError(
+            "table_topic must be a topic of its own, not the input, output, DLQ or late "
+            "topic: set RILL_TABLE_TOPIC"
+        )
+    if not table.key_field and not s.pipeline.app:
+        raise ValueError(
+            "table_topic is set: set RILL_TABLE_KEY_FIELD to the input field whose value "
+            "is the table's key"
+        )
+    if table.wire == "registry":
+        raise ValueError(
+            "table_wire registry is not supported yet: set RILL_TABLE_WIRE to plain or "
+            "confluent (with RILL_TABLE_SCHEMA_ID)"
+        )
+    check_side(table, registry_url=s.registry.url)
 
 
 def check_security(s: Settings) -> None:

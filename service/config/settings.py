@@ -30,6 +30,7 @@ from service.config.kafka_settings import (
     TopicSettings,
 )
 from service.config.serde_settings import InputSettings, OutputSettings, RegistrySettings
+from service.config.table_settings import TableSettings
 from service.config.views import (
     ObservabilitySettings,
     PipelineSettings,
@@ -48,6 +49,7 @@ VIEWS: tuple[type[View], ...] = (
     RegistrySettings,
     PipelineSettings,
     WindowSettings,
+    TableSettings,
     ConsumerSettings,
     ProducerSettings,
     StateSettings,
@@ -145,6 +147,11 @@ class Settings(_Flat):
     def window(self) -> WindowSettings:
         """The declarative window step."""
         return WindowSettings.of(self)
+
+    @property
+    def table(self) -> TableSettings:
+        """The table records are enriched from (none unless RILL_TABLE_TOPIC)."""
+        return TableSettings.of(self)
 
     @property
     def state(self) -> StateSettings:
