@@ -10,8 +10,8 @@ from typing import Annotated, ClassVar, Literal, TypeAlias
 
 from pydantic import BeforeValidator
 
-from service.config.serde_settings import Format, SchemaFile, SerdeSettings, Side, Wire
 from service.config.declare import setting
+from service.config.serde_settings import Format, SchemaFile, SerdeSettings, Side, Wire
 
 JoinKind: TypeAlias = Literal["inner", "left"]
 Missing: TypeAlias = Literal["dlq", "drop"]
@@ -52,7 +52,9 @@ class TableSettings(SerdeSettings):
         name="table_as",
     )
     format: Format = setting("json", "Format of the table's values.")
-    schema_file: SchemaFile = setting(None, "Schema file of the table's values.", name="table_schema")
+    schema_file: SchemaFile = setting(
+        None, "Schema file of the table's values.", name="table_schema"
+    )
     wire: Wire = setting("plain", "`plain` or `confluent` (magic byte + 4-byte schema id).")
     schema_id: int | None = setting(None, "Schema id accepted on read (`confluent` wire).", ge=0)
     proto_message: str | None = setting(None, "Full name of the Protobuf message type.")

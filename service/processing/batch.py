@@ -129,7 +129,6 @@ def process_batch(
     """
     result = BatchResult(consumed=len(records))
     outputs, sources, next_offsets = result.outputs, result.sources, result.next_offsets
-    join = plan.join
 
     def to_dlq(record: InRecord, error: RecordError, attempts: int = 1) -> None:
         add_to_dlq(result, [dlq_entry(plan, record, error, now_ms, attempts)])
@@ -137,20 +136,12 @@ def process_batch(
     for i, record in enumerate(records):
         next_offsets[(record.topic, record.partition)] = record.offset + 1
         got = decoded[i] if decoded is not None else decode_one(plan, record)
-        if isinstance(got, RecordError):
-            to_dlq(record, got)
+        value = _joined(result, plan.join, got, rows)
+        if isinstance(value, RecordError):
+            to_dlq(record, value)
             continue
-        value, key = got
-        if join is not None:
-            if key is None or key not in rows:
-                _count_miss(result, join)
-            try:
-                value = join_record(join, value, key, rows)
-            except RecordError as exc:
-                to_dlq(record, exc)
-                continue
-            if value is DROPPED:
-                continue
+        if value is DROPPED:
+            continue
         items, error, attempts = _transform(plan, record, value)
         if error is not None or items is None:
             to_dlq(record, error or RecordError("transform", "no result"), attempts)
@@ -188,10 +179,22 @@ def process_batch(
     return result
 
 
-def _count_miss(result: BatchResult, join: JoinPlan) -> None:
-    """A record without a table row, counted by what became of it."""
-    action = "null" if join.kind == "left" else join.missing
-    result.join_misses[action] = result.join_misses.get(action, 0) + 1
+def _joined(result: BatchResult, join: JoinPlan | None, got: Decoded, rows: Rows) -> Any:
+    """A decoded record joined with its row (without a join: as it is); the error that
+    sends it to the DLQ, or `DROPPED`. A record without a row is counted by what becomes
+    of it (`BatchResult.join_misses`)."""
+    if isinstance(got, RecordError):
+        return got
+    value, key = got
+    if join is None:
+        return value
+    if key is None or key not in rows:
+        action = "null" if join.kind == "left" else join.missing
+        result.join_misses[action] = result.join_misses.get(action, 0) + 1
+    try:
+        return join_record(join, value, key, rows)
+    except RecordError as exc:
+        return exc
 
 
 def _oversize(encoded: Sequence[OutRecord], plan: Plan) -> str | None:

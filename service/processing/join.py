@@ -81,7 +81,7 @@ def table_key(join: JoinPlan, record: Any) -> bytes | None:
         return key_text(join.key(record))
     except RecordError:
         raise
-    except Exception as exc:  # noqa: BLE001 - user code may raise anything; it becomes a DLQ entry
+    except Exception as exc:  # user code may raise anything: it becomes a DLQ entry
         raise RecordError(
             "join", f"table key {join.key_name}: {type(exc).__name__}: {exc}"
         ) from exc
@@ -131,7 +131,8 @@ def merged(join: JoinPlan, record: Any, row: Any) -> Any:
         return record
     if not isinstance(row, dict):
         raise RecordError(
-            "join", f"table {join.topic!r}: a merged row must be a mapping, not {type(row).__name__}"
+            "join",
+            f"table {join.topic!r}: a merged row must be a mapping, not {type(row).__name__}",
         )
     return {**row, **record}
 
