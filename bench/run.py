@@ -58,6 +58,10 @@ METHOD = [
     "`tumbling_window(...).agg(...).final(closing_strategy='partition')` (bench/quix_job.py).",
     "- Workloads: `demo` (20 customers, about 1.5 records per key and window) and `skewed` "
     "(1,000 customers, Zipf-like weights 1/rank^1.1, about 5,000 records per 10 s window).",
+    "- Enrichment (`rill stateless + table join`): the stateless job with each order joined "
+    "(inner, merged) with its customer's `tier` from a compacted JSON table holding the "
+    "workload's customers and 10,000 others, each written twice (the second value wins); the "
+    "output check also compares every order's tier with the table's.",
     "- Records/s: sinks stamp LogAppendTime; the input a system covered between its first and "
     "last output (window counts, scaled to all input records), over that time. Start-up and "
     "group join are outside the interval for every system alike.",
@@ -95,7 +99,11 @@ def prepare(bootstrap: str, workload: str, records: int) -> throughput.Input:
     create_topics(bootstrap, [topic])
     wl.produce(bootstrap, topic, rows)
     ids = frozenset(o["order_id"] for o in rows if o["status"] != "cancelled")
-    return throughput.Input(workload, topic, records, len(ids), wl.reference(rows), ids)
+    table, tiers = wl.customers_table(bootstrap, f"{topic}-customers", rows)
+    CREATED.append(table)
+    return throughput.Input(
+        workload, topic, records, len(ids), wl.reference(rows), ids, table, tiers
+    )
 
 
 def ratios(rows: list[dict[str, Any]]) -> None:

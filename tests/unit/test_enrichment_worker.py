@@ -174,3 +174,17 @@ def test_windowed_pipeline_aggregates_a_table_field(guarantee: str) -> None:
         if e["ts"] - e["ts"] % 100 + 100 <= events[-1]["ts"]:  # closed by the watermark
             want[(region[e["k"]], e["ts"] - e["ts"] % 100)] += e["amount"]
     assert got == dict(want)
+
+
+@pytest.mark.parametrize("guarantee", GUARANTEES)
+def test_one_lookup_per_batch_never_per_record(guarantee: str) -> None:
+    """120 records naming 30 keys in batches of 40: three table lookups, one per batch,
+    each of the batch's distinct keys."""
+    broker, server = MemoryBroker(), fakeredis.FakeServer()
+    put_table(broker, {f"c{i}": {"tier": i} for i in range(30)})
+    feed(broker, [{"k": f"c{i % 30}", "n": i} for i in range(120)], partitions=1)
+    tables = Tables(broker, server)
+    settings = table_settings(guarantee, batch_size=40)
+    Run(broker, server, settings, table=tables).worker.run()
+    assert len(outputs(broker)) == 120
+    assert tables.made[0].store.round_trips == 3
