@@ -20,7 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from service.errors import ConfigError, FatalError, RillError, TransientError
 from service.kafka.errors import classify, from_exception
 from service.kafka.messages import to_in_record
-from service.kafka.reader import _watermarks
+from service.kafka.reader import watermarks
 from service.records import InRecord
 from service.retry import Backoff
 
@@ -85,7 +85,7 @@ class TableFollower:
             )
         tps = [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in sorted(found.partitions)]
         for tp in tps:
-            low, high = _watermarks(consumer, tp)
+            low, high = watermarks(consumer, tp)
             if high > low:
                 self._ends[tp.partition] = high
         consumer.assign(tps)

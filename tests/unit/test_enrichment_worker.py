@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import fakeredis
 import pytest
 
 from service.config import Settings
+from service.errors import FatalError, StateError
 from service.processing import dlq
 from service.processing.join import JoinPlan
 from service.records import OutRecord
@@ -188,3 +190,60 @@ def test_one_lookup_per_batch_never_per_record(guarantee: str) -> None:
     Run(broker, server, settings, table=tables).worker.run()
     assert len(outputs(broker)) == 120
     assert tables.made[0].store.round_trips == 3
+
+
+def test_a_failing_lookup_is_retried_and_joins_every_record() -> None:
+    """Redis failing the batch's lookup: retried behind back-pressure, every record joined
+    once, nothing sent to the DLQ."""
+    broker, server = MemoryBroker(), fakeredis.FakeServer()
+    put_table(broker, {f"c{i}": {"tier": i} for i in range(5)})
+    feed(broker, [{"k": f"c{i % 5}", "n": i} for i in range(20)], partitions=1)
+
+    class Failing(MemoryTable):
+        failures = 3
+
+        def get(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
+            if self.failures:
+                self.failures -= 1
+                raise StateError("Redis does not answer")
+            return super().get(keys)
+
+    def make(_s: Settings, join: JoinPlan) -> MemoryTable:
+        return Failing(broker, join.topic, server)
+
+    run = Run(broker, server, table_settings("exactly_once"), table=make)
+    run.worker.run()
+    assert sorted(o["n"] for o in outputs(broker)) == list(range(20))
+    assert broker.records(DLQ) == []
+    assert run.worker.metrics.retries.labels("redis")._value.get() == 3
+
+
+@pytest.mark.parametrize("when", ["loading", "running"])
+def test_a_table_that_stops_being_read_stops_the_worker(when: str) -> None:
+    """The table's reading failing for good (a fatal Kafka error) stops the worker with
+    that error, while the table loads at start as after, before any record is processed."""
+    broker, server = MemoryBroker(), fakeredis.FakeServer()
+    put_table(broker, {"c1": {"tier": 1}})
+    feed(broker, [{"k": "c1"}])
+
+    class Broken(MemoryTable):
+        was_loaded = False
+        checks_after = 0  # the first one ends the wait at start, the next is a batch's
+
+        def loaded(self) -> bool:
+            self.was_loaded = self.was_loaded or super().loaded()
+            return self.was_loaded
+
+        def check(self) -> None:
+            self.checks_after += self.was_loaded
+            if when == "loading" or self.checks_after >= 2:
+                raise FatalError("table 'customers': broker says the topic is gone")
+
+    def make(_s: Settings, join: JoinPlan) -> MemoryTable:
+        return Broken(broker, join.topic, server)
+
+    run = Run(broker, server, table_settings("at_least_once"), table=make)
+    with pytest.raises(FatalError, match="topic is gone"):
+        run.worker.run()
+    assert broker.records(OUT) == []
+    assert (run.worker.worker is not None) == (when == "running"), "the worker was built"
