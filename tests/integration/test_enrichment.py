@@ -247,3 +247,65 @@ def _readyz(port: int) -> tuple[int, bool]:
             return int(resp.status), "loading" in resp.read().decode()
     except urllib.error.HTTPError as exc:
         return int(exc.code), "loading" in exc.read().decode()
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_windowed_pipeline_keyed_by_a_table_field(
+    endpoints: Endpoints, unique: str, tmp_path: Path, guarantee: str
+) -> None:
+    """A windowed pipeline keyed by a merged table field (region): each closed window's
+    count and sum equal those computed from the input and the table; a record without a
+    row goes to the DLQ (stage join) and counts in no window."""
+    topic = f"table-{unique}"
+    env = worker_env(
+        endpoints.bootstrap,
+        endpoints.redis_url,
+        unique,
+        input_format="json",
+        input_wire="plain",
+        output_format="json",
+        output_wire="plain",
+        filter_field="",
+        key_by="region",
+        window_type="tumbling",
+        window_size_ms=1000,
+        window_grace_ms=0,
+        window_time_field="ts",
+        window_idle_timeout_ms=0,
+        aggregates="count,sum:amount",
+        processing_guarantee=guarantee,
+        redis_prefix=f"rill-{unique}",
+        table_topic=topic,
+        table_key_field="customer_id",
+        table_as="",
+    )
+    create_topics(endpoints.bootstrap, [env["RILL_INPUT_TOPIC"]], partitions=1)
+    create_compacted(endpoints.bootstrap, topic)
+    region = {f"c{i}": "north" if i % 3 else "south" for i in range(12)}
+    produce(endpoints.bootstrap, topic, rows({c: {"region": r} for c, r in region.items()}))
+    events = [{"customer_id": f"c{i % 12}", "ts": 10 * i, "amount": i} for i in range(600)]
+    events.insert(300, {"customer_id": "unknown", "ts": 2995, "amount": 10**6})
+    produce(
+        endpoints.bootstrap,
+        env["RILL_INPUT_TOPIC"],
+        ((e["customer_id"].encode(), json.dumps(e).encode()) for e in events),
+    )
+    want: dict[tuple[str, int], tuple[int, int]] = {}
+    for e in events:
+        start = e["ts"] - e["ts"] % 1000
+        if e["customer_id"] in region and start + 1000 <= 5990:  # closed by the watermark
+            count, total = want.get((region[e["customer_id"]], start), (0, 0))
+            want[(region[e["customer_id"]], start)] = (count + 1, total + e["amount"])
+    proc = start_worker(env, tmp_path / "worker.log")
+    try:
+        out = read_all(endpoints.bootstrap, env["RILL_OUTPUT_TOPIC"], len(want), settle_s=2)
+        got = {
+            (v["key"], v["window_start"]): (v["count"], v["sum_amount"])
+            for v in (json.loads(r.value or b"") for r in out)
+        }
+        assert got == want
+        assert len(out) == len(want), "each window once"
+        [entry] = read_all(endpoints.bootstrap, env["RILL_DLQ_TOPIC"], 1, settle_s=1)
+        assert header(entry, dlq.ERROR_STAGE) == "join"
+    finally:
+        assert stop_worker(proc, signal.SIGTERM) == 0
