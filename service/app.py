@@ -111,8 +111,13 @@ def build_join(given: JoinPlan | None, table: TableSettings) -> JoinPlan | None:
     (RILL_TABLE_TOPIC), with the configured table serde where none is given."""
     join = given
     if join is None:
-        if table.topic is None or table.key_field is None:
+        if table.topic is None:
             return None
+        if table.key_field is None:
+            raise ConfigError(
+                "RILL_TABLE_TOPIC is set but RILL_APP's pipeline calls no join_table(): set "
+                "RILL_TABLE_KEY_FIELD, or call join_table() in the pipeline"
+            )
         join = JoinPlan(
             table.topic,
             field_key(table.key_field),

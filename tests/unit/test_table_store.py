@@ -10,6 +10,7 @@ import pytest
 from service.app import build_plan
 from service.config import load_settings
 from service.errors import ConfigError
+from service.pipeline import Pipeline
 from service.records import InRecord
 from service.state.table_store import RedisTable, stored_value
 
@@ -129,3 +130,28 @@ def test_declarative_table_settings_build_the_join() -> None:
     assert (join.topic, join.kind, join.missing, join.as_) == ("customers", "left", "drop", None)
     assert join.key({"customer_id": "c9"}) == "c9"
     assert build_plan(load_settings()).join is None
+
+
+def test_python_pipeline_without_a_join_and_a_table_topic_without_key_field_fails() -> None:
+    """RILL_APP whose pipeline joins no table, RILL_TABLE_TOPIC set and no key field: a
+    ConfigError at start naming both ways out, never a pipeline silently not joining."""
+    settings = load_settings(app="tests.integration.apps:lenient", table_topic="customers")
+    with pytest.raises(ConfigError, match="RILL_TABLE_KEY_FIELD, or call join_table"):
+        build_plan(settings)
+
+
+def test_python_pipelines_join_wins_and_takes_the_configured_serde() -> None:
+    """RILL_APP's join_table() is the join; RILL_TABLE_FORMAT etc. give it its decoder."""
+    settings = load_settings(
+        app="tests.unit.test_table_store:joined", table_topic="other", table_key_field="x"
+    )
+    join = build_plan(settings).join
+    assert join is not None
+    assert (join.topic, join.kind, join.as_) == ("customers", "left", "customer")
+    assert join.decoder is not None
+    assert join.decoder.decode(b'{"a": 1}') == {"a": 1}
+
+
+joined = Pipeline("joined").join_table(
+    "customers", lambda o: o["customer_id"], join="left", as_="customer"
+)
