@@ -148,7 +148,8 @@ def test_worker_waits_for_the_table_then_joins_and_sees_updates(
 ) -> None:
     """/readyz fails naming the table and nothing is processed until the table is read
     to its end at start; then each record is joined (inner: a record without a row goes
-    to the DLQ, stage join), and a row updated later is seen by later records."""
+    to the DLQ, stage join), a row updated later is seen by later records, and a record
+    ahead of its row (the table lagging) goes to the DLQ while the next one is joined."""
     topic = f"table-{unique}"
     port = free_port()
     redis = LocalRedis(tmp_path)
@@ -193,6 +194,18 @@ def test_worker_waits_for_the_table_then_joins_and_sees_updates(
         out = read_all(endpoints.bootstrap, env["RILL_OUTPUT_TOPIC"], 12, settle_s=1)
         later = [json.loads(r.value or b"") for r in out]
         assert [v["table"] for v in later if v["n"] == 100] == [{"tier": "updated"}]
+        # The table lags the stream: a record whose row is not there yet goes to the DLQ;
+        # once the row reached Redis, the next record of that key is joined.
+        produce(endpoints.bootstrap, env["RILL_INPUT_TOPIC"], records(["late"], start=200))
+        dlq_records = read_all(endpoints.bootstrap, env["RILL_DLQ_TOPIC"], 2, settle_s=0)
+        assert [json.loads(r.value or b"")["n"] for r in dlq_records][-1] == 200
+        produce(endpoints.bootstrap, topic, rows({"late": {"tier": "arrived"}}))
+        wait_for(lambda: store.get([b"late"]) != {}, 60, "the late row in Redis")
+        produce(endpoints.bootstrap, env["RILL_INPUT_TOPIC"], records(["late"], start=201))
+        out = read_all(endpoints.bootstrap, env["RILL_OUTPUT_TOPIC"], 13, settle_s=1)
+        by_n = {v["n"]: v["table"] for v in (json.loads(r.value or b"") for r in out)}
+        assert by_n.get(201) == {"tier": "arrived"}
+        assert 200 not in by_n
     finally:
         client.execute_command("CLIENT", "UNPAUSE")
         assert stop_worker(proc, signal.SIGTERM) == 0
