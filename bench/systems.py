@@ -38,9 +38,12 @@ RILL_EOS = System("rill windowed exactly-once", "rill", "exactly-once")
 RILL_ALO_IN_TURN = System("rill windowed at-least-once, no overlap", "rill", overlap=False)
 QUIX_ALO = System("Quix Streams at-least-once", "quix")
 QUIX_EOS = System("Quix Streams exactly-once", "quix", "exactly-once")
+# The stateless job (filter, project, rename, Avro out) written for Quix Streams.
+QUIX_STATELESS = System("Quix Streams stateless", "quix", windowed=False)
 ALL = [
     FLOOR,
     RILL_STATELESS,
+    QUIX_STATELESS,
     RILL_ENRICHED,
     RILL_ALO,
     RILL_ALO_IN_TURN,
@@ -53,6 +56,7 @@ TAGS = {
     "floor": FLOOR,
     "stateless": RILL_STATELESS,
     "enrich": RILL_ENRICHED,
+    "quix-stateless": QUIX_STATELESS,
     "alo": RILL_ALO,
     "alo-in-turn": RILL_ALO_IN_TURN,
     "eos": RILL_EOS,
@@ -74,6 +78,7 @@ class Run:
     window_ms: int = WINDOW_MS
     emit: str = "final"  # final | update (each change of a window is emitted)
     session_timeout_ms: int = 45_000
+    metrics_port: int = 0  # rill's /metrics (0: off); the latency rows read it
     table: str = ""  # the customers table's topic (RILL_ENRICHED)
 
 
@@ -89,7 +94,7 @@ def rill_env(system: System, run: Run) -> dict[str, str]:
             "RILL_OUTPUT_TOPIC": run.output,
             "RILL_DLQ_TOPIC": f"{run.output}-dlq",
             "RILL_GROUP_ID": run.group,
-            "RILL_METRICS_PORT": "0",
+            "RILL_METRICS_PORT": str(run.metrics_port),
             "RILL_LOG_LEVEL": "warning",
             "RILL_PROCESSING_GUARANTEE": system.guarantee.replace("-", "_"),
             "RILL_KAFKA_EXTRA": json.dumps(
@@ -179,4 +184,6 @@ def _spawn(system: System, run: Run) -> subprocess.Popen[bytes]:
     ]
     args += ["--grace-ms", str(GRACE_MS), "--emit", "current" if run.emit == "update" else "final"]
     args += ["--session-timeout-ms", str(run.session_timeout_ms)]
+    if not system.windowed:
+        args.append("--stateless")
     return subprocess.Popen(args, cwd=ROOT)
