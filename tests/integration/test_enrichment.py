@@ -322,3 +322,51 @@ def test_windowed_pipeline_keyed_by_a_table_field(
         assert header(entry, dlq.ERROR_STAGE) == "join"
     finally:
         assert stop_worker(proc, signal.SIGTERM) == 0
+
+
+def test_two_worker_processes_each_read_the_whole_table(
+    endpoints: Endpoints, unique: str, tmp_path: Path
+) -> None:
+    """Two workers of one group each read the whole table before they are ready (each
+    materializes it into the same hash), and between them join every record."""
+    topic = f"table-{unique}"
+    ports = [free_port(), free_port()]
+    envs = [
+        worker_env(
+            endpoints.bootstrap,
+            endpoints.redis_url,
+            unique,
+            **JSON_STATELESS,
+            redis_prefix=f"rill-{unique}",
+            metrics_port=port,
+            table_topic=topic,
+            table_key_field="k",
+        )
+        for port in ports
+    ]
+    env = envs[0]
+    create_topics(endpoints.bootstrap, [env["RILL_INPUT_TOPIC"]], partitions=4)
+    create_compacted(endpoints.bootstrap, topic)
+    produce(endpoints.bootstrap, topic, rows({f"c{i}": {"tier": i} for i in range(2000)}))
+    produce(endpoints.bootstrap, env["RILL_INPUT_TOPIC"], records([f"c{i}" for i in range(2000)]))
+    procs = [start_worker(e, tmp_path / f"worker-{i}.log") for i, e in enumerate(envs)]
+    try:
+        for port in ports:
+            wait_for(lambda p=port: _table_loaded(p), 90, "each worker's table loaded")
+        out = read_all(endpoints.bootstrap, env["RILL_OUTPUT_TOPIC"], 2000, settle_s=1)
+        joined = {v["k"]: v["table"] for v in (json.loads(r.value or b"") for r in out)}
+        assert joined == {f"c{i}": {"tier": i} for i in range(2000)}
+        assert read_once(endpoints.bootstrap, env["RILL_DLQ_TOPIC"]) == []
+    finally:
+        for proc in procs:
+            assert stop_worker(proc, signal.SIGTERM) == 0
+
+
+def _table_loaded(port: int) -> bool:
+    """The worker's rill_table_loaded gauge is 1 (it read the whole table)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return any(
+        line.startswith("rill_table_loaded{") and line.endswith(" 1.0")
+        for line in text.splitlines()
+    )
