@@ -341,6 +341,10 @@ def test_two_worker_processes_each_read_the_whole_table(
             metrics_port=port,
             table_topic=topic,
             table_key_field="k",
+            # Two members: one leaving while the other rebalances waits out the session.
+            kafka_extra=json.dumps(
+                {"consumer.session.timeout.ms": "6000", "consumer.heartbeat.interval.ms": "500"}
+            ),
         )
         for port in ports
     ]
