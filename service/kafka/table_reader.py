@@ -10,6 +10,7 @@ the table's new records for as long as the worker runs.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,8 @@ from service.retry import Backoff
 
 log = structlog.get_logger("rill.table")
 BATCH = 500
+# How often the table's lag is taken from the client's cached ends.
+LAG_EVERY_S = 1.0
 
 
 class TableFollower:
@@ -62,6 +65,8 @@ class TableFollower:
         self._ends: dict[int, int] = {}
         self._positions: dict[int, int] = {}
         self._error: RillError | None = None
+        self._lag: int | None = None
+        self._lag_at = 0.0
         self._consumer: Consumer | None = None
         self._thread: threading.Thread | None = None
         self.records_read = 0
@@ -106,6 +111,11 @@ class TableFollower:
         total = sum(self._ends.values())
         return f"table {self.topic!r} loading: {done} of {total} offsets read"
 
+    def lag(self) -> int | None:
+        """Records of the table's topic not written to Redis yet (None: not known yet),
+        from the ends the client last saw (about once a second, no request of its own)."""
+        return self._lag
+
     def check(self) -> None:
         """Raise what stopped the follower, if something did."""
         if self._error is not None:
@@ -139,6 +149,9 @@ class TableFollower:
                     self.records_read += len(records)
                 if not self._loaded.is_set():
                     self._check_loaded(consumer)
+                if time.monotonic() >= self._lag_at:
+                    self._lag = self._measure_lag(consumer)
+                    self._lag_at = time.monotonic() + LAG_EVERY_S
         except RillError as exc:
             self._error = exc
             log.error("table follower stopped", topic=self.topic, error=str(exc))
@@ -159,6 +172,16 @@ class TableFollower:
                 continue
             self._backoff.reset()
             return
+
+    def _measure_lag(self, consumer: Consumer) -> int | None:
+        total = 0
+        for tp in consumer.position(consumer.assignment()):
+            low, high = consumer.get_watermark_offsets(tp, cached=True)
+            if high < 0:
+                return None  # no fetch answered yet
+            position = tp.offset if tp.offset >= 0 else low
+            total += max(0, high - position)
+        return total
 
     def _check_loaded(self, consumer: Consumer) -> None:
         assigned = [TopicPartition(self.topic, p) for p in self._ends]

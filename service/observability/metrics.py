@@ -49,6 +49,12 @@ class Metrics:
             ["table"],
             registry=r,
         )
+        self.table_lag = Gauge(
+            "rill_table_lag",
+            "Records of the table's topic not in Redis yet (a table lagging the stream)",
+            ["table"],
+            registry=r,
+        )
         self.table_misses = Counter(
             "rill_table_misses",
             "Records without a table row, by what became of them (null, drop, dlq)",

@@ -122,6 +122,10 @@ class Table(Protocol):
         """How far the reading is (for /readyz)."""
         ...
 
+    def lag(self) -> int | None:
+        """Records of the table's topic not in Redis yet (None: not known yet)."""
+        ...
+
     def check(self) -> None:
         """Raise what stopped the reading, if something did."""
         ...

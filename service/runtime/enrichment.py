@@ -36,6 +36,10 @@ class NoTable:
         """Nothing to say."""
         return "no table"
 
+    def lag(self) -> int | None:
+        """Nothing to read."""
+        return 0
+
     def check(self) -> None:
         """Nothing can fail."""
 

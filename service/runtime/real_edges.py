@@ -95,6 +95,10 @@ class MaterializedTable:
         """How far the reading is."""
         return self.follower.status()
 
+    def lag(self) -> int | None:
+        """Records of the topic not in Redis yet."""
+        return self.follower.lag()
+
     def check(self) -> None:
         """Raise what stopped the follower."""
         self.follower.check()

@@ -201,6 +201,10 @@ class Worker:
         batch's path. First the owned partitions' state is kept alive (and found gone)."""
         self._finish()
         self.table.check()  # a table no longer followed stops the worker
+        if self.plan.join is not None:
+            lag = self.table.lag()
+            if lag is not None:
+                self.metrics.table_lag.labels(self.plan.join.topic).set(lag)
         lost, fenced = self.backpressure.run("redis", self.engine.keep_alive, self.consumer)
         self.claims.again(lost, [])
         self.claims.fenced(fenced, [])

@@ -71,6 +71,10 @@ class MemoryTable:
         """How far it is."""
         return f"table {self.topic!r} loading: {sum(self.positions.values())} read"
 
+    def lag(self) -> int:
+        """Records of the topic not read yet."""
+        return sum(len(self.broker.logs.get(tp, [])) - pos for tp, pos in self.positions.items())
+
     def check(self) -> None:
         """Nothing fails here."""
 

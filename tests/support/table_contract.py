@@ -93,6 +93,7 @@ class TableContract:
         tables.write(topic, {b"a": b"2", b"b": None, b"c": b"1"})
         want = {b"a": b"2", b"c": b"1"}
         eventually(lambda: table.get([b"a", b"b", b"c"]) == want, "the new records")
+        eventually(lambda: table.lag() == 0, "no lag once every record is in")
 
     def test_an_empty_table_is_loaded_and_has_no_rows(
         self, tables: TableBackend, opened: list[Table]

@@ -247,3 +247,24 @@ def test_a_table_that_stops_being_read_stops_the_worker(when: str) -> None:
         run.worker.run()
     assert broker.records(OUT) == []
     assert (run.worker.worker is not None) == (when == "running"), "the worker was built"
+
+
+def test_the_tables_lag_is_exported() -> None:
+    """Table records not in Redis yet (a follower behind) show in rill_table_lag."""
+    broker, server = MemoryBroker(), fakeredis.FakeServer()
+    put_table(broker, {"c1": {"tier": 1}})
+    feed(broker, [{"k": "c1"}])
+    tables = Tables(broker, server, follow=False)
+
+    def lagging(_b: MemoryBroker) -> bool:
+        if tables.made and not tables.made[0].lag():
+            put_table(broker, {"c2": {"tier": 2}, "c3": {"tier": 3}})  # after the start
+        return gauge() == 2
+
+    run = Run(broker, server, table_settings("at_least_once"), done=lagging, table=tables)
+
+    def gauge() -> float:
+        return float(run.worker.metrics.table_lag.labels(TABLE)._value.get())
+
+    run.worker.run()
+    assert gauge() == 2
