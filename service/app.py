@@ -12,7 +12,7 @@ from contextlib import ExitStack
 from dataclasses import replace
 
 from service import __version__
-from service.config import Settings, TableSettings, WindowSettings
+from service.config import RegistrySettings, Settings, TableSettings, WindowSettings
 from service.errors import ConfigError
 from service.kafka.registry_client import RegistryResolver
 from service.pipeline import Pipeline, declarative_pipeline
@@ -20,7 +20,7 @@ from service.processing.aggregates import Aggregation
 from service.processing.batch import Plan
 from service.processing.join import JoinPlan, field_key
 from service.processing.windows import WindowPlan, WindowSpec
-from service.serdes import build_serdes, side_serde
+from service.serdes import build_serdes, table_serde
 
 
 def load_app(spec: str) -> Pipeline:
@@ -83,7 +83,9 @@ def build_plan(settings: Settings) -> Plan:
         late_topic=topics.late,
         max_message_bytes=settings.producer.message_max_bytes,
         resolver=serdes.registry,
-        join=build_join(pipeline.join_plan if limits.app else None, settings.table),
+        join=build_join(
+            pipeline.join_plan if limits.app else None, settings.table, settings.registry
+        ),
     )
 
 
@@ -98,6 +100,10 @@ def open_plan(plan: Plan, stack: ExitStack) -> None:
         ConfigError: the output schema is not usable under its subject.
         RillError: the registry cannot be reached for the output schema id.
     """
+    table: RegistryResolver | None = plan.join.resolver if plan.join is not None else None
+    if table is not None:  # the table's values in the registry wire format
+        table.start()
+        stack.callback(table.close)
     registry: RegistryResolver | None = plan.resolver
     if registry is None:
         return
@@ -106,7 +112,9 @@ def open_plan(plan: Plan, stack: ExitStack) -> None:
     registry.resolve_output()
 
 
-def build_join(given: JoinPlan | None, table: TableSettings) -> JoinPlan | None:
+def build_join(
+    given: JoinPlan | None, table: TableSettings, registry: RegistrySettings
+) -> JoinPlan | None:
     """The table join: the Python pipeline's (`join_table`), else the declarative one
     (RILL_TABLE_TOPIC), with the configured table serde where none is given."""
     join = given
@@ -128,7 +136,8 @@ def build_join(given: JoinPlan | None, table: TableSettings) -> JoinPlan | None:
             table.key_field,
         )
     if join.decoder is None:
-        join = replace(join, decoder=side_serde(table))
+        decoder, resolver = table_serde(table, registry)
+        join = replace(join, decoder=decoder, resolver=resolver)
     return join
 
 

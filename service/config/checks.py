@@ -55,7 +55,7 @@ def check_side(serde: SerdeSettings, registry_url: str | None) -> None:
         )
     if wire == "registry" and not registry_url:
         raise ValueError(f"{side}_wire is registry: set RILL_SCHEMA_REGISTRY_URL")
-    reader_optional = side == "input" and wire == "registry"
+    reader_optional = side in ("input", "table") and wire == "registry"
     if fmt == "avro" and schema is None and not reader_optional:
         raise ValueError(
             f"{side}_format is avro but {side}_schema is not set: set "
@@ -86,11 +86,6 @@ def check_table(s: Settings) -> None:
         raise ValueError(
             "table_topic is set: set RILL_TABLE_KEY_FIELD to the input field whose value "
             "is the table's key"
-        )
-    if table.wire == "registry":
-        raise ValueError(
-            "table_wire registry is not supported yet: set RILL_TABLE_WIRE to plain or "
-            "confluent (with RILL_TABLE_SCHEMA_ID)"
         )
     check_side(table, registry_url=s.registry.url)
 

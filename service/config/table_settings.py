@@ -55,6 +55,11 @@ class TableSettings(SerdeSettings):
     schema_file: SchemaFile = setting(
         None, "Schema file of the table's values.", name="table_schema"
     )
-    wire: Wire = setting("plain", "`plain` or `confluent` (magic byte + 4-byte schema id).")
+    wire: Wire = setting(
+        "plain",
+        "`plain`, `confluent` (magic byte + 4-byte schema id) or `registry` (ids resolved "
+        "through the Schema Registry; a row whose schema it does not give: its record to "
+        "the DLQ).",
+    )
     schema_id: int | None = setting(None, "Schema id accepted on read (`confluent` wire).", ge=0)
     proto_message: str | None = setting(None, "Full name of the Protobuf message type.")

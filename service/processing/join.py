@@ -41,6 +41,8 @@ class JoinPlan:
         missing: inner join without a row: `dlq` or `drop`.
         as_: the field the row goes into; None: merged into the record.
         key_name: how errors name the key expression (the field, or the function).
+        resolver: with the registry wire format, what fills the decoder's schema cache
+            (held here so the runtime finds it; never called by the pure functions).
     """
 
     topic: str
@@ -50,6 +52,7 @@ class JoinPlan:
     missing: Missing = "dlq"
     as_: str | None = "table"
     key_name: str = "key"
+    resolver: Any = None
 
 
 class Dropped:

@@ -83,4 +83,10 @@ def process(
     table.check()
     decoded, keys = decode_batch(records, plan)
     rows = backpressure.run("redis", partial(table.get, keys), consumer) if keys else {}
+    resolver = plan.join.resolver
+    if resolver is not None and rows:
+        # The rows' writer schemas, fetched where new (registry wire format); a row whose
+        # schema the registry does not give sends its record to the DLQ, with the reason.
+        topic = plan.join.topic
+        resolver.prefetch([InRecord(topic, -1, -1, k, v, None, 0) for k, v in rows.items()])
     return process_batch(records, plan, now_ms, decoded, rows)

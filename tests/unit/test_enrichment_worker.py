@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import struct
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 import fakeredis
 import pytest
+from confluent_kafka.schema_registry import Schema
 
 from service.config import Settings
 from service.errors import FatalError, StateError
 from service.processing import dlq
 from service.processing.join import JoinPlan
 from service.records import OutRecord
+from service.serde.avro_registry import RegistryAvroSerde, prepare_avro
+from service.serde.schema_cache import SchemaCache
 from tests.support.inprocess import DLQ, IN, OUT, WINDOWED, Run, feed, settings_for
 from tests.support.memory_kafka import MemoryBroker
 from tests.support.memory_table import MemoryTable
@@ -268,3 +272,42 @@ def test_the_tables_lag_is_exported() -> None:
 
     run.worker.run()
     assert gauge() == 2
+
+
+AVRO_ROW = {
+    "type": "record",
+    "name": "Customer",
+    "fields": [{"name": "tier", "type": "string"}],
+}
+
+
+@pytest.mark.parametrize("guarantee", GUARANTEES)
+def test_table_values_in_the_registry_wire_format(guarantee: str) -> None:
+    """Avro rows framed with registry schema ids: their writer schemas are fetched from the
+    registry and the rows joined; a row of an id the registry does not know sends its
+    record to the DLQ (stage join) with the registry's reason."""
+    broker, server = MemoryBroker(), fakeredis.FakeServer()
+    feed(broker, [{"k": "c1"}, {"k": "c2"}], partitions=1)
+    settings = table_settings(
+        guarantee,
+        table_format="avro",
+        table_wire="registry",
+        schema_registry_url="mock://table-rows",
+    )
+
+    def make(_s: Settings, join: JoinPlan) -> MemoryTable:
+        # The mock registry lives in the worker's client (started by now): register there.
+        client = join.resolver.client
+        schema_id = client.register_schema("customers-value", Schema(json.dumps(AVRO_ROW), "AVRO"))
+        writer = RegistryAvroSerde(SchemaCache(prepare_avro(None)), AVRO_ROW, schema_id)
+        broker.create(TABLE, 1)
+        broker.append(OutRecord(TABLE, b"c1", writer.encode({"tier": "gold"})))
+        broker.append(OutRecord(TABLE, b"c2", struct.pack(">bI", 0, 999) + b"\x02"))
+        return MemoryTable(broker, join.topic, server)
+
+    Run(broker, server, settings, table=make).worker.run()
+    assert [(o["k"], o["table"]) for o in outputs(broker)] == [("c1", {"tier": "gold"})]
+    [entry] = broker.records(DLQ)
+    reason = dlq.reason_of(entry.headers)
+    assert reason[dlq.ERROR_STAGE] == "join"
+    assert "999" in reason[dlq.ERROR_MESSAGE]

@@ -103,15 +103,18 @@ def test_stored_value_reads_values_and_tombstones() -> None:
     [
         ({"table_topic": "orders"}, "RILL_TABLE_TOPIC"),
         ({"table_topic": "t"}, "RILL_TABLE_KEY_FIELD"),
-        ({"table_topic": "t", "table_key_field": "k", "table_wire": "registry"}, "RILL_TABLE_WIRE"),
+        (
+            {"table_topic": "t", "table_key_field": "k", "table_wire": "registry"},
+            "RILL_SCHEMA_REGISTRY_URL",
+        ),
         ({"table_topic": "t", "table_key_field": "k", "table_format": "avro"}, "RILL_TABLE_SCHEMA"),
     ],
 )
 def test_bad_table_settings_fail_at_start_naming_the_setting(
     settings: dict[str, str], names: str
 ) -> None:
-    """A table topic that is the input, no key field, the registry wire, avro without a
-    schema: a ConfigError naming the setting to fix."""
+    """A table topic that is the input, no key field, the registry wire without a registry,
+    avro without a schema: a ConfigError naming the setting to fix."""
     with pytest.raises(ConfigError, match=names):
         load_settings(input_topic="orders", **settings)
 
