@@ -50,6 +50,7 @@ from bench.systems import (  # noqa: E402
     RILL_ALO,
     RILL_ALO_IN_TURN,
     RILL_COUNT,
+    RILL_ENRICHED,
     RILL_EOS,
     RILL_STATELESS,
     TAGS,
@@ -72,6 +73,10 @@ METHOD = [
     "each key's windows in order (not run on `manykeys`, whose times go back).",
     "- Stateless job (rill `RILL_WINDOW_TYPE=none`, Quix `bench/quix_job.py --stateless`): "
     "drop cancelled orders, keep five fields, rename amount to total, Confluent-wire Avro out.",
+    "- Enrichment (`rill stateless + table join`): the stateless job with each order joined "
+    "(inner, merged) with its customer's `tier` from a compacted JSON table holding the "
+    "workload's customers and 10,000 others, each written twice (the second value wins); the "
+    "output check also compares every order's tier with the table's.",
     "- Records/s: sinks stamp LogAppendTime; the input a system covered between its first and "
     "last output (window counts, scaled to all input records), over that time. Start-up and "
     "group join are outside the interval for every system alike.",
@@ -108,15 +113,22 @@ METHOD = [
 ]
 
 
-def prepare(bootstrap: str, workload: str, records: int) -> throughput.Input:
-    """Create and fill a workload's input topic."""
+def prepare(bootstrap: str, workload: str, records: int, table: bool = False) -> throughput.Input:
+    """Create and fill a workload's input topic (and the customers table, for the
+    enrichment row)."""
     rows = wl.orders(workload, records)
     topic = f"bench-{workload}-{uuid.uuid4().hex[:6]}"
     create_topics(bootstrap, [topic])
     wl.produce(bootstrap, topic, rows)
     ids = frozenset(o["order_id"] for o in rows if o["status"] != "cancelled")
-    counted = wl.count_reference(rows, COUNT_WINDOW)
-    return throughput.Input(workload, topic, records, len(ids), wl.reference(rows), ids, counted)
+    windows, counted = wl.reference(rows), wl.count_reference(rows, COUNT_WINDOW)
+    if not table:
+        return throughput.Input(
+            workload, topic, records, len(ids), windows, ids, count_windows=counted
+        )
+    name, tiers = wl.customers_table(bootstrap, f"{topic}-customers", rows)
+    CREATED.append(name)
+    return throughput.Input(workload, topic, records, len(ids), windows, ids, name, tiers, counted)
 
 
 def ratios(rows: list[dict[str, Any]]) -> None:
@@ -232,7 +244,7 @@ def run_throughput(args: argparse.Namespace, bootstrap: str, redis: tuple[str, i
     rows = []
     systems = chosen(args)
     for workload in args.workloads.split(","):
-        inp = prepare(bootstrap, workload, args.records)
+        inp = prepare(bootstrap, workload, args.records, RILL_ENRICHED in systems)
         # Count windows need each key's records in time order to number Quix's windows.
         here = [s for s in systems if not (s.count and workload == "manykeys")]
         samples: dict[str, list[dict[str, Any]]] = {s.name: [] for s in here}

@@ -26,10 +26,13 @@ class System:
     windowed: bool = True
     overlap: bool = True  # RILL_STATE_OVERLAP
     count: int = 0  # records per count window (tumbling); 0: the 10 s time windows
+    table: bool = False  # joins each order with its customer's row (RILL_TABLE_*)
 
 
 FLOOR = System("floor (confluent-kafka + fastavro)", "floor", windowed=False)
 RILL_STATELESS = System("rill stateless", "rill", windowed=False)
+# The stateless job with each order joined with its customer's tier from a table.
+RILL_ENRICHED = System("rill stateless + table join", "rill", windowed=False, table=True)
 RILL_ALO = System("rill windowed at-least-once", "rill")
 RILL_EOS = System("rill windowed exactly-once", "rill", "exactly-once")
 # The same worker with the Redis round trip and the next batch's decode one after the other.
@@ -46,6 +49,7 @@ ALL = [
     FLOOR,
     RILL_STATELESS,
     QUIX_STATELESS,
+    RILL_ENRICHED,
     RILL_ALO,
     RILL_ALO_IN_TURN,
     RILL_EOS,
@@ -58,6 +62,7 @@ ALL = [
 TAGS = {
     "floor": FLOOR,
     "stateless": RILL_STATELESS,
+    "enrich": RILL_ENRICHED,
     "quix-stateless": QUIX_STATELESS,
     "alo": RILL_ALO,
     "alo-in-turn": RILL_ALO_IN_TURN,
@@ -83,6 +88,7 @@ class Run:
     emit: str = "final"  # final | update (each change of a window is emitted)
     session_timeout_ms: int = 45_000
     metrics_port: int = 0  # rill's /metrics (0: off); the latency rows read it
+    table: str = ""  # the customers table's topic (RILL_ENRICHED)
 
 
 def rill_env(system: System, run: Run) -> dict[str, str]:
@@ -128,6 +134,19 @@ def rill_env(system: System, run: Run) -> dict[str, str]:
                 "RILL_OUTPUT_SCHEMA": "order_out.avsc",
                 "RILL_OUTPUT_WIRE": "confluent",
                 "RILL_OUTPUT_SCHEMA_ID": "2",
+            }
+        )
+    if system.table:
+        env.update(
+            {
+                "RILL_TABLE_TOPIC": run.table,
+                "RILL_TABLE_FORMAT": "json",
+                "RILL_TABLE_KEY_FIELD": "customer_id",
+                "RILL_TABLE_JOIN": "inner",
+                "RILL_TABLE_AS": "",  # merged: the row's `tier` becomes a field of the order
+                "RILL_PROJECT": "order_id,customer_id,amount,currency,created_at,tier",
+                "RILL_OUTPUT_SCHEMA": str(ROOT / "bench/order_enriched.avsc"),
+                "RILL_OUTPUT_SCHEMA_ID": "3",
             }
         )
     return env

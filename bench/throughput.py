@@ -30,6 +30,9 @@ from bench.workloads import SENTINEL, Window
 OUT_SCHEMA = fastavro.parse_schema(
     json.loads((ROOT / "service/schemas/order_out.avsc").read_text())
 )
+ENRICHED_SCHEMA = fastavro.parse_schema(
+    json.loads((ROOT / "bench/order_enriched.avsc").read_text())
+)
 SUM_TOLERANCE = 1e-9  # relative: float sums differ in the last bits with the order of addition
 
 
@@ -43,6 +46,8 @@ class Input:
     passing: int  # orders that pass the filter
     windows: dict[tuple[str, int], Window]
     order_ids: frozenset[str]
+    table: str = ""  # the customers table (a compacted topic): customer id -> {"tier": ...}
+    tiers: dict[str, str] | None = None  # order id -> the tier its output must carry
     # The count-window job's reference: (customer, window number) -> window.
     count_windows: dict[tuple[str, int], Window] = field(default_factory=dict)
 
@@ -128,25 +133,31 @@ def check_count_windows(
     return check
 
 
-def check_projection(recs: list[SinkRecord], order_ids: frozenset[str]) -> dict[str, Any]:
-    """Every order that passes the filter comes out once (duplicates counted, not failed)."""
+def check_projection(
+    recs: list[SinkRecord], order_ids: frozenset[str], tiers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Every order that passes the filter comes out once (duplicates counted, not failed);
+    with `tiers`, each carries its customer's tier from the table (else it is wrong)."""
     seen: set[str] = set()
-    dup = 0
+    dup = wrong = 0
+    schema = OUT_SCHEMA if tiers is None else ENRICHED_SCHEMA
     for rec in recs:
         buf = io.BytesIO(rec.value)
         buf.seek(5)
-        oid = fastavro.schemaless_reader(buf, OUT_SCHEMA, None)["order_id"]
+        out = fastavro.schemaless_reader(buf, schema, None)
+        oid = out["order_id"]
         if oid.startswith("sentinel-"):
             continue
         dup += oid in seen
         seen.add(oid)
+        wrong += tiers is not None and out["tier"] != tiers.get(oid)
     missing, extra = len(order_ids - seen), len(seen - order_ids)
-    ok = missing == 0 and extra == 0
+    ok = missing == 0 and extra == 0 and wrong == 0
     return {
         "ok": ok,
         "expected": len(order_ids),
         "missing": missing,
-        "wrong": 0,
+        "wrong": wrong,
         "extra": extra,
         "duplicates": dup,
     }
@@ -191,7 +202,7 @@ def measure(
     if system.count:
         expected = len(inp.count_windows)
     with tempfile.TemporaryDirectory(prefix="bench-state-") as state_dir:
-        run = Run(bootstrap, inp.topic, name, f"g-{name}", redis[0], state_dir)
+        run = Run(bootstrap, inp.topic, name, f"g-{name}", redis[0], state_dir, table=inp.table)
         proc = start(system, run)
         steal = Steal()
         watch = Watch([proc.pid]).start()
@@ -211,7 +222,7 @@ def measure(
     elif system.windowed:
         check = check_windows(system, recs, inp.windows)
     else:
-        check = check_projection(recs, inp.order_ids)
+        check = check_projection(recs, inp.order_ids, inp.tiers if system.table else None)
     check["finished"] = finished
     row: dict[str, Any] = {
         "system": system.name,

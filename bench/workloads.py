@@ -181,3 +181,37 @@ def count_reference(rows: list[dict[str, Any]], count: int) -> dict[tuple[str, i
             chunk = amounts[i * count : (i + 1) * count]
             out[(key, i)] = Window(count, sum(chunk), min(chunk), max(chunk))
     return out
+
+
+def tier_of(customer_id: str) -> str:
+    """The tier the customers table gives a customer (a function of the id alone)."""
+    return f"tier-{zlib.crc32(customer_id.encode()) % 7}"
+
+
+def customers_table(
+    bootstrap: str, topic: str, rows: list[dict[str, Any]], others: int = 10_000
+) -> tuple[str, dict[str, str]]:
+    """The enrichment row's table: a compacted topic holding every customer of `rows` (and
+    the sentinel's), plus `others` customers no order names, written twice each (the
+    second value wins). Returns the topic and, per order id, the tier its output carries."""
+    from confluent_kafka.admin import AdminClient, NewTopic  # noqa: PLC0415 - only here
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    new = NewTopic(topic, PARTITIONS, 1, config={"cleanup.policy": "compact"})
+    for future in admin.create_topics([new], operation_timeout=30).values():
+        future.result()
+    customers = {o["customer_id"] for o in rows} | {SENTINEL}
+    customers |= {f"other-{i}" for i in range(others)}
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50})
+    for value in ("stale", None):
+        for cid in sorted(customers):
+            row = {"tier": tier_of(cid) if value is None else value, "name": cid}
+            while True:
+                try:
+                    producer.produce(topic, json.dumps(row).encode(), cid.encode())
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+    producer.flush(120)
+    tiers = {o["order_id"]: tier_of(o["customer_id"]) for o in rows}
+    return topic, tiers

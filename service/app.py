@@ -12,15 +12,16 @@ from contextlib import ExitStack
 from dataclasses import replace
 
 from service import __version__
-from service.config import Settings, WindowSettings
+from service.config import RegistrySettings, Settings, TableSettings, WindowSettings
 from service.errors import ConfigError
 from service.kafka.registry_client import RegistryResolver
 from service.pipeline import Pipeline, declarative_pipeline
 from service.processing.aggregates import Aggregation
 from service.processing.batch import Plan
+from service.processing.join import JoinPlan, field_key
 from service.processing.routing import Router
 from service.processing.windows import WindowPlan, WindowSpec
-from service.serdes import build_serdes
+from service.serdes import build_serdes, table_serde
 
 
 def load_app(spec: str) -> Pipeline:
@@ -84,6 +85,9 @@ def build_plan(settings: Settings) -> Plan:
         max_message_bytes=settings.producer.message_max_bytes,
         resolver=serdes.registry,
         router=build_router(settings, pipeline),
+        join=build_join(
+            pipeline.join_plan if limits.app else None, settings.table, settings.registry
+        ),
     )
 
 
@@ -127,12 +131,45 @@ def open_plan(plan: Plan, stack: ExitStack) -> None:
         ConfigError: the output schema is not usable under its subject.
         RillError: the registry cannot be reached for the output schema id.
     """
+    table: RegistryResolver | None = plan.join.resolver if plan.join is not None else None
+    if table is not None:  # the table's values in the registry wire format
+        table.start()
+        stack.callback(table.close)
     registry: RegistryResolver | None = plan.resolver
     if registry is None:
         return
     registry.start()
     stack.callback(registry.close)
     registry.resolve_output()
+
+
+def build_join(
+    given: JoinPlan | None, table: TableSettings, registry: RegistrySettings
+) -> JoinPlan | None:
+    """The table join: the Python pipeline's (`join_table`), else the declarative one
+    (RILL_TABLE_TOPIC), with the configured table serde where none is given."""
+    join = given
+    if join is None:
+        if table.topic is None:
+            return None
+        if table.key_field is None:
+            raise ConfigError(
+                "RILL_TABLE_TOPIC is set but RILL_APP's pipeline calls no join_table(): set "
+                "RILL_TABLE_KEY_FIELD, or call join_table() in the pipeline"
+            )
+        join = JoinPlan(
+            table.topic,
+            field_key(table.key_field),
+            None,
+            table.join,
+            table.missing,
+            table.as_,
+            table.key_field,
+        )
+    if join.decoder is None:
+        decoder, resolver = table_serde(table, registry)
+        join = replace(join, decoder=decoder, resolver=resolver)
+    return join
 
 
 def build_window(window: WindowSettings) -> WindowPlan | None:

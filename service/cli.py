@@ -203,6 +203,10 @@ def _cmd_check_config(settings: Settings, _args: argparse.Namespace) -> int:
     # Builds the plan only: no connection is opened (the worker opens them in `run`).
     plan = build_plan(settings)
     print(f"configuration is valid; pipeline steps: {[s.name for s in plan.steps]}")
+    if plan.join is not None:
+        j = plan.join
+        into = f"into {j.as_!r}" if j.as_ else "merged"
+        print(f"joined first with table {j.topic!r} by {j.key_name} ({j.kind}, {into})")
     return 0
 
 
@@ -265,7 +269,7 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--timeout", type=float, default=3.0)
     inspect.add_argument("--samples", type=int, default=2)
     inspect.add_argument("--json", action="store_true")
-    replay.add_argument("--stage", help="decode, transform, encode, late, route, produce")
+    replay.add_argument("--stage", help="decode, join, transform, encode, late, route, produce")
     replay.add_argument("--error-class")
     replay.add_argument("--source-partition", type=int)
     replay.add_argument("--min-offset", type=int)

@@ -21,6 +21,7 @@ from typing import Any
 from service.errors import ConfigError
 from service.processing.aggregates import Aggregation, Reducer
 from service.processing.chain import Step, StepFn, StepKind
+from service.processing.join import JoinKind, JoinPlan, Missing
 from service.processing.steps import make_filter, make_key_by, make_project, make_rename
 from service.processing.windows import WindowKind, WindowPlan, WindowSpec
 
@@ -35,6 +36,7 @@ class Pipeline:
         self.decoder: Any = None
         self.encoder: Any = None
         self.route_fn: Callable[[Any], str] | None = None
+        self.join_plan: JoinPlan | None = None
 
     def _add(self, kind: StepKind, fn: StepFn, name: str | None) -> Pipeline:
         label = name or getattr(fn, "__name__", kind)
@@ -73,6 +75,48 @@ class Pipeline:
                 f"not a {type(fn).__name__}"
             )
         self.route_fn = fn
+        return self
+
+    def join_table(
+        self,
+        topic: str,
+        key: Callable[[Any], Any],
+        *,
+        join: JoinKind = "inner",
+        missing: Missing = "dlq",
+        as_: str | None = "table",
+        decoder: Any = None,
+    ) -> Pipeline:
+        """Enrich each record with the latest row of a table (a compacted topic) first.
+
+        The join runs on the decoded record before every other step, so the steps see
+        the joined record; call it before them. docs/enrichment.md has the rules.
+
+        Args:
+            topic: the table's compacted topic; its Kafka keys are the table keys.
+            key: record -> the key to look up (compared as text; None: no row).
+            join: `inner` (no row: DLQ stage `join`, or dropped) or `left` (goes on).
+            missing: inner join without a row: `dlq` or `drop`.
+            as_: the field the row goes into (a left join's miss: None); None merges
+                the row's fields into the record (the record's own fields win).
+            decoder: the table values' serde; by default the one of RILL_TABLE_FORMAT etc.
+
+        Raises:
+            ConfigError: a second join, a join after other steps, or unknown options.
+        """
+        if self.join_plan is not None:
+            raise ConfigError(f"Pipeline {self.name!r}: join_table(): one table per pipeline")
+        if self.steps:
+            raise ConfigError(
+                f"Pipeline {self.name!r}: join_table() runs before every step: call it first"
+            )
+        if join not in ("inner", "left") or missing not in ("dlq", "drop"):
+            raise ConfigError(
+                f"Pipeline {self.name!r}: join_table(): join is inner or left, missing is "
+                f"dlq or drop (got {join!r}, {missing!r})"
+            )
+        name = getattr(key, "__name__", "key")
+        self.join_plan = JoinPlan(topic, key, decoder, join, missing, as_, name)
         return self
 
     def serdes(self, decoder: Any = None, encoder: Any = None) -> Pipeline:

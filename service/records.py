@@ -156,6 +156,8 @@ class BatchResult:
             completes (acknowledged once delivered).
         sent: the outputs were queued to the producer already (a retried delivery only
             waits again).
+        join_misses: records without a table row, by what became of them (`null`: a
+            left join went on, `drop`, `dlq`).
     """
 
     outputs: list[OutRecord] = field(default_factory=list)
@@ -168,6 +170,7 @@ class BatchResult:
     keyed: list[Keyed] = field(default_factory=list)
     seqs: dict[tuple[str, int], int] = field(default_factory=dict)
     sent: bool = False
+    join_misses: dict[str, int] = field(default_factory=dict)
 
     def partitions(self) -> set[TP]:
         """The input partitions this batch delivers for."""

@@ -17,6 +17,7 @@ from service.config.serde_settings import (
     Side,
 )
 from service.config.settings import Settings, load_settings
+from service.config.table_settings import TableSettings
 from service.config.views import (
     ObservabilitySettings,
     PipelineSettings,
@@ -41,6 +42,7 @@ __all__ = [
     "Settings",
     "Side",
     "StateSettings",
+    "TableSettings",
     "TopicSettings",
     "WindowSettings",
     "load_settings",

@@ -31,6 +31,7 @@ def check_settings(s: Settings) -> None:
         raise ValueError("output_topic equals input_topic, which would loop: set RILL_OUTPUT_TOPIC")
     check_window_settings(s)
     check_routing(s)
+    check_table(s)
     check_security(s)
     if s.observability.health_stall_s * 1000 >= s.consumer.max_poll_interval_ms:
         raise ValueError(
@@ -55,7 +56,7 @@ def check_side(serde: SerdeSettings, registry_url: str | None) -> None:
         )
     if wire == "registry" and not registry_url:
         raise ValueError(f"{side}_wire is registry: set RILL_SCHEMA_REGISTRY_URL")
-    reader_optional = side == "input" and wire == "registry"
+    reader_optional = side in ("input", "table") and wire == "registry"
     if fmt == "avro" and schema is None and not reader_optional:
         raise ValueError(
             f"{side}_format is avro but {side}_schema is not set: set "
@@ -70,6 +71,24 @@ def check_side(serde: SerdeSettings, registry_url: str | None) -> None:
         raise ValueError(
             "output_wire registry with json needs RILL_OUTPUT_SCHEMA (a JSON Schema file)"
         )
+
+
+def check_table(s: Settings) -> None:
+    """A table to join: its own topic, a key field, a serde it can read."""
+    table, topics = s.table, s.topics
+    if table.topic is None:
+        return
+    if table.topic in (topics.input, topics.output, topics.dlq, topics.late):
+        raise ValueError(
+            "table_topic must be a topic of its own, not the input, output, DLQ or late "
+            "topic: set RILL_TABLE_TOPIC"
+        )
+    if not table.key_field and not s.pipeline.app:
+        raise ValueError(
+            "table_topic is set: set RILL_TABLE_KEY_FIELD to the input field whose value "
+            "is the table's key"
+        )
+    check_side(table, registry_url=s.registry.url)
 
 
 def check_security(s: Settings) -> None:

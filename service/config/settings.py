@@ -31,6 +31,7 @@ from service.config.kafka_settings import (
 )
 from service.config.routing_settings import RoutingSettings
 from service.config.serde_settings import InputSettings, OutputSettings, RegistrySettings
+from service.config.table_settings import TableSettings
 from service.config.views import (
     ObservabilitySettings,
     PipelineSettings,
@@ -50,6 +51,7 @@ VIEWS: tuple[type[View], ...] = (
     PipelineSettings,
     WindowSettings,
     RoutingSettings,
+    TableSettings,
     ConsumerSettings,
     ProducerSettings,
     StateSettings,
@@ -152,6 +154,11 @@ class Settings(_Flat):
     def routing(self) -> RoutingSettings:
         """Output routing and the co-partition check."""
         return RoutingSettings.of(self)
+
+    @property
+    def table(self) -> TableSettings:
+        """The table records are enriched from (none unless RILL_TABLE_TOPIC)."""
+        return TableSettings.of(self)
 
     @property
     def state(self) -> StateSettings:

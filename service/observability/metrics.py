@@ -43,6 +43,24 @@ class Metrics:
         self.records_filtered = Counter(
             "rill_records_filtered", "Records dropped by a filter step", ["topic"], registry=r
         )
+        self.table_loaded = Gauge(
+            "rill_table_loaded",
+            "1 once the table was read to its end at start (the worker waits for it)",
+            ["table"],
+            registry=r,
+        )
+        self.table_lag = Gauge(
+            "rill_table_lag",
+            "Records of the table's topic not in Redis yet (a table lagging the stream)",
+            ["table"],
+            registry=r,
+        )
+        self.table_misses = Counter(
+            "rill_table_misses",
+            "Records without a table row, by what became of them (null, drop, dlq)",
+            ["topic", "action"],
+            registry=r,
+        )
         self.batch_seconds = Histogram(
             "rill_batch_seconds",
             "Batch time, poll to commit",
@@ -230,6 +248,8 @@ class Metrics:
             self.records_out.labels(topic).inc(delivered)
         if result.filtered:
             self.records_filtered.labels(topic).inc(result.filtered)
+        for action, n in result.join_misses.items():
+            self.table_misses.labels(topic, action).inc(n)
         for (stage, reason), n in result.dlq_reasons.items():
             self.records_dlq.labels(topic, stage, reason).inc(n)
         if result.consumed:  # window results closed by the idle tick are not a batch

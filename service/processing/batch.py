@@ -5,15 +5,16 @@ Every input record ends in exactly one place: outputs, the DLQ, or the filtered 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeAlias
 
 import orjson
 
 from service.errors import RecordError
 from service.processing.chain import Chain, ItemError, Items, Step, chain
 from service.processing.dlq import add_to_dlq
+from service.processing.join import DROPPED, JoinPlan, Rows, distinct_keys, join_record, table_key
 from service.processing.routing import Router, route_items
 from service.processing.sizes import fit_dlq, too_large
 from service.processing.windows import WindowPlan, WindowResult, check_future, event_time
@@ -42,6 +43,8 @@ class Plan:
     resolver: Any = None
     # Picks each output's topic (RILL_ROUTE_*, `Pipeline.route`); None: the sink topic.
     router: Router | None = None
+    # Enrichment from a table: the record is joined first, before the steps.
+    join: JoinPlan | None = None
     # The steps as one function, written out once (`processing.chain`).
     chain: Chain = field(init=False, repr=False, compare=False)
 
@@ -76,13 +79,53 @@ def _transform(
                 return None, error, attempts
 
 
-def process_batch(records: Sequence[InRecord], plan: Plan, now_ms: int) -> BatchResult:
-    """Decode, transform and encode a batch; failures become DLQ records with reasons.
+# A decoded record and its table key (None without a join), or why it cannot be decoded.
+Decoded: TypeAlias = tuple[Any, bytes | None] | RecordError
+_NO_ROWS: Mapping[bytes, bytes] = {}
+
+
+def decode_one(plan: Plan, record: InRecord) -> Decoded:
+    """One record's size check and decode, and its table key when the plan joins a table."""
+    size = len(record.value) if record.value is not None else 0
+    if size > plan.max_record_bytes:
+        return RecordError(
+            "decode", f"record of {size} bytes exceeds max_record_bytes={plan.max_record_bytes}"
+        )
+    try:
+        value = plan.decoder.decode(record.value)
+        return value, table_key(plan.join, value) if plan.join is not None else None
+    except RecordError as exc:
+        return exc
+
+
+def decode_batch(records: Sequence[InRecord], plan: Plan) -> tuple[list[Decoded], list[bytes]]:
+    """Decode a batch ahead of `process_batch`, for its table lookup.
+
+    Returns:
+        Each record decoded (as `process_batch` takes it), and the batch's distinct table
+        keys: the one lookup the runtime makes for the batch.
+    """
+    decoded = [decode_one(plan, record) for record in records]
+    keys = distinct_keys(d[1] for d in decoded if not isinstance(d, RecordError))
+    return decoded, keys
+
+
+def process_batch(
+    records: Sequence[InRecord],
+    plan: Plan,
+    now_ms: int,
+    decoded: Sequence[Decoded] | None = None,
+    rows: Rows = _NO_ROWS,
+) -> BatchResult:
+    """Decode, join, transform and encode a batch; failures become DLQ records with reasons.
 
     Args:
         records: the batch, in consume order.
         plan: serdes, steps, topics and limits.
         now_ms: wall clock for the DLQ timestamp header.
+        decoded: the records already decoded (`decode_batch`), else decoded here.
+        rows: with a join, the table rows of the batch's keys (`decode_batch`'s keys
+            looked up at the edge); a key absent has no row.
 
     Returns:
         Outputs, DLQ records, counts and the offsets to commit.
@@ -93,22 +136,14 @@ def process_batch(records: Sequence[InRecord], plan: Plan, now_ms: int) -> Batch
     def to_dlq(record: InRecord, error: RecordError, attempts: int = 1) -> None:
         add_to_dlq(result, [dlq_entry(plan, record, error, now_ms, attempts)])
 
-    for record in records:
+    for i, record in enumerate(records):
         next_offsets[(record.topic, record.partition)] = record.offset + 1
-        size = len(record.value) if record.value is not None else 0
-        if size > plan.max_record_bytes:
-            to_dlq(
-                record,
-                RecordError(
-                    "decode",
-                    f"record of {size} bytes exceeds max_record_bytes={plan.max_record_bytes}",
-                ),
-            )
+        got = decoded[i] if decoded is not None else decode_one(plan, record)
+        value = _joined(result, plan.join, got, rows)
+        if isinstance(value, RecordError):
+            to_dlq(record, value)
             continue
-        try:
-            value = plan.decoder.decode(record.value)
-        except RecordError as exc:
-            to_dlq(record, exc)
+        if value is DROPPED:
             continue
         items, error, attempts = _transform(plan, record, value)
         if error is not None or items is None:
@@ -172,6 +207,24 @@ def _encode(plan: Plan, items: Items, topics: list[str | None] | None) -> list[O
         for (k, v), t in zip(items, topics, strict=True)
         if t is not None
     ]
+
+
+def _joined(result: BatchResult, join: JoinPlan | None, got: Decoded, rows: Rows) -> Any:
+    """A decoded record joined with its row (without a join: as it is); the error that
+    sends it to the DLQ, or `DROPPED`. A record without a row is counted by what becomes
+    of it (`BatchResult.join_misses`)."""
+    if isinstance(got, RecordError):
+        return got
+    value, key = got
+    if join is None:
+        return value
+    if key is None or key not in rows:
+        action = "null" if join.kind == "left" else join.missing
+        result.join_misses[action] = result.join_misses.get(action, 0) + 1
+    try:
+        return join_record(join, value, key, rows)
+    except RecordError as exc:
+        return exc
 
 
 def _oversize(encoded: Sequence[OutRecord], plan: Plan) -> str | None:

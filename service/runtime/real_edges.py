@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from service import __version__
 from service.config import Settings
 from service.kafka.admin import ensure_topics, partition_count
 from service.kafka.clients import consumer_config, producer_config
 from service.kafka.consumer import GroupConsumer
 from service.kafka.producer import BatchProducer
+from service.kafka.table_reader import TableFollower
 from service.processing.aggregates import ops_of
+from service.processing.join import JoinPlan
 from service.processing.windows import WindowPlan
 from service.runtime.edges import Edges, PartitionsCallback, StatsCallback
-from service.state.client import connect
+from service.state.client import RedisClient, connect
 from service.state.codec import StateLayout
 from service.state.redis_store import RedisWindowStore
+from service.state.table_store import RedisTable
 
 DEFAULT_PARTITIONS = 4
 
@@ -50,17 +55,74 @@ def state_layout(settings: Settings, window: WindowPlan) -> StateLayout:
     )
 
 
-def open_store(settings: Settings, window: WindowPlan) -> RedisWindowStore:
-    """The window store of `settings`, connected and checked to answer."""
+def redis_client(settings: Settings) -> RedisClient:
+    """A client of the Redis of `settings`, checked to answer."""
     s = settings
-    client = connect(
+    return connect(
         s.state.url.get_secret_value(),
         cluster=s.state.cluster,
         timeout_s=s.state.timeout_s,
         password=s.state.password.get_secret_value() if s.state.password else None,
         ssl_ca_certs=s.state.ssl_ca_certs,
     )
-    return RedisWindowStore(client, state_layout(s, window))
+
+
+def open_store(settings: Settings, window: WindowPlan) -> RedisWindowStore:
+    """The window store of `settings`, connected and checked to answer."""
+    return RedisWindowStore(redis_client(settings), state_layout(settings, window))
+
+
+class MaterializedTable:
+    """A table's topic followed into its Redis hash (implements `edges.Table`).
+
+    Args:
+        follower: reads the topic (its `write` is `store.put`).
+        store: the table's hash in Redis.
+    """
+
+    def __init__(self, follower: TableFollower, store: RedisTable) -> None:
+        self.follower, self.store = follower, store
+
+    def start(self) -> MaterializedTable:
+        """Read the topic from the beginning, in the follower's thread."""
+        self.follower.start()
+        return self
+
+    def loaded(self) -> bool:
+        """Read to the ends of the topic at start."""
+        return self.follower.loaded()
+
+    def status(self) -> str:
+        """How far the reading is."""
+        return self.follower.status()
+
+    def lag(self) -> int | None:
+        """Records of the topic not in Redis yet."""
+        return self.follower.lag()
+
+    def check(self) -> None:
+        """Raise what stopped the follower."""
+        self.follower.check()
+
+    def get(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
+        """One HMGET of the keys."""
+        return self.store.get(keys)
+
+    def ping(self) -> bool:
+        """Its Redis answers."""
+        return self.store.ping()
+
+    def close(self) -> None:
+        """Stop the follower, then drop the Redis client."""
+        self.follower.close()
+        self.store.close()
+
+
+def open_table(settings: Settings, join: JoinPlan) -> MaterializedTable:
+    """The table of `join` in the Redis of `settings` (not started)."""
+    store = RedisTable(redis_client(settings), settings.state.prefix, join.topic)
+    conf = {**settings.kafka.librdkafka_common(), **settings.kafka.extra_for("consumer")}
+    return MaterializedTable(TableFollower(conf, join.topic, store.put), store)
 
 
 def create_topics(settings: Settings) -> int:
@@ -79,4 +141,4 @@ def create_topics(settings: Settings) -> int:
     return partitions
 
 
-REAL_EDGES = Edges(open_consumer, open_producer, open_store, create_topics)
+REAL_EDGES = Edges(open_consumer, open_producer, open_store, create_topics, open_table)

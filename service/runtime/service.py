@@ -13,7 +13,7 @@ import structlog
 from service import __version__
 from service.app import open_plan
 from service.config import Settings
-from service.errors import DlqRefusedError
+from service.errors import ConfigError, DlqRefusedError
 from service.observability.health import HealthServer, HealthState
 from service.observability.metrics import Metrics
 from service.observability.tracing import BatchTracer
@@ -21,7 +21,8 @@ from service.processing.batch import Plan, dlq_entry
 from service.records import TP
 from service.runtime.batches import now_ms
 from service.runtime.copartition import CopartitionCheck
-from service.runtime.edges import Edges
+from service.runtime.edges import Edges, Table
+from service.runtime.enrichment import NoTable, wait_loaded
 from service.runtime.guarantee import GUARANTEES
 from service.runtime.observers import Observers
 from service.runtime.real_edges import REAL_EDGES
@@ -147,6 +148,7 @@ def open_worker(
             pool = ThreadPoolExecutor(1, thread_name_prefix="rill-redis")
             stack.callback(pool.shutdown)
             submit, overlap = pool.submit, True
+    table = open_table(plan, edges, obs, stack)
     producer = edges.producer(s)
     stack.callback(producer.close)
     events = _GroupEvents()
@@ -162,7 +164,7 @@ def open_worker(
     )
     guarantee.start()
     check = CopartitionCheck.of(s, plan.window is not None, parts, obs.metrics)
-    worker = Worker(plan, consumer, guarantee, engine, submit, overlap, obs, check)
+    worker = Worker(plan, consumer, guarantee, engine, submit, overlap, obs, check, table)
     events.worker = worker
     consumer.start()
     stack.callback(consumer.close)
@@ -184,4 +186,23 @@ def _log_start(s: Settings, plan: Plan) -> None:
         steps=[step.name for step in plan.steps],
         window=s.window.kind if plan.window else None,
         route=plan.router.describe() if plan.router else None,
+        table=plan.join.topic if plan.join else None,
     )
+
+
+def open_table(plan: Plan, edges: Edges, obs: Observers, stack: ExitStack) -> Table:
+    """The plan's table, read to its end before the worker joins its group (/readyz
+    says how far it is meanwhile); `NoTable` without a join."""
+    if plan.join is None:
+        return NoTable()
+    if edges.table is None:
+        raise ConfigError("these edges have no table: a pipeline with a table join cannot run")
+    table = edges.table(obs.settings, plan.join)
+    stack.callback(table.close)
+    table.start()
+    loading = obs.health.ready_check
+    obs.health.ready_check = lambda: (False, table.status())
+    wait_loaded(table, obs)
+    obs.health.ready_check = loading
+    obs.metrics.table_loaded.labels(plan.join.topic).set(1)
+    return table

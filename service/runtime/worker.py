@@ -17,13 +17,14 @@ from typing import Any
 import structlog
 
 from service.errors import TransientError
-from service.processing.batch import Plan, process_batch
+from service.processing.batch import Plan
 from service.records import TP, BatchResult, InRecord, first_offsets
 from service.runtime.backpressure import BackPressure
 from service.runtime.batches import Pending, now_ms, settle, window_input
 from service.runtime.claims import Claims
 from service.runtime.copartition import CopartitionCheck
-from service.runtime.edges import Consumer
+from service.runtime.edges import Consumer, Table
+from service.runtime.enrichment import process
 from service.runtime.gates import drop_replayed, hold, hold_unresolved, release_schema_held
 from service.runtime.guarantee import Delivered, Guarantee
 from service.runtime.observers import Observers
@@ -47,6 +48,8 @@ class Worker:
         overlap: the round trip of batch N runs while N+1 is fetched (RILL_STATE_OVERLAP).
         observers: settings, metrics, health, tracer, report and the stop event.
         copartition: checks window input against the partition it came from.
+        table: the table records are joined with (`enrichment.NoTable` without a join),
+            read to its end already.
     """
 
     def __init__(
@@ -59,10 +62,11 @@ class Worker:
         overlap: bool,
         observers: Observers,
         copartition: CopartitionCheck,
+        table: Table,
     ) -> None:
         self.plan, self.consumer, self.guarantee, self.engine = plan, consumer, guarantee, engine
         self.submit, self.overlap, self.obs = submit, overlap, observers
-        self.copartition = copartition
+        self.copartition, self.table = copartition, table
         obs = observers
         self.settings, self.metrics, self.report = obs.settings, obs.metrics, obs.report
         self.partitions = Partitions()
@@ -123,7 +127,10 @@ class Worker:
         self.metrics.partition_lag(lags, time.time(), self.report.last_ts)
 
     def ready(self) -> tuple[bool, str]:
-        """/readyz: every partition claimed and none held or fenced, and Redis answers."""
+        """/readyz: the table read to its end, every partition claimed and none held or
+        fenced, and Redis answers."""
+        if not self.table.loaded():
+            return False, self.table.status()
         ready, why = self.partitions.ready()
         if ready and not self.engine.ping():
             return False, "Redis does not answer"
@@ -177,7 +184,7 @@ class Worker:
             self._finish()
             return
         started = time.perf_counter()
-        result = process_batch(records, self.plan, now_ms())
+        result = process(records, self.plan, now_ms(), self.table, self.backpressure, self.consumer)
         self.copartition.check(result.keyed)
         if self._round_trip_failed():
             # Redis failed the earlier batch's round trip: this batch goes back to Kafka
@@ -198,6 +205,11 @@ class Worker:
         """Close windows of idle partitions by wall clock: a batch without records, on the
         batch's path. First the owned partitions' state is kept alive (and found gone)."""
         self._finish()
+        self.table.check()  # a table no longer followed stops the worker
+        if self.plan.join is not None:
+            lag = self.table.lag()
+            if lag is not None:
+                self.metrics.table_lag.labels(self.plan.join.topic).set(lag)
         lost, fenced = self.backpressure.run("redis", self.engine.keep_alive, self.consumer)
         self.claims.again(lost, [])
         self.claims.fenced(fenced, [])

@@ -17,9 +17,10 @@ import fakeredis
 from service.app import build_plan
 from service.config import Settings, load_settings
 from service.errors import StateError
+from service.processing.join import JoinPlan
 from service.processing.windows import WindowPlan
 from service.records import TP, OutRecord
-from service.runtime.edges import Edges
+from service.runtime.edges import Edges, Table
 from service.runtime.real_edges import state_layout
 from service.runtime.service import Service
 from service.state.store import WindowStore
@@ -73,6 +74,7 @@ class Run:
         done: Callable[[MemoryBroker], bool] = lambda _b: True,
         deadline_s: float = 30.0,
         input_partitions: int | None = None,
+        table: Callable[[Settings, JoinPlan], Table] | None = None,
     ) -> None:
         self.producer = producer or MemoryProducer(broker)
         self.broker = broker
@@ -80,6 +82,7 @@ class Run:
         self.deadline = time.monotonic() + deadline_s
         # What create_topics tells the worker of its input (None: the co-partition check is off).
         self.input_partitions = input_partitions
+        self.table = table
         self.worker = Service(
             settings, build_plan(settings), edges=self._edges(broker, server, store)
         )
@@ -126,7 +129,9 @@ class Run:
         def store(s: Settings, window: WindowPlan) -> WindowStore:
             return wrap(MemoryWindowStore(state_layout(s, window), server))
 
-        return Edges(consumer, lambda _s: self.producer, store, lambda _s: self.input_partitions)
+        return Edges(
+            consumer, lambda _s: self.producer, store, lambda _s: self.input_partitions, self.table
+        )
 
 
 def feed(broker: MemoryBroker, events: list[dict[str, Any]], partitions: int = 2) -> None:
