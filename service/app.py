@@ -12,12 +12,13 @@ from contextlib import ExitStack
 from dataclasses import replace
 
 from service import __version__
-from service.config import Settings, WindowSettings
+from service.config import DedupeSettings, Settings, WindowSettings
 from service.errors import ConfigError
 from service.kafka.registry_client import RegistryResolver
 from service.pipeline import Pipeline, declarative_pipeline
 from service.processing.aggregates import Aggregation
 from service.processing.batch import Plan
+from service.processing.dedupe import DedupePlan, field_id
 from service.processing.windows import WindowPlan, WindowSpec
 from service.serdes import build_serdes
 
@@ -82,6 +83,7 @@ def build_plan(settings: Settings) -> Plan:
         late_topic=topics.late,
         max_message_bytes=settings.producer.message_max_bytes,
         resolver=serdes.registry,
+        dedupe=pipeline.dedupe_plan or build_dedupe(settings.dedupe),
     )
 
 
@@ -102,6 +104,13 @@ def open_plan(plan: Plan, stack: ExitStack) -> None:
     registry.start()
     stack.callback(registry.close)
     registry.resolve_output()
+
+
+def build_dedupe(dedupe: DedupeSettings) -> DedupePlan | None:
+    """The dedupe step of the settings (RILL_DEDUPE_FIELD), or None."""
+    if not dedupe.id_field:
+        return None
+    return DedupePlan(field_id(dedupe.id_field), dedupe.window_ms, dedupe.dlq, dedupe.id_field)
 
 
 def build_window(window: WindowSettings) -> WindowPlan | None:

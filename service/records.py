@@ -139,6 +139,24 @@ class Keyed:
     ts: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """An input record that went through the steps (kept, keyed or filtered), with its id.
+
+    `outputs` are its encoded outputs in a stateless pipeline (they are delivered only
+    when the record is not a duplicate; a windowed pipeline's go on as `Keyed` items).
+    """
+
+    record: InRecord
+    id: str
+    outputs: tuple[OutRecord, ...] = ()
+
+    @property
+    def tp(self) -> TP:
+        """Its input partition."""
+        return self.record.topic, self.record.partition
+
+
 @dataclass(slots=True)
 class BatchResult:
     """What one micro-batch produced, before anything touched Kafka.
@@ -156,6 +174,8 @@ class BatchResult:
             completes (acknowledged once delivered).
         sent: the outputs were queued to the producer already (a retried delivery only
             waits again).
+        marks: a de-duplicating pipeline's records that went through the steps, with
+            their ids (the window step drops the duplicates among them).
     """
 
     outputs: list[OutRecord] = field(default_factory=list)
@@ -168,6 +188,7 @@ class BatchResult:
     keyed: list[Keyed] = field(default_factory=list)
     seqs: dict[tuple[str, int], int] = field(default_factory=dict)
     sent: bool = False
+    marks: list[Mark] = field(default_factory=list)
 
     def partitions(self) -> set[TP]:
         """The input partitions this batch delivers for."""

@@ -18,6 +18,7 @@ from service.config.serde_settings import (
 )
 from service.config.settings import Settings, load_settings
 from service.config.views import (
+    DedupeSettings,
     ObservabilitySettings,
     PipelineSettings,
     RetrySettings,
@@ -29,6 +30,7 @@ __all__ = [
     "ENV_PREFIX",
     "SCHEMA_DIR",
     "ConsumerSettings",
+    "DedupeSettings",
     "InputSettings",
     "KafkaSettings",
     "ObservabilitySettings",

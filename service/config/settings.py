@@ -31,6 +31,7 @@ from service.config.kafka_settings import (
 )
 from service.config.serde_settings import InputSettings, OutputSettings, RegistrySettings
 from service.config.views import (
+    DedupeSettings,
     ObservabilitySettings,
     PipelineSettings,
     RetrySettings,
@@ -48,6 +49,7 @@ VIEWS: tuple[type[View], ...] = (
     RegistrySettings,
     PipelineSettings,
     WindowSettings,
+    DedupeSettings,
     ConsumerSettings,
     ProducerSettings,
     StateSettings,
@@ -145,6 +147,11 @@ class Settings(_Flat):
     def window(self) -> WindowSettings:
         """The declarative window step."""
         return WindowSettings.of(self)
+
+    @property
+    def dedupe(self) -> DedupeSettings:
+        """De-duplication by an id field."""
+        return DedupeSettings.of(self)
 
     @property
     def state(self) -> StateSettings:

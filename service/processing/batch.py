@@ -13,10 +13,11 @@ import orjson
 
 from service.errors import RecordError
 from service.processing.chain import Chain, ItemError, Step, chain
+from service.processing.dedupe import DedupePlan, record_id
 from service.processing.dlq import add_to_dlq
 from service.processing.sizes import fit_dlq, too_large
 from service.processing.windows import WindowPlan, WindowResult, check_future, event_time
-from service.records import TP, BatchResult, DlqEntry, InRecord, Keyed, OutRecord
+from service.records import TP, BatchResult, DlqEntry, InRecord, Keyed, Mark, OutRecord
 from service.serde import Serde
 
 
@@ -39,6 +40,8 @@ class Plan:
     # The schema registry edge (fills the decoder's schema cache before each batch);
     # held here so the worker finds it, never called by the pure functions.
     resolver: Any = None
+    # De-duplication by an id (None: none); see `processing.dedupe`.
+    dedupe: DedupePlan | None = None
     # The steps as one function, written out once (`processing.chain`).
     chain: Chain = field(init=False, repr=False, compare=False)
 
@@ -107,11 +110,17 @@ def process_batch(records: Sequence[InRecord], plan: Plan, now_ms: int) -> Batch
         except RecordError as exc:
             to_dlq(record, exc)
             continue
+        dedupe_id = _dedupe_id(plan, value)
+        if isinstance(dedupe_id, RecordError):
+            to_dlq(record, dedupe_id)
+            continue
         items, error, attempts = _transform(plan, record, value)
         if error is not None or items is None:
             to_dlq(record, error or RecordError("transform", "no result"), attempts)
             continue
         if not items:
+            # A filtered record is judged too: its duplicates are duplicates.
+            result.marks.extend([Mark(record, dedupe_id)] if plan.dedupe else [])
             result.filtered += 1
             continue
         if plan.window is not None:
@@ -123,25 +132,45 @@ def process_batch(records: Sequence[InRecord], plan: Plan, now_ms: int) -> Batch
                 to_dlq(record, _whole(failed, len(items)), attempts)
                 continue
             add_to_dlq(result, item_entries(plan, record, failed, len(items), attempts, now_ms))
-        if plan.window is not None:
-            result.keyed.extend(keyed)
+        encoded = [] if plan.window is not None else _encoded(plan, items)
+        if isinstance(encoded, RecordError):
+            to_dlq(record, encoded, attempts)
             continue
-        try:
-            encoded = [
-                OutRecord(plan.output_topic, encode_key(k), plan.encoder.encode(v), None)
-                for k, v in items
-                if not isinstance(k, ItemError)
-            ]
-        except RecordError as exc:
-            to_dlq(record, exc, attempts)
-            continue
-        why = _oversize(encoded, plan)
-        if why is not None:
-            to_dlq(record, RecordError("encode", why), attempts)
+        result.keyed.extend(keyed)  # none in a stateless pipeline
+        if plan.dedupe is not None:
+            # Judged by the window step (against Redis): a duplicate's keyed items and
+            # item DLQ entries are dropped there, a stateless record's outputs delivered
+            # from there unless it is one (and kept in the outbox).
+            result.marks.append(Mark(record, dedupe_id, tuple(encoded)))
             continue
         outputs.extend(encoded)
         sources.extend([(record.topic, record.partition)] * len(encoded))
     return result
+
+
+def _dedupe_id(plan: Plan, value: Any) -> str | RecordError:
+    """A decoded record's dedupe id ('' without de-duplication), or why it has none."""
+    if plan.dedupe is None:
+        return ""
+    try:
+        return record_id(plan.dedupe, value)
+    except RecordError as exc:
+        return exc
+
+
+def _encoded(plan: Plan, items: Sequence[tuple[Any, Any]]) -> list[OutRecord] | RecordError:
+    """A stateless record's items encoded for the sink (its failed items left out), or
+    why they cannot be produced."""
+    try:
+        encoded = [
+            OutRecord(plan.output_topic, encode_key(k), plan.encoder.encode(v), None)
+            for k, v in items
+            if not isinstance(k, ItemError)
+        ]
+    except RecordError as exc:
+        return exc
+    why = _oversize(encoded, plan)
+    return RecordError("encode", why) if why is not None else encoded
 
 
 def _oversize(encoded: Sequence[OutRecord], plan: Plan) -> str | None:

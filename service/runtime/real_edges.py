@@ -35,9 +35,12 @@ def open_producer(settings: Settings) -> BatchProducer:
     return BatchProducer(producer_config(settings), __version__).start()
 
 
-def state_layout(settings: Settings, window: WindowPlan) -> StateLayout:
-    """Where the window state of `settings` lives, and what the scripts need to know."""
+def state_layout(settings: Settings, window: WindowPlan | None) -> StateLayout:
+    """Where the window state of `settings` lives, and what the scripts need to know
+    (`window` None: a stateless pipeline that keeps dedupe ids, kind `none`)."""
     s = settings
+    if window is None:
+        return StateLayout(s.state.prefix, s.kafka.group_id, "none", 0, "final", (), s.state.ttl_s)
     return StateLayout(
         prefix=s.state.prefix,
         group=s.kafka.group_id,
@@ -49,7 +52,7 @@ def state_layout(settings: Settings, window: WindowPlan) -> StateLayout:
     )
 
 
-def open_store(settings: Settings, window: WindowPlan) -> RedisWindowStore:
+def open_store(settings: Settings, window: WindowPlan | None) -> RedisWindowStore:
     """The window store of `settings`, connected and checked to answer."""
     s = settings
     client = connect(

@@ -125,11 +125,16 @@ def open_worker(
     engine: Windows = NoWindows()
     submit: Submit = inline_submit
     overlap = False
-    if plan.window is not None:
+    if plan.window is not None or plan.dedupe is not None:
+        # A stateless pipeline that de-duplicates keeps its ids (and its outputs, in the
+        # outbox) in Redis on the window step's protocol, without windows.
         store = edges.store(s, plan.window)
         stack.callback(store.close)
         engine = WindowEngine(
-            plan.window, store, lambda rec, err: dlq_entry(plan, rec, err, now_ms())
+            plan.window,
+            store,
+            lambda rec, err: dlq_entry(plan, rec, err, now_ms()),
+            plan.dedupe,
         )
         if s.state.overlap:
             # One thread runs a batch's Redis round trip while the loop fetches the next.

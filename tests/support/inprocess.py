@@ -120,7 +120,7 @@ class Run:
             )
             return self.consumer
 
-        def store(s: Settings, window: WindowPlan) -> WindowStore:
+        def store(s: Settings, window: WindowPlan | None) -> WindowStore:
             return wrap(MemoryWindowStore(state_layout(s, window), server))
 
         return Edges(consumer, lambda _s: self.producer, store, lambda _s: None)
