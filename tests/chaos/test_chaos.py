@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos import harness
+from tests.chaos import dedupe, harness
 from tests.chaos.feed import specials
 from tests.chaos.harness import MODES, SESSION_TIMEOUT_MS, Run, Scenario
 from tests.chaos.stack import ChaosStack
@@ -83,6 +83,14 @@ def _nothing(run: Run, step: int) -> None:
     del run, step
 
 
+def _kill_or_freeze(run: Run, step: int) -> None:
+    """SIGKILLs, with a Redis stall as the second fault."""
+    if step == 1:
+        _freeze_redis(run, step)
+    else:
+        _kill(run, step)
+
+
 SCENARIOS = [
     Scenario("sigkill", "10 x SIGKILL a random worker, restarted", 2, 10, _kill),
     Scenario("redis-sigstop", "Redis SIGSTOP 20 s, SIGCONT", 2, 1, _freeze_redis),
@@ -99,6 +107,30 @@ SCENARIOS = [
         extra=specials(int(time.time() * 1000)),
     ),
 ]
+
+
+DEDUPE = Scenario(
+    "dedupe",
+    "dedupe drops exactly the duplicates the input holds: 3 x SIGKILL, Redis SIGSTOP 20 s",
+    2,
+    4,
+    _kill_or_freeze,
+)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_dedupe_drops_exactly_the_duplicates_the_input_holds(
+    stack: ChaosStack, table: list[Row], tmp_path: Path, mode: str
+) -> None:
+    """SIGKILLs and a Redis stall under a de-duplicating pipeline: every id in the sink
+    (once in exactly-once), exactly the input's duplicates in the DLQ, no more, no fewer."""
+    row = dedupe.run(stack, tmp_path, DEDUPE, mode)
+    table.append(row)
+    RESULTS.write_text(document(table))
+    digest = tmp_path / "digest.txt"
+    assert row.failures == [], f"dedupe / {mode}: {row.failures} (logs in {tmp_path})\n" + (
+        digest.read_text() if digest.exists() else ""
+    )
 
 
 @pytest.mark.parametrize("mode", MODES)
