@@ -15,7 +15,7 @@ import pytest
 
 from service.app import build_plan
 from service.config import load_settings
-from service.errors import ConfigError, RillError
+from service.errors import ConfigError, RillError, StateError
 from service.pipeline import Pipeline
 from service.processing import dlq
 from service.processing.dedupe import DedupePlan, field_id, judge, record_id
@@ -310,3 +310,42 @@ def test_the_documented_yaml_and_python_examples_run(tmp_path: Path) -> None:
     plan = scope["pipeline"].dedupe_plan
     assert plan.id_of({"source": "web", "order_id": 7}) == "web:7"
     assert plan.to_dlq
+
+
+class FailingReads:
+    """A store whose dedupe read fails `n` times (Redis not answering), then works."""
+
+    def __init__(self, inner: WindowStore, n: int) -> None:
+        self.inner, self.n = inner, n
+
+    def seen(self, ids: Any) -> Any:
+        if self.n:
+            self.n -= 1
+            raise StateError("Redis does not answer")
+        return self.inner.seen(ids)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_a_failed_dedupe_read_is_retried_behind_back_pressure(guarantee: str) -> None:
+    """The batch's id read failing (Redis down) pauses and retries; nothing is dropped or
+    delivered twice meanwhile."""
+    broker = MemoryBroker()
+    events, dups = with_duplicates(30)
+    feed_by_id(broker, events)
+    stores: list[FailingReads] = []
+
+    def wrap(store: WindowStore) -> WindowStore:
+        stores.append(FailingReads(store, 3))
+        return stores[0]  # type: ignore[return-value]
+
+    run = Run(
+        broker, fakeredis.FakeServer(), settings_for(guarantee, **DEDUPE, batch_size=8), store=wrap
+    )
+    run.worker.run()
+    assert sink_ids(broker) == Counter(f"e{i}" for i in range(30))
+    assert duplicates_counted(run) == dups
+    assert stores[0].n == 0
+    assert run.worker.metrics.retries.labels("redis")._value.get() >= 3
