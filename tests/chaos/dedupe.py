@@ -63,7 +63,7 @@ def stream(n: int, seed: int) -> list[Item]:
     items: list[Item] = []
     later: list[tuple[int, int, Item]] = []  # (due, order, copy): a heap
     for i in range(n):
-        event = {"id": f"e{i}", "amount": rng.randint(1, 1000)}
+        event: dict[str, Any] = {"id": f"e{i}", "amount": rng.randint(1, 1000)}
         item = (event["id"].encode(), json.dumps(event).encode())
         items.append(item)
         if rng.random() < 0.2:

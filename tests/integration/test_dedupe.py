@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,9 @@ EVERY = 5  # every 5th id comes twice more: right after, and again at the end of
 
 def stream() -> tuple[list[dict[str, Any]], Counter[str]]:
     """The input in produce order, and how many duplicates of each id it holds."""
-    events = [{"id": f"o{i}", "customer_id": f"c{i % 7}", "amount": i} for i in range(DISTINCT)]
+    events: list[dict[str, Any]] = [
+        {"id": f"o{i}", "customer_id": f"c{i % 7}", "amount": i} for i in range(DISTINCT)
+    ]
     out: list[dict[str, Any]] = []
     dups: Counter[str] = Counter()
     for i, event in enumerate(events):
@@ -120,8 +123,12 @@ def test_sigkill_mid_stream_drops_exactly_the_duplicates(
     # A third worker, never killed: repeats of ids the earlier workers kept are dropped
     # (the ids outlived them), and its counter is exactly the duplicates it saw.
     port = free_port()
-    tail = [{"id": f"o{i}", "customer_id": "c", "amount": 0} for i in range(0, 200, 4)]
-    fresh = [{"id": f"n{i}", "customer_id": "c", "amount": 0} for i in range(50)]
+    tail: list[dict[str, Any]] = [
+        {"id": f"o{i}", "customer_id": "c", "amount": 0} for i in range(0, 200, 4)
+    ]
+    fresh: list[dict[str, Any]] = [
+        {"id": f"n{i}", "customer_id": "c", "amount": 0} for i in range(50)
+    ]
     produce(
         endpoints.bootstrap,
         topic,
@@ -150,3 +157,77 @@ def test_sigkill_mid_stream_drops_exactly_the_duplicates(
         f"\ndedupe {guarantee} sigkill: {len(sink)} outputs for {DISTINCT} ids, "
         f"{len(entries)} duplicate DLQ entries for {dups.total()} duplicates"
     )
+
+
+def test_windowed_exactly_once_sigkill_counts_each_id_once(
+    endpoints: Endpoints, unique: str, tmp_path: Path
+) -> None:
+    """A windowed pipeline that de-duplicates, SIGKILLed mid-stream (exactly-once): the
+    window counts add up to the distinct ids of the closed windows, each counted once."""
+    env = worker_env(
+        endpoints.bootstrap,
+        endpoints.redis_url,
+        unique,
+        batch_size=100,
+        processing_guarantee="exactly_once",
+        transaction_timeout_ms=10_000,
+        window_type="tumbling",
+        window_size_ms=1_000,
+        window_grace_ms=0,
+        window_time_field="ts",
+        window_idle_timeout_ms=0,
+        aggregates="count",
+        filter_field="",
+        key_by="customer_id",
+        dedupe_field="id",
+        dedupe_window_ms=3_600_000,
+        **JSON_IO,
+    )
+    topic, out = env["RILL_INPUT_TOPIC"], env["RILL_OUTPUT_TOPIC"]
+    create_topics(endpoints.bootstrap, [topic], partitions=4)
+    events, dups = stream()
+    for i, event in enumerate(events):
+        event["ts"] = 1_700_000_000_000 + 10 * i  # event time follows the stream
+    items = [(e["id"].encode(), json.dumps(e).encode()) for e in events]
+    feed = HeldFeed(endpoints.bootstrap, topic, items, rate=2_000, hold_at=len(items) // 2)
+    first = start_worker(env, tmp_path / "a.log")
+    feed.start()
+    try:
+        read_all(endpoints.bootstrap, out, 50, settle_s=0)
+    finally:
+        assert stop_worker(first, signal.SIGKILL) == -signal.SIGKILL
+    assert not feed.finished(), "killed while input was still arriving"
+    feed.release()
+    # Per partition: the first copy of each id, and the windows its watermark closed.
+    firsts: dict[int, dict[str, int]] = {}
+    second = start_worker(env, tmp_path / "b.log")
+    try:
+        feed.join()
+        for r in read_once(endpoints.bootstrap, topic):
+            event = json.loads(r.value or b"")
+            firsts.setdefault(r.partition, {}).setdefault(event["id"], event["ts"])
+        # A duplicate is dropped before the window: only kept records move the watermark.
+        top = {p: max(ids.values()) for p, ids in firsts.items()}
+        want = sum(
+            1
+            for p, ids in firsts.items()
+            for ts in ids.values()
+            if ts // 1_000 * 1_000 + 1_000 <= top[p]
+        )
+        wait_for(
+            lambda: (
+                sum(
+                    json.loads(r.value or b"")["count"] for r in read_once(endpoints.bootstrap, out)
+                )
+                >= want
+            ),
+            120,
+            "every closed window",
+        )
+        time.sleep(3)  # and nothing more
+    finally:
+        assert stop_worker(second) == 0
+    counted = sum(json.loads(r.value or b"")["count"] for r in read_once(endpoints.bootstrap, out))
+    assert counted == want, "each id counted once in its window"
+    assert dups.total() > 0
+    print(f"\ndedupe windowed exactly-once sigkill: {counted} records in closed windows")

@@ -38,7 +38,7 @@ from tests.support.memory_kafka import MemoryBroker
 from tests.support.memory_store import MemoryWindowStore
 
 TP0: TP = ("in", 0)
-DEDUPE = {"dedupe_field": "id", "dedupe_window_ms": 60_000}
+DEDUPE: dict[str, Any] = {"dedupe_field": "id", "dedupe_window_ms": 60_000}
 
 
 def rec(offset: int, ts: int, tp: TP = TP0) -> InRecord:
@@ -77,7 +77,7 @@ def sink_ids(broker: MemoryBroker) -> Counter[str]:
 
 
 def duplicates_counted(run: Run) -> float:
-    return run.worker.metrics.records_duplicate.labels(IN)._value.get()
+    return float(run.worker.metrics.records_duplicate.labels(IN)._value.get())
 
 
 # --- the verdict (pure) ------------------------------------------------------------------
@@ -224,7 +224,11 @@ def test_a_filtered_record_is_remembered_and_a_record_without_id_goes_to_the_dlq
     """Duplicates of a record the filter drops are still duplicates; a record without the
     id field is a DLQ entry with stage `dedupe`, never dropped silently."""
     broker = MemoryBroker()
-    rows = [{"id": "a", "status": "cancelled"}, {"id": "a", "status": "cancelled"}, {"x": 1}]
+    rows: list[dict[str, Any]] = [
+        {"id": "a", "status": "cancelled"},
+        {"id": "a", "status": "cancelled"},
+        {"x": 1},
+    ]
     feed(broker, rows, partitions=1)
     settings = settings_for(
         **DEDUPE, filter_field="status", filter_op="ne", filter_value="cancelled"
@@ -339,7 +343,7 @@ def test_a_failed_dedupe_read_is_retried_behind_back_pressure(guarantee: str) ->
 
     def wrap(store: WindowStore) -> WindowStore:
         stores.append(FailingReads(store, 3))
-        return stores[0]  # type: ignore[return-value]
+        return stores[0]
 
     run = Run(
         broker, fakeredis.FakeServer(), settings_for(guarantee, **DEDUPE, batch_size=8), store=wrap
