@@ -25,6 +25,7 @@ class System:
     guarantee: str = "at-least-once"
     windowed: bool = True
     overlap: bool = True  # RILL_STATE_OVERLAP
+    dedupe: bool = False  # RILL_DEDUPE_FIELD=order_id (issue 17: its cost against the floor)
 
 
 FLOOR = System("floor (confluent-kafka + fastavro)", "floor", windowed=False)
@@ -33,13 +34,31 @@ RILL_ALO = System("rill windowed at-least-once", "rill")
 RILL_EOS = System("rill windowed exactly-once", "rill", "exactly-once")
 # The same worker with the Redis round trip and the next batch's decode one after the other.
 RILL_ALO_IN_TURN = System("rill windowed at-least-once, no overlap", "rill", overlap=False)
+# The stateless job de-duplicating by order_id (every id distinct: the read, the ids written
+# with the apply, and the outputs kept in the outbox are the whole cost).
+RILL_DEDUPE = System("rill stateless, dedupe", "rill", windowed=False, dedupe=True)
+RILL_DEDUPE_EOS = System(
+    "rill stateless exactly-once, dedupe", "rill", "exactly-once", windowed=False, dedupe=True
+)
 QUIX_ALO = System("Quix Streams at-least-once", "quix")
 QUIX_EOS = System("Quix Streams exactly-once", "quix", "exactly-once")
-ALL = [FLOOR, RILL_STATELESS, RILL_ALO, RILL_ALO_IN_TURN, RILL_EOS, QUIX_ALO, QUIX_EOS]
+ALL = [
+    FLOOR,
+    RILL_STATELESS,
+    RILL_DEDUPE,
+    RILL_DEDUPE_EOS,
+    RILL_ALO,
+    RILL_ALO_IN_TURN,
+    RILL_EOS,
+    QUIX_ALO,
+    QUIX_EOS,
+]
 # Short names for `bench/run.py --systems`.
 TAGS = {
     "floor": FLOOR,
     "stateless": RILL_STATELESS,
+    "dedupe": RILL_DEDUPE,
+    "dedupe-eos": RILL_DEDUPE_EOS,
     "alo": RILL_ALO,
     "alo-in-turn": RILL_ALO_IN_TURN,
     "eos": RILL_EOS,
@@ -105,6 +124,8 @@ def rill_env(system: System, run: Run) -> dict[str, str]:
                 "RILL_OUTPUT_SCHEMA_ID": "2",
             }
         )
+    if system.dedupe:
+        env.update({"RILL_DEDUPE_FIELD": "order_id", "RILL_DEDUPE_WINDOW_MS": "3600000"})
     return env
 
 

@@ -56,13 +56,12 @@ class InFlight:
     """A batch (or idle tick) whose apply round trip is under way (`WindowEngine.begin`).
 
     With de-duplication, `outputs` are a stateless batch's outputs per partition (kept in
-    the outbox by the call), `duplicates` how many records of each partition were dropped.
+    the outbox by the call), `dropped` the (partition, offset) of each duplicate.
     """
 
     prepared: Prepared
     future: Future[Replies] | None
     outputs: Mapping[TP, Sequence[OutRecord]] = field(default_factory=dict)
-    duplicates: Mapping[TP, int] = field(default_factory=dict)
     dropped: frozenset[tuple[TP, int]] = frozenset()
 
 
@@ -185,16 +184,8 @@ class WindowEngine:
         if self.stateless:
             prepared.skipped += judged.skipped
         outputs = with_marks(prepared, judged, owned, last_offsets)
-        duplicates: dict[TP, int] = {}
-        for mark in judged.verdict.duplicates:
-            duplicates[mark.tp] = duplicates.get(mark.tp, 0) + 1
         flight = self._begin(prepared, submit)
-        return replace(
-            flight,
-            outputs=outputs,
-            duplicates=duplicates,
-            dropped=frozenset(judged.verdict.dropped()),
-        )
+        return replace(flight, outputs=outputs, dropped=frozenset(judged.verdict.dropped()))
 
     def _judge(
         self, keyed: Sequence[Keyed], carry: Mapping[TP, Sequence[DlqEntry]], marks: Sequence[Mark]
@@ -265,8 +256,9 @@ class WindowEngine:
         return out
 
     def _deduped(self, flight: InFlight, out: WindowOutcome) -> None:
-        """A de-duplicated batch's outputs and duplicates, of the partitions applied."""
-        if not flight.duplicates and not flight.outputs:
+        """A de-duplicated batch's outputs and duplicates, of the partitions still owned
+        (a partition answered stale, lost or fenced goes back to Kafka: judged again)."""
+        if not flight.dropped and not flight.outputs:
             return
         gone = out.fenced | set(out.again)
         mine = self.owned
