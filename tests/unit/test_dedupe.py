@@ -34,7 +34,7 @@ from tests.support.inprocess import (
     feed,
     settings_for,
 )
-from tests.support.memory_kafka import MemoryBroker
+from tests.support.memory_kafka import MemoryBroker, MemoryConsumer
 from tests.support.memory_store import MemoryWindowStore
 
 TP0: TP = ("in", 0)
@@ -353,3 +353,36 @@ def test_a_failed_dedupe_read_is_retried_behind_back_pressure(guarantee: str) ->
     assert duplicates_counted(run) == dups
     assert stores[0].n == 0
     assert run.worker.metrics.retries.labels("redis")._value.get() >= 3
+
+
+def test_partition_revoked_while_its_round_trip_is_under_way_goes_out_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Exactly-once, stateless dedupe: a rebalance takes a partition while its batch's apply
+    is in flight; the old owner delivers nothing of it, the new owner re-emits its outputs
+    from the outbox: each id once, each duplicate once in the DLQ."""
+    broker, server = MemoryBroker(), fakeredis.FakeServer()
+    events, dups = with_duplicates(200)
+    feed_by_id(broker, events)
+    settings = settings_for("exactly_once", **DEDUPE, dedupe_dlq=True, batch_size=150)
+    calls = {"n": 0}
+    consume = MemoryConsumer.consume
+
+    def revoking(self: MemoryConsumer, max_records: int, timeout_s: float) -> list[Any]:
+        calls["n"] += 1
+        if calls["n"] == 3 and (IN, 1) in self.positions:
+            assert first.busy, "a round trip is under way"
+            self.revoke([(IN, 1)])
+        return consume(self, max_records, timeout_s)
+
+    monkeypatch.setattr(MemoryConsumer, "consume", revoking)
+    first = Run(broker, server, settings)
+    first.worker.run()
+    assert calls["n"] >= 3, "the revoke happened"
+    monkeypatch.setattr(MemoryConsumer, "consume", consume)
+    Run(broker, server, settings).worker.run()
+    assert sink_ids(broker) == Counter(f"e{i}" for i in range(200))
+    reasons = [dlq.reason_of(r.headers) for r in broker.records(DLQ)]
+    positions = Counter((r[dlq.SOURCE_PARTITION], r[dlq.SOURCE_OFFSET]) for r in reasons)
+    assert len(positions) == dups
+    assert set(positions.values()) == {1}, "each duplicate once in the DLQ"
