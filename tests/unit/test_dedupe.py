@@ -117,11 +117,14 @@ def test_record_id_reads_nested_fields_and_refuses_a_missing_one() -> None:
 
 
 def test_a_window_that_is_not_positive_is_refused_at_start() -> None:
-    """Pipeline.dedupe(within_ms=0) fails with a ConfigError naming the argument."""
+    """A window of 0, or RILL_DEDUPE_DLQ without a field, fails at start with a
+    ConfigError naming the setting (Pipeline.dedupe: the argument)."""
     with pytest.raises(ConfigError, match="within_ms"):
         Pipeline("p").dedupe("id", within_ms=0)
     with pytest.raises(ConfigError, match="RILL_DEDUPE_WINDOW_MS"):
         settings_for(dedupe_field="id", dedupe_window_ms=0)
+    with pytest.raises(ConfigError, match="RILL_DEDUPE_FIELD"):
+        settings_for(dedupe_dlq=True)
 
 
 # --- the engine over the real scripts ----------------------------------------------------
