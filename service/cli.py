@@ -203,6 +203,11 @@ def _cmd_check_config(settings: Settings, _args: argparse.Namespace) -> int:
     # Builds the plan only: no connection is opened (the worker opens them in `run`).
     plan = build_plan(settings)
     print(f"configuration is valid; pipeline steps: {[s.name for s in plan.steps]}")
+    if plan.dedupe is not None:
+        d = plan.dedupe
+        print(
+            f"de-duplicated by {d.name} within {d.within_ms} ms (duplicates to the DLQ: {d.to_dlq})"
+        )
     return 0
 
 

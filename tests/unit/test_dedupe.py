@@ -14,6 +14,7 @@ import fakeredis
 import pytest
 
 from service.app import build_plan
+from service.cli import main
 from service.config import load_settings
 from service.errors import ConfigError, RillError, StateError
 from service.pipeline import Pipeline
@@ -389,3 +390,14 @@ def test_partition_revoked_while_its_round_trip_is_under_way_goes_out_once(
     positions = Counter((r[dlq.SOURCE_PARTITION], r[dlq.SOURCE_OFFSET]) for r in reasons)
     assert len(positions) == dups
     assert set(positions.values()) == {1}, "each duplicate once in the DLQ"
+
+
+def test_check_config_names_the_dedupe_step(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`rill check-config` says what is de-duplicated, by which field, within how long."""
+    for name, value in {"RILL_DEDUPE_FIELD": "order_id", "RILL_DEDUPE_DLQ": "true"}.items():
+        monkeypatch.setenv(name, value)
+    assert main(["check-config"]) == 0
+    out = capsys.readouterr().out
+    assert "de-duplicated by order_id within 3600000 ms (duplicates to the DLQ: True)" in out
