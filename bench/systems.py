@@ -42,9 +42,12 @@ RILL_DEDUPE_EOS = System(
 )
 QUIX_ALO = System("Quix Streams at-least-once", "quix")
 QUIX_EOS = System("Quix Streams exactly-once", "quix", "exactly-once")
+# The stateless job (filter, project, rename, Avro out) written for Quix Streams.
+QUIX_STATELESS = System("Quix Streams stateless", "quix", windowed=False)
 ALL = [
     FLOOR,
     RILL_STATELESS,
+    QUIX_STATELESS,
     RILL_DEDUPE,
     RILL_DEDUPE_EOS,
     RILL_ALO,
@@ -57,6 +60,7 @@ ALL = [
 TAGS = {
     "floor": FLOOR,
     "stateless": RILL_STATELESS,
+    "quix-stateless": QUIX_STATELESS,
     "dedupe": RILL_DEDUPE,
     "dedupe-eos": RILL_DEDUPE_EOS,
     "alo": RILL_ALO,
@@ -80,6 +84,7 @@ class Run:
     window_ms: int = WINDOW_MS
     emit: str = "final"  # final | update (each change of a window is emitted)
     session_timeout_ms: int = 45_000
+    metrics_port: int = 0  # rill's /metrics (0: off); the latency rows read it
 
 
 def rill_env(system: System, run: Run) -> dict[str, str]:
@@ -94,7 +99,7 @@ def rill_env(system: System, run: Run) -> dict[str, str]:
             "RILL_OUTPUT_TOPIC": run.output,
             "RILL_DLQ_TOPIC": f"{run.output}-dlq",
             "RILL_GROUP_ID": run.group,
-            "RILL_METRICS_PORT": "0",
+            "RILL_METRICS_PORT": str(run.metrics_port),
             "RILL_LOG_LEVEL": "warning",
             "RILL_PROCESSING_GUARANTEE": system.guarantee.replace("-", "_"),
             "RILL_KAFKA_EXTRA": json.dumps(
@@ -173,4 +178,6 @@ def _spawn(system: System, run: Run) -> subprocess.Popen[bytes]:
     ]
     args += ["--grace-ms", str(GRACE_MS), "--emit", "current" if run.emit == "update" else "final"]
     args += ["--session-timeout-ms", str(run.session_timeout_ms)]
+    if not system.windowed:
+        args.append("--stateless")
     return subprocess.Popen(args, cwd=ROOT)

@@ -123,6 +123,8 @@ def build_window(window: WindowSettings) -> WindowPlan | None:
         advance_ms=window.advance_ms,
         gap_ms=window.gap_ms,
         grace_ms=window.grace_ms,
+        count=window.count,
+        count_advance=window.count_advance,
     )
     return WindowPlan(
         spec,

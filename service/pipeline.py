@@ -111,6 +111,8 @@ class Pipeline:
         advance_ms: int = 0,
         gap_ms: int = 0,
         grace_ms: int = 0,
+        count: int = 0,
+        count_advance: int = 0,
         time_field: str | None = None,
         emit: str = "final",
         idle_timeout_ms: int = 5_000,
@@ -119,9 +121,13 @@ class Pipeline:
         """Aggregate keyed records in windows (the last step; state lives in Redis).
 
         Args:
-            kind: tumbling, hopping, sliding or session.
-            size_ms / advance_ms / gap_ms / grace_ms: the window definition.
-            time_field: event-time field; None uses the Kafka timestamp.
+            kind: tumbling, hopping, sliding, session, count_tumbling or count_hopping.
+            size_ms / advance_ms / gap_ms / grace_ms: the window definition (time).
+            count / count_advance: records per count window of a key, and (count_hopping)
+                records between two windows' starts; e.g.
+                `window("count_hopping", count=100, count_advance=50)`.
+            time_field: event-time field; None uses the Kafka timestamp (count windows
+                read no event time).
             emit: final (once, on close) or update (each batch that changes it).
             idle_timeout_ms: after this long without records a partition's watermark
                 follows the wall clock (0: never).
@@ -129,12 +135,20 @@ class Pipeline:
 
         Raises:
             ConfigError: a window that cannot assign records (size 0, hopping without
-                an advance or with one above the size, session without a gap, negative
-                grace, unknown kind, emit mode or aggregate), naming the argument.
+                an advance or with one above the size, session without a gap, count
+                window without a count, count_hopping without a count_advance in
+                1..count, negative grace, unknown kind, emit mode or aggregate), naming
+                the argument.
         """
         try:
             spec = WindowSpec(
-                kind, size_ms=size_ms, advance_ms=advance_ms, gap_ms=gap_ms, grace_ms=grace_ms
+                kind,
+                size_ms=size_ms,
+                advance_ms=advance_ms,
+                gap_ms=gap_ms,
+                grace_ms=grace_ms,
+                count=count,
+                count_advance=count_advance,
             )
             aggs = tuple(Aggregation.parse(a) for a in aggregates)
             self.window_plan = WindowPlan(spec, aggs, time_field, emit, idle_timeout_ms)
@@ -149,15 +163,17 @@ class Pipeline:
 
         The accumulator starts as `initializer()` per window and is stored in Redis
         (JSON), so it survives restarts and moves with its partition. Return a new
-        accumulator rather than mutating the old one. Tumbling and hopping windows only:
-        sessions and sliding windows merge partial aggregates, which a fold cannot.
+        accumulator rather than mutating the old one. Tumbling and hopping windows only
+        (by time or by count): sessions and sliding windows merge partial aggregates,
+        which a fold cannot.
         """
         plan = self.window_plan
         if plan is None:
             raise ConfigError(f"Pipeline {self.name!r}: call window() before reduce()")
-        if plan.spec.kind not in ("tumbling", "hopping"):
+        if plan.spec.kind not in ("tumbling", "hopping", "count_tumbling", "count_hopping"):
             raise ConfigError(
-                f"Pipeline {self.name!r}: reduce() needs tumbling or hopping windows, "
+                f"Pipeline {self.name!r}: reduce() needs tumbling or hopping windows "
+                "(by time or by count), "
                 f"not {plan.spec.kind}"
             )
         custom = Aggregation("custom", None, name, Reducer(initializer, reducer))

@@ -114,7 +114,16 @@ def check_window_settings(s: Settings) -> None:
     if w.kind == "none":
         return
     try:
-        check_window(w.kind, w.size_ms, w.advance_ms, w.gap_ms, w.grace_ms, name=window_setting)
+        check_window(
+            w.kind,
+            w.size_ms,
+            w.advance_ms,
+            w.gap_ms,
+            w.grace_ms,
+            name=window_setting,
+            count=w.count,
+            count_advance=w.count_advance,
+        )
     except ConfigError as exc:
         raise ValueError(str(exc)) from exc
     if not w.aggregates:

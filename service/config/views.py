@@ -15,7 +15,9 @@ from pydantic_settings import NoDecode
 from service.config.declare import View, setting
 
 FilterOp: TypeAlias = Literal["eq", "ne", "gt", "ge", "lt", "le", "in", "not_in", "exists"]
-WindowType: TypeAlias = Literal["none", "tumbling", "hopping", "sliding", "session"]
+WindowType: TypeAlias = Literal[
+    "none", "tumbling", "hopping", "sliding", "session", "count_tumbling", "count_hopping"
+]
 
 
 def _split_list(value: Any) -> Any:
@@ -76,6 +78,15 @@ class WindowSettings(View):
     size_ms: int = setting(10_000, "Window size (tumbling, hopping, sliding).", ge=0)
     advance_ms: int = setting(0, "Hop of hopping windows (0 < advance <= size).", ge=0)
     gap_ms: int = setting(0, "Inactivity gap of session windows.", ge=0)
+    count: int = setting(
+        0,
+        "Records per window of a key (count_tumbling, count_hopping); a count window "
+        "closes when full, never by time (docs/count-windows.md).",
+        ge=0,
+    )
+    count_advance: int = setting(
+        0, "Records between the starts of two count_hopping windows (0 < advance <= count).", ge=0
+    )
     grace_ms: int = setting(
         2_000, "How far behind the max event time records are still on time.", ge=0
     )

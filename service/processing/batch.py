@@ -213,7 +213,7 @@ def to_window(
 
     An item without a key, or with an event time no window can take (missing, not
     finite, outside the years 1-9999, more than `window.max_future_ms` ahead of the wall
-    clock) does not reach the window.
+    clock) does not reach the window. Count windows read no event time.
 
     Returns:
         (items for the window, items that fail and why).
@@ -222,12 +222,13 @@ def to_window(
     failed: list[Failed] = []
     time_field, kafka_ts = window.time_field, record.timestamp_ms
     latest = now_ms + window.max_future_ms if window.max_future_ms > 0 else None
+    timed = not window.spec.counted
     for index, (key, value) in enumerate(items):
         error: RecordError | None = None
         ts = 0
         if key is None or isinstance(key, ItemError):
             error = key.error if key is not None else RecordError("transform", NULL_KEY)
-        else:
+        elif timed:
             try:
                 ts = event_time(value, time_field, kafka_ts)
             except RecordError as exc:

@@ -45,10 +45,11 @@ def state_layout(settings: Settings, window: WindowPlan | None) -> StateLayout:
         prefix=s.state.prefix,
         group=s.kafka.group_id,
         kind=window.spec.kind,
-        size_ms=window.spec.size_ms,
+        size_ms=window.spec.count if window.spec.counted else window.spec.size_ms,
         emit=window.emit,
-        ops=tuple(ops_of(window.aggregations)),
+        ops=tuple(ops_of(window.stored)),
         ttl_s=s.state.ttl_s,
+        advance=window.spec.count_advance if window.spec.kind == "count_hopping" else 0,
     )
 
 

@@ -71,7 +71,14 @@ while i <= #ARGV do
   local old = redis.call('HGET', state, wid)
   if old then comps = merge(ops, split(old), comps) end
   redis.call('HSET', state, wid, table.concat(comps, SEP))
-  redis.call('ZADD', idx, e, wid)
+  if kind == 'count_tumbling' or kind == 'count_hopping' then
+    -- A count window closes (step 4) in the apply that fills it, never by time: its last
+    -- component counts its records, `size` is the records per window (codec.StateLayout;
+    -- processing/count_windows.py).
+    redis.call('ZADD', idx, tonumber(comps[#comps]) >= size and '-inf' or '+inf', wid)
+  else
+    redis.call('ZADD', idx, e, wid)
+  end
   if kind == 'session' or kind == 'sliding' then
     redis.call('ZADD', bykey, 0, by_key_member(key, s, wid))
   end

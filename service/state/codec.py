@@ -21,6 +21,8 @@ touches a single slot, and every key a script touches is in its KEYS)::
                                                     the ids a de-duplicating pipeline kept
 
 A window id is `<start>|<end>|<key>`: the key comes last, so it may hold any character.
+A count window's is `<first offset>|<first item>|<key>` (`processing/count_windows.py`),
+and its idx score is `+inf` until it holds its count, then `-inf` (closed at once).
 Components are joined by the unit separator (0x1F); floats are written with `repr`, so
 they round-trip exactly, integers as plain digits (exact at any size: the scripts add and
 compare them as decimal text, prelude.lua). First/last components are
@@ -201,11 +203,14 @@ class StateLayout:
 
     Attributes:
         prefix / group: the first parts of every key.
-        kind: the window kind (tumbling, hopping, sliding, session).
-        size_ms: the window size (the script needs it for sliding windows).
+        kind: the window kind (tumbling, hopping, sliding, session, count_tumbling,
+            count_hopping).
+        size_ms: the window size (the script needs it for sliding windows); of count
+            windows, the records per window (the script closes a window that holds them).
         emit: `final` (closed windows only) or `update` (every change).
         ops: the merge operation of each component.
         ttl_s: safety TTL on every key.
+        advance: of count_hopping windows, the records between two windows' starts.
     """
 
     prefix: str
@@ -215,6 +220,7 @@ class StateLayout:
     emit: str
     ops: tuple[Op, ...]
     ttl_s: int
+    advance: int = 0
 
     def keys(self, tp: TP) -> PartitionKeys:
         """The keys of one input partition."""
@@ -226,16 +232,26 @@ def layout_of(layout: StateLayout) -> str:
 
     The components (ops), the window kind and size: state written under one layout is
     wrong under another (a merge of other components, windows of another size), so a
-    claim that finds another layout with windows open refuses (`describe_layout`).
+    claim that finds another layout with windows open refuses (`describe_layout`). Of
+    count windows, `size_ms` is the records per window, and count_hopping adds the
+    advance (the open windows of a key are spaced by it).
     """
     ops = ",".join(layout.ops)
-    return f"v{LAYOUT_VERSION};kind={layout.kind};size_ms={layout.size_ms};ops={ops}"
+    text = f"v{LAYOUT_VERSION};kind={layout.kind};size_ms={layout.size_ms};ops={ops}"
+    return f"{text};advance={layout.advance}" if layout.kind == "count_hopping" else text
 
 
 def describe_layout(text: str) -> str:
     """A recorded layout in the settings' words (for the mismatch message)."""
     parts = dict(p.partition("=")[::2] for p in text.split(";") if "=" in p)
     ops = parts.get("ops", "?")
+    kind = parts.get("kind", "?")
+    if kind.startswith("count_"):
+        advance = f", RILL_WINDOW_COUNT_ADVANCE={parts['advance']}" if "advance" in parts else ""
+        return (
+            f"RILL_WINDOW_TYPE={kind}, RILL_WINDOW_COUNT={parts.get('size_ms', '?')}{advance}, "
+            f"aggregate components [{ops}]"
+        )
     return (
         f"RILL_WINDOW_TYPE={parts.get('kind', '?')}, "
         f"RILL_WINDOW_SIZE_MS={parts.get('size_ms', '?')}, aggregate components [{ops}]"

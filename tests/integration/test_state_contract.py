@@ -49,6 +49,12 @@ def test_dedupe_ids_and_outputs_are_recorded_only_by_an_applied_call(
     contract.check_dedupe_ids(client, kind)
 
 
+@pytest.mark.parametrize("kind", ["count_tumbling", "count_hopping"])
+def test_a_count_window_closes_in_the_apply_that_fills_it(client: RedisClient, kind: str) -> None:
+    """A count window never closes by the watermark, only when its count is reached."""
+    contract.check_count_window_closes_when_full(client, kind)
+
+
 @settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

@@ -227,3 +227,28 @@ def check_dedupe_ids(client: RedisClient, kind: str) -> None:
     assert store.seen({tp: ["d", "e"]}) == {tp: {}}
     [entry] = [e for e in newer.outbox if e.seq == reply.seq]
     assert entry.outputs == OUTPUTS
+
+
+def check_count_window_closes_when_full(client: RedisClient, kind: str) -> None:
+    """A count window (its last component counts its records) stays open whatever the
+    watermark, index score `+inf`, and closes in the apply that brings it to its count
+    (`size_ms`), emitted in final mode and gone from the state and index."""
+    ops: tuple[Op, ...] = ("add", "max", "add")  # sum, last offset, records
+    layout = StateLayout(
+        f"contract-{uuid.uuid4().hex[:8]}", "g{0}", kind, 3, "final", ops, 600, advance=1
+    )
+    store = RedisWindowStore(client, layout)
+    keys = store.keys(TP_UNDER_TEST)
+    claim = store.claim(TP_UNDER_TEST)
+    assert client.hget(keys.meta, "layout") is not None
+    partial = _call(claim, 5, 6, 10**15, [Delta("a|b", 5, 0, [10, 6, 2])], seq=claim.seq)
+    reply = store.apply({TP_UNDER_TEST: partial})[TP_UNDER_TEST]
+    assert (reply.status, reply.rows, reply.open_windows) == ("ok", [], 1)
+    wid = codec.window_id("a|b", 5, 0)
+    assert client.zscore(keys.index, wid) == float("inf")
+    full = _call(claim, 7, 7, 0, [Delta("a|b", 5, 0, [1, 7, 1])], seq=reply.seq)
+    reply = store.apply({TP_UNDER_TEST: full})[TP_UNDER_TEST]
+    assert reply.status == "ok"
+    assert reply.rows == [window_state.WindowRow(True, "a|b", 5, 0, [11, 7, 3])]
+    assert reply.open_windows == 0
+    assert client.hlen(keys.state) == 0

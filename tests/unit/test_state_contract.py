@@ -36,3 +36,9 @@ def test_dedupe_ids_and_outputs_are_recorded_only_by_an_applied_call(kind: str) 
 def test_script_merge_equals_python_merge(a: list[Component], b: list[Component]) -> None:
     """The script merges every op (add, min, max, first, last, set) as windows.merge does."""
     contract.check_script_merge_equals_python(fakeredis.FakeRedis(), a, b)
+
+
+@pytest.mark.parametrize("kind", ["count_tumbling", "count_hopping"])
+def test_a_count_window_closes_in_the_apply_that_fills_it(kind: str) -> None:
+    """A count window never closes by the watermark, only when its count is reached."""
+    contract.check_count_window_closes_when_full(fakeredis.FakeRedis(), kind)
