@@ -9,13 +9,16 @@ the grace reaches the window's end, as in rill. Quix's RocksDB state lives in a
 temporary directory. `--emit current` emits every update (the recovery phase uses it
 to see the first record processed after a restart).
 
+`--count N` windows every N records of a key (`tumbling_count_window`, emitted when full)
+instead of the time windows, as rill's `RILL_WINDOW_TYPE=count_tumbling`.
+
 `--stateless` runs rill's stateless bench job instead: drop cancelled orders, keep
 order_id, customer_id, amount (renamed total), currency, created_at, Confluent-wire Avro
 out with schema id 2 (service/schemas/order_out.avsc), as `RILL_WINDOW_TYPE=none` does.
 
 Usage: python bench/quix_job.py BOOTSTRAP INPUT OUTPUT GROUP STATE_DIR
            [--guarantee at-least-once|exactly-once] [--window-ms N] [--grace-ms N]
-           [--emit final|current] [--session-timeout-ms N] [--stateless]
+           [--emit final|current] [--session-timeout-ms N] [--stateless] [--count N]
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ def main() -> None:
     parser.add_argument("--emit", default="final")
     parser.add_argument("--session-timeout-ms", type=int, default=45_000)
     parser.add_argument("--stateless", action="store_true")
+    parser.add_argument("--count", type=int, default=0)
     args = parser.parse_args()
     app = Application(
         broker_address=args.bootstrap,
@@ -100,10 +104,15 @@ def main() -> None:
         app.run()
         return
     sink = app.topic(args.output, value_serializer="json", key_serializer="str")
-    window = sdf.tumbling_window(args.window_ms, grace_ms=args.grace_ms).agg(
-        count=agg.Count(), sum=agg.Sum("amount"), min=agg.Min("amount"), max=agg.Max("amount")
-    )
-    sdf = window.final(closing_strategy="partition") if args.emit == "final" else window.current()
+    aggs = {"count": agg.Count(), "sum": agg.Sum("amount")}
+    aggs |= {"min": agg.Min("amount"), "max": agg.Max("amount")}
+    if args.count:
+        counted = sdf.tumbling_count_window(args.count).agg(**aggs)
+        sdf = counted.final() if args.emit == "final" else counted.current()
+    else:
+        window = sdf.tumbling_window(args.window_ms, grace_ms=args.grace_ms).agg(**aggs)
+        final = window.final(closing_strategy="partition")
+        sdf = final if args.emit == "final" else window.current()
     sdf.to_topic(sink)
     app.run()
 

@@ -152,7 +152,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
     )
     right.set_yticks(range(len(lat)), names)
     right.invert_yaxis()
-    right.set_xscale("log")
+    if lat:  # a run without the latency phase has nothing to put on a log scale
+        right.set_xscale("log")
     right.xaxis.set_major_formatter(ticker.ScalarFormatter())
     right.xaxis.set_minor_formatter(ticker.NullFormatter())
     right.set_xlabel("end-to-end ms at the same input rates (log)")

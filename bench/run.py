@@ -41,12 +41,15 @@ from bench import workloads as wl  # noqa: E402
 from bench.common import CREATED, create_topics, delete_topics, machine_load, private_redis  # noqa: E402
 from bench.systems import (  # noqa: E402
     ALL,
+    COUNT_WINDOW,
     FLOOR,
     QUIX_ALO,
+    QUIX_COUNT,
     QUIX_EOS,
     QUIX_STATELESS,
     RILL_ALO,
     RILL_ALO_IN_TURN,
+    RILL_COUNT,
     RILL_EOS,
     RILL_STATELESS,
     TAGS,
@@ -64,6 +67,9 @@ METHOD = [
     "(1,000 customers, Zipf-like weights 1/rank^1.1, about 5,000 records per 10 s window); "
     "`manykeys` (50,000 customers, the same law, out of event-time order by up to 1.5 s, "
     "within the grace: most keys have one record per window).",
+    "- Count windows (rill `count_tumbling`, Quix `tumbling_count_window`): the windowed job "
+    "with windows of 100 orders per customer, emitted when full; checked window by window, "
+    "each key's windows in order (not run on `manykeys`, whose times go back).",
     "- Stateless job (rill `RILL_WINDOW_TYPE=none`, Quix `bench/quix_job.py --stateless`): "
     "drop cancelled orders, keep five fields, rename amount to total, Confluent-wire Avro out.",
     "- Records/s: sinks stamp LogAppendTime; the input a system covered between its first and "
@@ -114,7 +120,8 @@ def prepare(bootstrap: str, workload: str, records: int) -> throughput.Input:
     create_topics(bootstrap, [topic])
     wl.produce(bootstrap, topic, rows)
     ids = frozenset(o["order_id"] for o in rows if o["status"] != "cancelled")
-    return throughput.Input(workload, topic, records, len(ids), wl.reference(rows), ids)
+    counted = wl.count_reference(rows, COUNT_WINDOW)
+    return throughput.Input(workload, topic, records, len(ids), wl.reference(rows), ids, counted)
 
 
 def ratios(rows: list[dict[str, Any]]) -> None:
@@ -124,6 +131,7 @@ def ratios(rows: list[dict[str, Any]]) -> None:
         RILL_ALO_IN_TURN.name: QUIX_ALO.name,
         RILL_EOS.name: QUIX_EOS.name,
         RILL_STATELESS.name: QUIX_STATELESS.name,
+        RILL_COUNT.name: QUIX_COUNT.name,
     }
     for row in rows:
         same = {
@@ -230,13 +238,15 @@ def run_throughput(args: argparse.Namespace, bootstrap: str, redis: tuple[str, i
     systems = chosen(args)
     for workload in args.workloads.split(","):
         inp = prepare(bootstrap, workload, args.records)
-        samples: dict[str, list[dict[str, Any]]] = {s.name: [] for s in systems}
+        # Count windows need each key's records in time order to number Quix's windows.
+        here = [s for s in systems if not (s.count and workload == "manykeys")]
+        samples: dict[str, list[dict[str, Any]]] = {s.name: [] for s in here}
         for _ in range(args.repeat):
-            for system in systems:
+            for system in here:
                 row = throughput.measure(bootstrap, system, inp, redis, 600)
                 print(row, flush=True)
                 samples[system.name].append(row)
-        rows += [merged(samples[s.name]) for s in systems]
+        rows += [merged(samples[s.name]) for s in here]
     return rows
 
 

@@ -26,6 +26,7 @@ class System:
     windowed: bool = True
     overlap: bool = True  # RILL_STATE_OVERLAP
     dedupe: bool = False  # RILL_DEDUPE_FIELD=order_id (issue 17: its cost against the floor)
+    count: int = 0  # records per count window (tumbling); 0: the 10 s time windows
 
 
 FLOOR = System("floor (confluent-kafka + fastavro)", "floor", windowed=False)
@@ -44,6 +45,10 @@ QUIX_ALO = System("Quix Streams at-least-once", "quix")
 QUIX_EOS = System("Quix Streams exactly-once", "quix", "exactly-once")
 # The stateless job (filter, project, rename, Avro out) written for Quix Streams.
 QUIX_STATELESS = System("Quix Streams stateless", "quix", windowed=False)
+# The windowed job with tumbling count windows of COUNT_WINDOW records per customer.
+COUNT_WINDOW = 100
+RILL_COUNT = System("rill count windows at-least-once", "rill", count=COUNT_WINDOW)
+QUIX_COUNT = System("Quix Streams count windows at-least-once", "quix", count=COUNT_WINDOW)
 ALL = [
     FLOOR,
     RILL_STATELESS,
@@ -55,6 +60,8 @@ ALL = [
     RILL_EOS,
     QUIX_ALO,
     QUIX_EOS,
+    RILL_COUNT,
+    QUIX_COUNT,
 ]
 # Short names for `bench/run.py --systems`.
 TAGS = {
@@ -68,6 +75,8 @@ TAGS = {
     "eos": RILL_EOS,
     "quix-alo": QUIX_ALO,
     "quix-eos": QUIX_EOS,
+    "count": RILL_COUNT,
+    "quix-count": QUIX_COUNT,
 }
 
 
@@ -117,6 +126,9 @@ def rill_env(system: System, run: Run) -> dict[str, str]:
                 "RILL_STATE_OVERLAP": "true" if system.overlap else "false",
             }
         )
+        if system.count:
+            env["RILL_WINDOW_TYPE"] = "count_tumbling"
+            env["RILL_WINDOW_COUNT"] = str(system.count)
     else:
         env.update(
             {
@@ -180,4 +192,6 @@ def _spawn(system: System, run: Run) -> subprocess.Popen[bytes]:
     args += ["--session-timeout-ms", str(run.session_timeout_ms)]
     if not system.windowed:
         args.append("--stateless")
+    if system.count:
+        args += ["--count", str(system.count)]
     return subprocess.Popen(args, cwd=ROOT)

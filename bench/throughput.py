@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import fastavro
@@ -43,6 +43,8 @@ class Input:
     passing: int  # orders that pass the filter
     windows: dict[tuple[str, int], Window]
     order_ids: frozenset[str]
+    # The count-window job's reference: (customer, window number) -> window.
+    count_windows: dict[tuple[str, int], Window] = field(default_factory=dict)
 
 
 def parse_window(system: System, rec: SinkRecord) -> tuple[tuple[str, int], Window]:
@@ -90,6 +92,40 @@ def check_windows(
         "extra": extra,
         "duplicates": dup,
     }
+
+
+def numbered(system: System, recs: list[SinkRecord]) -> tuple[list[SinkRecord], int]:
+    """Count-window results with each window's start replaced by its number among its key's
+    windows (in start order: rill's is the first record's offset, Quix's its first time),
+    and how many results repeated a (key, start) already seen."""
+    by_key: dict[str, dict[int, SinkRecord]] = {}
+    dup = 0
+    for rec in recs:
+        (key, start), _ = parse_window(system, rec)
+        starts = by_key.setdefault(key, {})
+        dup += start in starts
+        starts.setdefault(start, rec)
+    out = []
+    for starts in by_key.values():
+        for i, start in enumerate(sorted(starts)):
+            out.append((starts[start], i))
+    return [_renumbered(system, rec, i) for rec, i in out], dup
+
+
+def _renumbered(system: System, rec: SinkRecord, i: int) -> SinkRecord:
+    v = json.loads(rec.value)
+    v["window_start" if system.kind == "rill" else "start"] = i
+    return SinkRecord(rec.key, json.dumps(v).encode(), rec.ts_ms, rec.read_at)
+
+
+def check_count_windows(
+    system: System, recs: list[SinkRecord], ref: dict[tuple[str, int], Window]
+) -> dict[str, Any]:
+    """Each key's full count windows, in order, equal to the reference's."""
+    renumbered, dup = numbered(system, recs)
+    check = check_windows(system, renumbered, ref)
+    check["duplicates"] += dup
+    return check
 
 
 def check_projection(recs: list[SinkRecord], order_ids: frozenset[str]) -> dict[str, Any]:
@@ -152,6 +188,8 @@ def measure(
     create_topics(bootstrap, [name], log_append_time=True)
     create_topics(bootstrap, [f"{name}-dlq"])
     expected = len(inp.windows) if system.windowed else len(inp.order_ids)
+    if system.count:
+        expected = len(inp.count_windows)
     with tempfile.TemporaryDirectory(prefix="bench-state-") as state_dir:
         run = Run(bootstrap, inp.topic, name, f"g-{name}", redis[0], state_dir)
         proc = start(system, run)
@@ -168,11 +206,12 @@ def measure(
         except subprocess.TimeoutExpired:
             proc.kill()
     recs = read_topic(bootstrap, name, 60)
-    check = (
-        check_windows(system, recs, inp.windows)
-        if system.windowed
-        else check_projection(recs, inp.order_ids)
-    )
+    if system.count:
+        check = check_count_windows(system, recs, inp.count_windows)
+    elif system.windowed:
+        check = check_windows(system, recs, inp.windows)
+    else:
+        check = check_projection(recs, inp.order_ids)
     check["finished"] = finished
     row: dict[str, Any] = {
         "system": system.name,

@@ -166,3 +166,18 @@ def reference(
 def non_cancelled(rows: list[dict[str, Any]]) -> int:
     """How many orders pass the job's filter."""
     return sum(1 for o in rows if o["status"] != "cancelled")
+
+
+def count_reference(rows: list[dict[str, Any]], count: int) -> dict[tuple[str, int], Window]:
+    """The full count windows of `count` records per customer, numbered 0, 1, ... per key
+    (a key's records keep their order: one partition per key, produced in order)."""
+    per_key: dict[str, list[float]] = {}
+    for o in rows:
+        if o["status"] != "cancelled":
+            per_key.setdefault(o["customer_id"], []).append(o["amount"])
+    out: dict[tuple[str, int], Window] = {}
+    for key, amounts in per_key.items():
+        for i in range(len(amounts) // count):
+            chunk = amounts[i * count : (i + 1) * count]
+            out[(key, i)] = Window(count, sum(chunk), min(chunk), max(chunk))
+    return out

@@ -19,6 +19,7 @@ from service.pipeline import Pipeline, declarative_pipeline
 from service.processing.aggregates import Aggregation
 from service.processing.batch import Plan
 from service.processing.dedupe import DedupePlan, field_id
+from service.processing.routing import Router
 from service.processing.windows import WindowPlan, WindowSpec
 from service.serdes import build_serdes
 
@@ -84,7 +85,37 @@ def build_plan(settings: Settings) -> Plan:
         max_message_bytes=settings.producer.message_max_bytes,
         resolver=serdes.registry,
         dedupe=pipeline.dedupe_plan or build_dedupe(settings.dedupe),
+        router=build_router(settings, pipeline),
     )
+
+
+def build_router(settings: Settings, pipeline: Pipeline) -> Router | None:
+    """The output route of RILL_ROUTE_FIELD or `Pipeline.route`, or None (the sink topic).
+
+    Raises:
+        ConfigError: both are given, or a route without RILL_ROUTE_TOPICS, or topics
+            without a route.
+    """
+    route = settings.routing
+    fn = pipeline.route_fn
+    if fn is not None and route.field:
+        raise ConfigError(
+            f"Pipeline {pipeline.name!r} calls route() and RILL_ROUTE_FIELD is set too: "
+            "unset RILL_ROUTE_FIELD (or drop route())"
+        )
+    if fn is None and not route.field:
+        if route.topics:
+            raise ConfigError(
+                f"RILL_ROUTE_TOPICS is set but Pipeline {pipeline.name!r} does not call "
+                "route(): set RILL_ROUTE_FIELD, call route(), or unset RILL_ROUTE_TOPICS"
+            )
+        return None
+    if not route.topics:
+        raise ConfigError(
+            f"Pipeline {pipeline.name!r} calls route() but RILL_ROUTE_TOPICS is empty: set it "
+            "to the topics the route may name"
+        )
+    return Router(frozenset(route.allowed), route.field, fn)
 
 
 def open_plan(plan: Plan, stack: ExitStack) -> None:

@@ -270,7 +270,7 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--timeout", type=float, default=3.0)
     inspect.add_argument("--samples", type=int, default=2)
     inspect.add_argument("--json", action="store_true")
-    replay.add_argument("--stage", help="decode, transform, encode, late, produce")
+    replay.add_argument("--stage", help="decode, transform, encode, late, route, produce")
     replay.add_argument("--error-class")
     replay.add_argument("--source-partition", type=int)
     replay.add_argument("--min-offset", type=int)

@@ -36,6 +36,7 @@ class Pipeline:
         self.dedupe_plan: DedupePlan | None = None
         self.decoder: Any = None
         self.encoder: Any = None
+        self.route_fn: Callable[[Any], str] | None = None
 
     def _add(self, kind: StepKind, fn: StepFn, name: str | None) -> Pipeline:
         label = name or getattr(fn, "__name__", kind)
@@ -90,6 +91,24 @@ class Pipeline:
             self.dedupe_plan = DedupePlan(fn, within_ms, to_dlq, name)
         except ConfigError as exc:
             raise ConfigError(f"Pipeline {self.name!r}: dedupe(): {exc}") from exc
+        return self
+
+    def route(self, fn: Callable[[Any], str]) -> Pipeline:
+        """Send each output to the topic fn(output) names, one of RILL_ROUTE_TOPICS.
+
+        The output is the transformed record, or in a windowed pipeline the window result
+        (`key`, `window_start`, `window_end` and the aggregates). A topic outside the
+        list, or an exception, sends that output to the DLQ (stage `route`).
+
+        Raises:
+            ConfigError: fn is not callable.
+        """
+        if not callable(fn):
+            raise ConfigError(
+                f"Pipeline {self.name!r}: route() takes a function of the output, "
+                f"not a {type(fn).__name__}"
+            )
+        self.route_fn = fn
         return self
 
     def serdes(self, decoder: Any = None, encoder: Any = None) -> Pipeline:

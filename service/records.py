@@ -55,7 +55,7 @@ class DlqEntry:
     Attributes:
         topic: where it goes: the DLQ topic, or the late topic for late records.
         key / value / headers: the original record's, untouched.
-        stage: where it failed (decode, transform, encode, late, produce).
+        stage: where it failed (decode, transform, encode, late, route, produce).
         error_class: the class of the error (of its cause, where there is one).
         message: the reason.
         attempts: how many times the step ran.

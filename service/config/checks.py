@@ -35,6 +35,7 @@ def check_settings(s: Settings) -> None:
             "dedupe_dlq is true but nothing is de-duplicated: set RILL_DEDUPE_FIELD to the "
             "field holding each record's id (or unset RILL_DEDUPE_DLQ)"
         )
+    check_routing(s)
     check_security(s)
     if s.observability.health_stall_s * 1000 >= s.consumer.max_poll_interval_ms:
         raise ValueError(
@@ -106,6 +107,31 @@ def check_security(s: Settings) -> None:
         raise ValueError(
             "redis_url must start with redis://, rediss:// (TLS) or unix://: set RILL_REDIS_URL"
         )
+
+
+def check_routing(s: Settings) -> None:
+    """Route topics are given with a route, and are none of the topics rill reads or
+    sends records to the DLQ with."""
+    route, topics = s.routing, s.topics
+    if route.field and not route.topics:
+        raise ValueError(
+            "route_field is set but no topic may be routed to: set RILL_ROUTE_TOPICS to the "
+            "topics the field may name"
+        )
+    if route.topics and not route.field and not s.pipeline.app:
+        raise ValueError(
+            "route_topics is set but nothing routes: set RILL_ROUTE_FIELD (or RILL_APP to a "
+            "Pipeline that calls route())"
+        )
+    reserved = {topics.input: "input_topic", topics.dlq: "dlq_topic"}
+    if topics.late:
+        reserved[topics.late] = "late_topic"
+    for topic in route.allowed:
+        if topic in reserved:
+            raise ValueError(
+                f"route_topics names {topic!r}, the {reserved[topic]}: a route may not "
+                "write there; remove it from RILL_ROUTE_TOPICS"
+            )
 
 
 def check_window_settings(s: Settings) -> None:

@@ -29,6 +29,7 @@ from service.config.kafka_settings import (
     ProducerSettings,
     TopicSettings,
 )
+from service.config.routing_settings import RoutingSettings
 from service.config.serde_settings import InputSettings, OutputSettings, RegistrySettings
 from service.config.views import (
     DedupeSettings,
@@ -50,6 +51,7 @@ VIEWS: tuple[type[View], ...] = (
     PipelineSettings,
     WindowSettings,
     DedupeSettings,
+    RoutingSettings,
     ConsumerSettings,
     ProducerSettings,
     StateSettings,
@@ -152,6 +154,11 @@ class Settings(_Flat):
     def dedupe(self) -> DedupeSettings:
         """De-duplication by an id field."""
         return DedupeSettings.of(self)
+
+    @property
+    def routing(self) -> RoutingSettings:
+        """Output routing and the co-partition check."""
+        return RoutingSettings.of(self)
 
     @property
     def state(self) -> StateSettings:

@@ -76,6 +76,19 @@ class Metrics:
             ["topic"],
             registry=r,
         )
+        self.records_not_copartitioned = Counter(
+            "rill_records_not_copartitioned",
+            "Window input from a partition its window key does not hash to (murmur2 or "
+            "CRC32): partial windows; re-key with group_by",
+            ["topic"],
+            registry=r,
+        )
+        self.records_routed = Counter(
+            "rill_records_routed",
+            "Outputs delivered to each routed topic (RILL_ROUTE_*)",
+            ["topic", "output"],
+            registry=r,
+        )
         self.records_replayed = Counter(
             "rill_records_replayed",
             "Records at or below the applied offset, not re-applied",

@@ -12,9 +12,10 @@ from typing import Any
 import orjson
 
 from service.errors import RecordError
-from service.processing.chain import Chain, ItemError, Step, chain
+from service.processing.chain import Chain, ItemError, Items, Step, chain
 from service.processing.dedupe import DedupePlan, record_id
 from service.processing.dlq import add_to_dlq
+from service.processing.routing import Router, route_items
 from service.processing.sizes import fit_dlq, too_large
 from service.processing.windows import WindowPlan, WindowResult, check_future, event_time
 from service.records import TP, BatchResult, DlqEntry, InRecord, Keyed, Mark, OutRecord
@@ -40,6 +41,8 @@ class Plan:
     # The schema registry edge (fills the decoder's schema cache before each batch);
     # held here so the worker finds it, never called by the pure functions.
     resolver: Any = None
+    # Picks each output's topic (RILL_ROUTE_*, `Pipeline.route`); None: the sink topic.
+    router: Router | None = None
     # De-duplication by an id (None: none); see `processing.dedupe`.
     dedupe: DedupePlan | None = None
     # The steps as one function, written out once (`processing.chain`).
@@ -123,16 +126,13 @@ def process_batch(records: Sequence[InRecord], plan: Plan, now_ms: int) -> Batch
             result.marks.extend([Mark(record, dedupe_id)] if plan.dedupe else [])
             result.filtered += 1
             continue
-        if plan.window is not None:
-            keyed, failed = to_window(plan.window, record, items, now_ms)
-        else:
-            keyed, failed = [], _item_errors(items)
+        keyed, failed, topics = _sort(plan, record, items, now_ms)
         if failed:
             if len(failed) == len(items):
                 to_dlq(record, _whole(failed, len(items)), attempts)
                 continue
             add_to_dlq(result, item_entries(plan, record, failed, len(items), attempts, now_ms))
-        encoded = [] if plan.window is not None else _encoded(plan, items)
+        encoded = [] if plan.window is not None else _encoded(plan, items, topics)
         if isinstance(encoded, RecordError):
             to_dlq(record, encoded, attempts)
             continue
@@ -158,19 +158,51 @@ def _dedupe_id(plan: Plan, value: Any) -> str | RecordError:
         return exc
 
 
-def _encoded(plan: Plan, items: Sequence[tuple[Any, Any]]) -> list[OutRecord] | RecordError:
-    """A stateless record's items encoded for the sink (its failed items left out), or
-    why they cannot be produced."""
+def _encoded(
+    plan: Plan, items: Items, topics: list[str | None] | None
+) -> list[OutRecord] | RecordError:
+    """A stateless record's outputs (each to the sink or its routed topic), or why they
+    cannot be produced."""
     try:
-        encoded = [
-            OutRecord(plan.output_topic, encode_key(k), plan.encoder.encode(v), None)
-            for k, v in items
-            if not isinstance(k, ItemError)
-        ]
+        encoded = _encode(plan, items, topics)
     except RecordError as exc:
         return exc
     why = _oversize(encoded, plan)
     return RecordError("encode", why) if why is not None else encoded
+
+
+def _sort(
+    plan: Plan, record: InRecord, items: Items, now_ms: int
+) -> tuple[list[Keyed], list[Failed], list[str | None] | None]:
+    """A record's items: those for the window, those that fail, and each one's topic
+    (None: every item goes to the sink topic)."""
+    if plan.window is not None:
+        keyed, failed = to_window(plan.window, record, items, now_ms)
+        return keyed, failed, None
+    failed = _item_errors(items)
+    if plan.router is None:
+        return [], failed, None
+    topics, unrouted = route_items(plan.router, items, _failed_key)
+    if unrouted:
+        failed = sorted(failed + unrouted, key=lambda f: f[0])
+    return [], failed, topics
+
+
+def _encode(plan: Plan, items: Items, topics: list[str | None] | None) -> list[OutRecord]:
+    """The outputs of a record's items that go on, each to the sink or its routed topic."""
+    encode = plan.encoder.encode
+    if topics is None:
+        topic = plan.output_topic
+        return [
+            OutRecord(topic, encode_key(k), encode(v), None)
+            for k, v in items
+            if not isinstance(k, ItemError)
+        ]
+    return [
+        OutRecord(t, encode_key(k), encode(v), None)
+        for (k, v), t in zip(items, topics, strict=True)
+        if t is not None
+    ]
 
 
 def _oversize(encoded: Sequence[OutRecord], plan: Plan) -> str | None:
@@ -200,6 +232,10 @@ def window_key(key: Any) -> str | None:
 
 # (index among the record's items, key, value, why) of an item that goes to the DLQ.
 Failed = tuple[int, Any, Any, RecordError]
+
+
+def _failed_key(key: Any) -> bool:
+    return isinstance(key, ItemError)
 
 
 def _item_errors(items: Sequence[tuple[Any, Any]]) -> list[Failed]:
@@ -292,17 +328,20 @@ def emit(
     plan: Plan,
     now_ms: int,
 ) -> None:
-    """Window results into a batch: encoded to the sink, or to the DLQ when the serde refuses.
+    """Window results into a batch: encoded to the sink (or the topic their route names),
+    or to the DLQ when the route or the serde refuses.
 
     The one path for window results, whether a batch, an idle tick or a reconcile made them.
     `tps[i]` is the input partition whose state made `windows[i]`.
     """
     dlq: list[DlqEntry] = []
+    router = plan.router
     for res, tp in zip(windows, tps, strict=True):
         value = res.as_record()
         key = res.key.encode()
         try:
-            out = OutRecord(plan.output_topic, key, plan.encoder.encode(value))
+            topic = plan.output_topic if router is None else router.topic(value)
+            out = OutRecord(topic, key, plan.encoder.encode(value))
             why = too_large(out, plan.max_message_bytes)
             if why is not None:
                 raise RecordError("encode", why)
@@ -313,7 +352,7 @@ def emit(
                 orjson.dumps(value, default=str),
                 None,
                 exc.stage,
-                type(exc).__name__,
+                type(exc.__cause__ or exc).__name__,
                 str(exc),
                 timestamp_ms=now_ms,
                 source_topic=plan.output_topic,

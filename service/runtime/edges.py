@@ -117,10 +117,11 @@ class Edges:
         consumer: (settings, on_assign, on_revoke, on_stats) -> an unstarted group consumer.
         producer: settings -> a started producer.
         store: (settings, window plan or None) -> a connected window store.
-        create_topics: settings -> None, makes sure the topics exist.
+        create_topics: settings -> the input topic's partition count (None: not known),
+            makes sure the topics exist.
     """
 
     consumer: Callable[[Settings, PartitionsCallback, PartitionsCallback, StatsCallback], Consumer]
     producer: Callable[[Settings], Producer]
     store: Callable[[Settings, WindowPlan | None], WindowStore]
-    create_topics: Callable[[Settings], None]
+    create_topics: Callable[[Settings], int | None]

@@ -66,15 +66,20 @@ def open_store(settings: Settings, window: WindowPlan | None) -> RedisWindowStor
     return RedisWindowStore(client, state_layout(s, window))
 
 
-def create_topics(settings: Settings) -> None:
-    """Create the input, output, DLQ (and late) topics where missing."""
+def create_topics(settings: Settings) -> int:
+    """Create the input, output, DLQ (late, route) topics where missing.
+
+    Returns:
+        The input topic's partition count.
+    """
     s = settings
     common = s.kafka.librdkafka_common()
     partitions = partition_count(common, s.topics.input) or DEFAULT_PARTITIONS
-    topics = [s.topics.input, s.topics.output, s.topics.dlq]
+    topics = [s.topics.input, s.topics.output, s.topics.dlq, *s.routing.allowed]
     if s.topics.late:
         topics.append(s.topics.late)
     ensure_topics(common, topics, partitions)
+    return partitions
 
 
 REAL_EDGES = Edges(open_consumer, open_producer, open_store, create_topics)

@@ -20,6 +20,7 @@ from service.observability.tracing import BatchTracer
 from service.processing.batch import Plan, dlq_entry
 from service.records import TP
 from service.runtime.batches import now_ms
+from service.runtime.copartition import CopartitionCheck
 from service.runtime.edges import Edges
 from service.runtime.guarantee import GUARANTEES
 from service.runtime.observers import Observers
@@ -54,7 +55,9 @@ class Service:
         self.health = HealthState(liveness_threshold_s=obs.health_stall_s)
         self.tracer = BatchTracer(obs.tracing_enabled, obs.traces_exporter)
         self._stop = threading.Event()
-        self.report = Report(self.metrics, settings.topics.input, obs.summary_interval_s)
+        self.report = Report(
+            self.metrics, settings.topics.input, obs.summary_interval_s, plan.router is not None
+        )
         self.worker: Worker | None = None  # while running
 
     def request_stop(self) -> None:
@@ -67,13 +70,15 @@ class Service:
 
     def run(self) -> None:
         """Open the clients, run the loop until `request_stop()`, then close them."""
-        self.edges.create_topics(self.settings)
+        partitions = self.edges.create_topics(self.settings)
         observers = Observers(
             self.settings, self.metrics, self.health, self.tracer, self.report, self._stop
         )
         try:
             with ExitStack() as stack:
-                self.worker = open_worker(self.plan, self.edges, observers, stack, self.ready)
+                self.worker = open_worker(
+                    self.plan, self.edges, observers, stack, self.ready, partitions
+                )
                 self.worker.run()
         except DlqRefusedError:
             self.metrics.dlq_refused.labels(self.settings.topics.dlq).inc()
@@ -135,10 +140,16 @@ def open_engine(
 
 
 def open_worker(
-    plan: Plan, edges: Edges, obs: Observers, stack: ExitStack, ready: Any = None
+    plan: Plan,
+    edges: Edges,
+    obs: Observers,
+    stack: ExitStack,
+    ready: Any = None,
+    parts: int | None = None,
 ) -> Worker:
     """Open every client of a worker in `stack` (closed in reverse order), join the group
-    and return the worker built whole."""
+    and return the worker built whole (`parts`: the input topic's partition count, for the
+    co-partition check of window input; None: not checked)."""
     s = obs.settings
     open_plan(plan, stack)
     if s.observability.metrics_port:
@@ -161,11 +172,18 @@ def open_worker(
         on_delivered=obs.report.delivered,
     )
     guarantee.start()
-    worker = Worker(plan, consumer, guarantee, engine, submit, overlap, obs)
+    check = CopartitionCheck.of(s, plan.window is not None, parts, obs.metrics)
+    worker = Worker(plan, consumer, guarantee, engine, submit, overlap, obs, check)
     events.worker = worker
     consumer.start()
     stack.callback(consumer.close)
     stack.callback(obs.tracer.close)
+    _log_start(s, plan)
+    return worker
+
+
+def _log_start(s: Settings, plan: Plan) -> None:
+    """The `worker started` line: what this worker reads, computes and writes."""
     log.info(
         "worker started",
         version=__version__,
@@ -176,5 +194,5 @@ def open_worker(
         guarantee=s.kafka.guarantee,
         steps=[step.name for step in plan.steps],
         window=s.window.kind if plan.window else None,
+        route=plan.router.describe() if plan.router else None,
     )
-    return worker

@@ -22,6 +22,7 @@ from service.records import TP, BatchResult, InRecord, first_offsets
 from service.runtime.backpressure import BackPressure
 from service.runtime.batches import Pending, now_ms, settle, window_input
 from service.runtime.claims import Claims
+from service.runtime.copartition import CopartitionCheck
 from service.runtime.edges import Consumer
 from service.runtime.gates import drop_replayed, hold, hold_unresolved, release_schema_held
 from service.runtime.guarantee import Delivered, Guarantee
@@ -45,6 +46,7 @@ class Worker:
             inline).
         overlap: the round trip of batch N runs while N+1 is fetched (RILL_STATE_OVERLAP).
         observers: settings, metrics, health, tracer, report and the stop event.
+        copartition: checks window input against the partition it came from.
     """
 
     def __init__(
@@ -56,9 +58,11 @@ class Worker:
         submit: Submit,
         overlap: bool,
         observers: Observers,
+        copartition: CopartitionCheck,
     ) -> None:
         self.plan, self.consumer, self.guarantee, self.engine = plan, consumer, guarantee, engine
         self.submit, self.overlap, self.obs = submit, overlap, observers
+        self.copartition = copartition
         obs = observers
         self.settings, self.metrics, self.report = obs.settings, obs.metrics, obs.report
         self.partitions = Partitions()
@@ -174,6 +178,7 @@ class Worker:
             return
         started = time.perf_counter()
         result = process_batch(records, self.plan, now_ms())
+        self.copartition.check(result.keyed)
         if self._round_trip_failed():
             # Redis failed the earlier batch's round trip: this batch goes back to Kafka
             # (fetched again once Redis answers, counted as lag meanwhile).
@@ -236,6 +241,8 @@ class Worker:
             if pending.records:
                 seconds = time.perf_counter() - pending.started
                 self.report.batch(pending.records, result, seconds)
+            elif result.dlq:  # window results of an idle tick the route or serde refused
+                self.report.dlq_lines(result)
         finally:
             self._finishing = ()
             self.obs.tracer.end(pending.span)

@@ -100,6 +100,14 @@ SCENARIOS = [
     Scenario("scale", "workers 1 → 3 → 2 under load", 1, 2, _scale),
     Scenario("zombie", "SIGSTOP a worker 15 s (> session 6 s), SIGCONT", 2, 1, _zombie),
     Scenario(
+        "routed-sigkill",
+        "5 x SIGKILL a random worker, restarted; window results routed by key to 2 topics",
+        2,
+        5,
+        _kill,
+        routed=True,
+    ),
+    Scenario(
         "bad-input",
         "near-limit, oversize, NaN/±Inf and far-future records",
         2,

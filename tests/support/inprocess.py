@@ -71,11 +71,14 @@ class Run:
         store: Callable[[WindowStore], WindowStore] = lambda s: s,
         done: Callable[[MemoryBroker], bool] = lambda _b: True,
         deadline_s: float = 30.0,
+        input_partitions: int | None = None,
     ) -> None:
         self.producer = producer or MemoryProducer(broker)
         self.broker = broker
         self.done = done
         self.deadline = time.monotonic() + deadline_s
+        # What create_topics tells the worker of its input (None: the co-partition check is off).
+        self.input_partitions = input_partitions
         self.worker = Service(
             settings, build_plan(settings), edges=self._edges(broker, server, store)
         )
@@ -122,7 +125,7 @@ class Run:
         def store(s: Settings, window: WindowPlan | None) -> WindowStore:
             return wrap(MemoryWindowStore(state_layout(s, window), server))
 
-        return Edges(consumer, lambda _s: self.producer, store, lambda _s: None)
+        return Edges(consumer, lambda _s: self.producer, store, lambda _s: self.input_partitions)
 
 
 def feed(broker: MemoryBroker, events: list[dict[str, Any]], partitions: int = 2) -> None:
