@@ -401,3 +401,26 @@ def test_check_config_names_the_dedupe_step(
     assert main(["check-config"]) == 0
     out = capsys.readouterr().out
     assert "de-duplicated by order_id within 3600000 ms (duplicates to the DLQ: True)" in out
+
+
+def test_routed_outputs_of_a_replay_go_out_once_to_their_topics() -> None:
+    """Exactly-once, stateless dedupe with routing: the outputs kept in the outbox carry
+    their routed topic; after a first owner whose transactions abort, each id reaches its
+    own topic once."""
+    broker, server = MemoryBroker(), fakeredis.FakeServer()
+    events, _dups = with_duplicates(40)
+    for event in events:
+        event["region"] = "eu" if int(event["id"][1:]) % 3 else "us"
+    feed_by_id(broker, events)
+    settings = settings_for(
+        "exactly_once", **DEDUPE, route_field="region", route_topics="eu,us", batch_size=1_000
+    )
+    first = Run(broker, server, settings)
+    first.producer = AbortAlways(broker, first.worker.request_stop)
+    with pytest.raises(RillError, match="stopped while kafka was unavailable"):
+        first.worker.run()
+    Run(broker, server, settings).worker.run()
+    for topic in ("eu", "us"):
+        got = Counter(json.loads(r.value or b"")["id"] for r in broker.records(topic))
+        want = {f"e{i}" for i in range(40) if (topic == "eu") == bool(i % 3)}
+        assert got == Counter({i: 1 for i in want}), topic
