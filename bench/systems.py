@@ -25,6 +25,7 @@ class System:
     guarantee: str = "at-least-once"
     windowed: bool = True
     overlap: bool = True  # RILL_STATE_OVERLAP
+    dedupe: bool = False  # RILL_DEDUPE_FIELD=order_id (issue 17: its cost against the floor)
     count: int = 0  # records per count window (tumbling); 0: the 10 s time windows
     table: bool = False  # joins each order with its customer's row (RILL_TABLE_*)
 
@@ -37,6 +38,12 @@ RILL_ALO = System("rill windowed at-least-once", "rill")
 RILL_EOS = System("rill windowed exactly-once", "rill", "exactly-once")
 # The same worker with the Redis round trip and the next batch's decode one after the other.
 RILL_ALO_IN_TURN = System("rill windowed at-least-once, no overlap", "rill", overlap=False)
+# The stateless job de-duplicating by order_id (every id distinct: the read, the ids written
+# with the apply, and the outputs kept in the outbox are the whole cost).
+RILL_DEDUPE = System("rill stateless, dedupe", "rill", windowed=False, dedupe=True)
+RILL_DEDUPE_EOS = System(
+    "rill stateless exactly-once, dedupe", "rill", "exactly-once", windowed=False, dedupe=True
+)
 QUIX_ALO = System("Quix Streams at-least-once", "quix")
 QUIX_EOS = System("Quix Streams exactly-once", "quix", "exactly-once")
 # The stateless job (filter, project, rename, Avro out) written for Quix Streams.
@@ -50,6 +57,8 @@ ALL = [
     RILL_STATELESS,
     QUIX_STATELESS,
     RILL_ENRICHED,
+    RILL_DEDUPE,
+    RILL_DEDUPE_EOS,
     RILL_ALO,
     RILL_ALO_IN_TURN,
     RILL_EOS,
@@ -64,6 +73,8 @@ TAGS = {
     "stateless": RILL_STATELESS,
     "enrich": RILL_ENRICHED,
     "quix-stateless": QUIX_STATELESS,
+    "dedupe": RILL_DEDUPE,
+    "dedupe-eos": RILL_DEDUPE_EOS,
     "alo": RILL_ALO,
     "alo-in-turn": RILL_ALO_IN_TURN,
     "eos": RILL_EOS,
@@ -149,6 +160,8 @@ def rill_env(system: System, run: Run) -> dict[str, str]:
                 "RILL_OUTPUT_SCHEMA_ID": "3",
             }
         )
+    if system.dedupe:
+        env.update({"RILL_DEDUPE_FIELD": "order_id", "RILL_DEDUPE_WINDOW_MS": "3600000"})
     return env
 
 

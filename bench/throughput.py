@@ -5,8 +5,8 @@ the input it covered between its first and its last output, over that time (so g
 join and start-up are left out alike for every system): for a window result the input
 it covers is its count, for a stateless output one record, scaled from the orders
 that pass the filter to all input records. CPU is the process's user + system time
-(from /proc) over the same interval, per million input records; rill's windowed rows
-also give the CPU its private redis-server spent. Peak RSS is the process's VmHWM.
+(from /proc) over the same interval, per million input records; rill's windowed and
+dedupe rows also give the CPU its private redis-server spent. Peak RSS is the process's VmHWM.
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def measure(
     bootstrap: str, system: System, inp: Input, redis: tuple[str, int], timeout_s: float
 ) -> dict[str, Any]:
     """Run one system over the input; its figures and its correctness check."""
-    tag = f"{system.kind}-{system.guarantee[:1]}{int(system.windowed)}"
+    tag = f"{system.kind}-{system.guarantee[:1]}{int(system.windowed)}{'d' * system.dedupe}"
     name = f"{inp.topic}-{tag}-{uuid.uuid4().hex[:4]}"
     create_topics(bootstrap, [name], log_append_time=True)
     create_topics(bootstrap, [f"{name}-dlq"])
@@ -250,6 +250,6 @@ def measure(
             "peak_rss_mb": round(watch.peak_mb, 1),
         }
     )
-    if system.kind == "rill" and system.windowed:
+    if system.kind == "rill" and (system.windowed or system.dedupe):
         row["redis_cpu_s_per_million"] = round(redis_cpu / input_records * 1e6, 1)
     return row

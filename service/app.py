@@ -12,12 +12,19 @@ from contextlib import ExitStack
 from dataclasses import replace
 
 from service import __version__
-from service.config import RegistrySettings, Settings, TableSettings, WindowSettings
+from service.config import (
+    DedupeSettings,
+    RegistrySettings,
+    Settings,
+    TableSettings,
+    WindowSettings,
+)
 from service.errors import ConfigError
 from service.kafka.registry_client import RegistryResolver
 from service.pipeline import Pipeline, declarative_pipeline
 from service.processing.aggregates import Aggregation
 from service.processing.batch import Plan
+from service.processing.dedupe import DedupePlan, field_id
 from service.processing.join import JoinPlan, field_key
 from service.processing.routing import Router
 from service.processing.windows import WindowPlan, WindowSpec
@@ -84,6 +91,7 @@ def build_plan(settings: Settings) -> Plan:
         late_topic=topics.late,
         max_message_bytes=settings.producer.message_max_bytes,
         resolver=serdes.registry,
+        dedupe=pipeline.dedupe_plan or build_dedupe(settings.dedupe),
         router=build_router(settings, pipeline),
         join=build_join(
             pipeline.join_plan if limits.app else None, settings.table, settings.registry
@@ -170,6 +178,13 @@ def build_join(
         decoder, resolver = table_serde(table, registry)
         join = replace(join, decoder=decoder, resolver=resolver)
     return join
+
+
+def build_dedupe(dedupe: DedupeSettings) -> DedupePlan | None:
+    """The dedupe step of the settings (RILL_DEDUPE_FIELD), or None."""
+    if not dedupe.id_field:
+        return None
+    return DedupePlan(field_id(dedupe.id_field), dedupe.window_ms, dedupe.dlq, dedupe.id_field)
 
 
 def build_window(window: WindowSettings) -> WindowPlan | None:

@@ -207,6 +207,11 @@ def _cmd_check_config(settings: Settings, _args: argparse.Namespace) -> int:
         j = plan.join
         into = f"into {j.as_!r}" if j.as_ else "merged"
         print(f"joined first with table {j.topic!r} by {j.key_name} ({j.kind}, {into})")
+    if plan.dedupe is not None:
+        d = plan.dedupe
+        print(
+            f"de-duplicated by {d.name} within {d.within_ms} ms (duplicates to the DLQ: {d.to_dlq})"
+        )
     return 0
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from service.errors import ConfigError
 from service.processing.aggregates import Aggregation, Reducer
 from service.processing.chain import Step, StepFn, StepKind
+from service.processing.dedupe import DedupePlan, field_id
 from service.processing.join import JoinKind, JoinPlan, Missing
 from service.processing.steps import make_filter, make_key_by, make_project, make_rename
 from service.processing.windows import WindowKind, WindowPlan, WindowSpec
@@ -33,6 +34,7 @@ class Pipeline:
         self.name = name
         self.steps: list[Step] = []
         self.window_plan: WindowPlan | None = None
+        self.dedupe_plan: DedupePlan | None = None
         self.decoder: Any = None
         self.encoder: Any = None
         self.route_fn: Callable[[Any], str] | None = None
@@ -58,6 +60,40 @@ class Pipeline:
     def flat_map(self, fn: Callable[[Any], Iterable[Any]], name: str | None = None) -> Pipeline:
         """Replace each record by zero or more records."""
         return self._add("flat_map", fn, name)
+
+    def dedupe(
+        self,
+        id_of: str | Callable[[Any], Any],
+        *,
+        within_ms: int,
+        to_dlq: bool = False,
+    ) -> Pipeline:
+        """Drop records whose id was seen within `within_ms` (stateless or windowed).
+
+        The id is read from the decoded input record, before the other steps, wherever
+        this is called: a field name (dots reach nested fields) or a function of the
+        record. The ids live in Redis with the partition's state and change atomically
+        with it, in both guarantee modes. A record without an id goes to the DLQ (stage
+        `dedupe`).
+
+        Args:
+            id_of: the id field, or a function returning the id.
+            within_ms: how long an id is remembered after the record that carried it
+                (measured on the records' Kafka timestamps).
+            to_dlq: a duplicate also goes to the DLQ with stage `duplicate`.
+
+        Raises:
+            ConfigError: `within_ms` is not positive.
+        """
+        if isinstance(id_of, str):
+            fn, name = field_id(id_of), id_of
+        else:
+            fn, name = id_of, getattr(id_of, "__name__", "id")
+        try:
+            self.dedupe_plan = DedupePlan(fn, within_ms, to_dlq, name)
+        except ConfigError as exc:
+            raise ConfigError(f"Pipeline {self.name!r}: dedupe(): {exc}") from exc
+        return self
 
     def route(self, fn: Callable[[Any], str]) -> Pipeline:
         """Send each output to the topic fn(output) names, one of RILL_ROUTE_TOPICS.

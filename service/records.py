@@ -139,6 +139,24 @@ class Keyed:
     ts: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """An input record that went through the steps (kept, keyed or filtered), with its id.
+
+    `outputs` are its encoded outputs in a stateless pipeline (they are delivered only
+    when the record is not a duplicate; a windowed pipeline's go on as `Keyed` items).
+    """
+
+    record: InRecord
+    id: str
+    outputs: tuple[OutRecord, ...] = ()
+
+    @property
+    def tp(self) -> TP:
+        """Its input partition."""
+        return self.record.topic, self.record.partition
+
+
 @dataclass(slots=True)
 class BatchResult:
     """What one micro-batch produced, before anything touched Kafka.
@@ -158,6 +176,8 @@ class BatchResult:
             waits again).
         join_misses: records without a table row, by what became of them (`null`: a
             left join went on, `drop`, `dlq`).
+        marks: a de-duplicating pipeline's records that went through the steps, with
+            their ids (the window step drops the duplicates among them).
     """
 
     outputs: list[OutRecord] = field(default_factory=list)
@@ -171,6 +191,7 @@ class BatchResult:
     seqs: dict[tuple[str, int], int] = field(default_factory=dict)
     sent: bool = False
     join_misses: dict[str, int] = field(default_factory=dict)
+    marks: list[Mark] = field(default_factory=list)
 
     def partitions(self) -> set[TP]:
         """The input partitions this batch delivers for."""

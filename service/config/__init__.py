@@ -19,6 +19,7 @@ from service.config.serde_settings import (
 from service.config.settings import Settings, load_settings
 from service.config.table_settings import TableSettings
 from service.config.views import (
+    DedupeSettings,
     ObservabilitySettings,
     PipelineSettings,
     RetrySettings,
@@ -30,6 +31,7 @@ __all__ = [
     "ENV_PREFIX",
     "SCHEMA_DIR",
     "ConsumerSettings",
+    "DedupeSettings",
     "InputSettings",
     "KafkaSettings",
     "ObservabilitySettings",

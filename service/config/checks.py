@@ -30,6 +30,11 @@ def check_settings(s: Settings) -> None:
     if topics.input == topics.output:
         raise ValueError("output_topic equals input_topic, which would loop: set RILL_OUTPUT_TOPIC")
     check_window_settings(s)
+    if s.dedupe.dlq and not s.dedupe.id_field and not s.pipeline.app:
+        raise ValueError(
+            "dedupe_dlq is true but nothing is de-duplicated: set RILL_DEDUPE_FIELD to the "
+            "field holding each record's id (or unset RILL_DEDUPE_DLQ)"
+        )
     check_routing(s)
     check_table(s)
     check_security(s)

@@ -33,6 +33,7 @@ from service.config.routing_settings import RoutingSettings
 from service.config.serde_settings import InputSettings, OutputSettings, RegistrySettings
 from service.config.table_settings import TableSettings
 from service.config.views import (
+    DedupeSettings,
     ObservabilitySettings,
     PipelineSettings,
     RetrySettings,
@@ -50,6 +51,7 @@ VIEWS: tuple[type[View], ...] = (
     RegistrySettings,
     PipelineSettings,
     WindowSettings,
+    DedupeSettings,
     RoutingSettings,
     TableSettings,
     ConsumerSettings,
@@ -149,6 +151,11 @@ class Settings(_Flat):
     def window(self) -> WindowSettings:
         """The declarative window step."""
         return WindowSettings.of(self)
+
+    @property
+    def dedupe(self) -> DedupeSettings:
+        """De-duplication by an id field."""
+        return DedupeSettings.of(self)
 
     @property
     def routing(self) -> RoutingSettings:

@@ -116,6 +116,27 @@ class WindowSettings(View):
     )
 
 
+class DedupeSettings(View):
+    """De-duplication: drop records whose id was seen within a time window (Redis keeps the ids)."""
+
+    flat_prefix: ClassVar[str] = "dedupe_"
+
+    id_field: Annotated[str | None, BeforeValidator(_empty_is_none)] = setting(
+        None,
+        "Field holding each record's id (dots reach nested fields); a record whose id was "
+        "seen within the window is dropped (empty: no de-duplication).",
+        name="dedupe_field",
+    )
+    window_ms: int = setting(
+        3_600_000,
+        "How long an id is remembered after the record that carried it (Kafka timestamps).",
+        gt=0,
+    )
+    dlq: bool = setting(
+        False, "A duplicate also goes to the DLQ (stage `duplicate`); else it is only counted."
+    )
+
+
 class StateSettings(View):
     """State: Redis, where window state lives."""
 

@@ -88,6 +88,12 @@ class Metrics:
         self.records_late = Counter(
             "rill_records_late", "Records behind the watermark", ["topic"], registry=r
         )
+        self.records_duplicate = Counter(
+            "rill_records_duplicate",
+            "Records dropped as duplicates of an id seen within the dedupe window",
+            ["topic"],
+            registry=r,
+        )
         self.records_not_copartitioned = Counter(
             "rill_records_not_copartitioned",
             "Window input from a partition its window key does not hash to (murmur2 or "
@@ -187,6 +193,8 @@ class Metrics:
             self.records_late.labels(topic).inc(applied.late)
         if applied.skipped:
             self.records_replayed.labels(topic).inc(applied.skipped)
+        if applied.duplicates:
+            self.records_duplicate.labels(topic).inc(applied.duplicates)
         closed = sum(1 for r in applied.results if r.final)
         if closed:
             self.windows_closed.labels(topic).inc(closed)

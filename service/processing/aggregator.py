@@ -26,7 +26,7 @@ from service.processing.windows import (
     WindowResult,
     event_time,
 )
-from service.records import TP, DlqEntry, InRecord, Keyed
+from service.records import TP, DlqEntry, InRecord, Keyed, OutRecord
 from service.window_state import NO_TIME, ApplyCall, ApplyReply, Claim, Component, WindowRow
 
 DlqOf = Callable[[InRecord, RecordError], DlqEntry]
@@ -83,6 +83,12 @@ class WindowOutcome:
     # outbox sequence this worker saw it reach (the next claim must find at least that).
     lost: list[TP] = field(default_factory=list)
     reached: dict[TP, int] = field(default_factory=dict)
+    # De-duplication: a stateless batch's outputs (with their partitions), the
+    # (partition, offset) of each duplicate dropped, and how many.
+    outputs: list[OutRecord] = field(default_factory=list)
+    output_tps: list[TP] = field(default_factory=list)
+    dropped: set[tuple[TP, int]] = field(default_factory=set)
+    duplicates: int = 0
 
     @property
     def again(self) -> list[TP]:
@@ -97,6 +103,8 @@ class Outbox:
     results: list[WindowResult]
     dlq: list[DlqEntry]
     seq: int
+    # A de-duplicating stateless pipeline's outputs (its outbox keeps them).
+    outputs: list[OutRecord] = field(default_factory=list)
 
 
 def is_idle(owned: Owned, at_end: bool, now_wall_ms: int, timeout_ms: int) -> bool:
@@ -169,11 +177,13 @@ class Aggregator:
         """
         found: list[WindowResult] = []
         dlq: list[DlqEntry] = []
+        outputs: list[OutRecord] = []
         for entry in claim.outbox:
             if entry.seq > after_seq:
                 found.extend(self.results_of(entry.rows))
                 dlq.extend(entry.dlq)
-        return Outbox(found, dlq, claim.seq)
+                outputs.extend(entry.outputs)
+        return Outbox(found, dlq, claim.seq, outputs)
 
     def acknowledge(self, tp: TP, seq: int) -> None:
         """Outputs up to `seq` of `tp` are delivered."""

@@ -13,12 +13,13 @@ import orjson
 
 from service.errors import RecordError
 from service.processing.chain import Chain, ItemError, Items, Step, chain
+from service.processing.dedupe import DedupePlan, record_id
 from service.processing.dlq import add_to_dlq
 from service.processing.join import DROPPED, JoinPlan, Rows, distinct_keys, join_record, table_key
 from service.processing.routing import Router, route_items
 from service.processing.sizes import fit_dlq, too_large
 from service.processing.windows import WindowPlan, WindowResult, check_future, event_time
-from service.records import TP, BatchResult, DlqEntry, InRecord, Keyed, OutRecord
+from service.records import TP, BatchResult, DlqEntry, InRecord, Keyed, Mark, OutRecord
 from service.serde import Serde
 
 
@@ -45,6 +46,8 @@ class Plan:
     router: Router | None = None
     # Enrichment from a table: the record is joined first, before the steps.
     join: JoinPlan | None = None
+    # De-duplication by an id (None: none); see `processing.dedupe`.
+    dedupe: DedupePlan | None = None
     # The steps as one function, written out once (`processing.chain`).
     chain: Chain = field(init=False, repr=False, compare=False)
 
@@ -145,11 +148,17 @@ def process_batch(
             continue
         if value is DROPPED:
             continue
+        dedupe_id = _dedupe_id(plan, value)
+        if isinstance(dedupe_id, RecordError):
+            to_dlq(record, dedupe_id)
+            continue
         items, error, attempts = _transform(plan, record, value)
         if error is not None or items is None:
             to_dlq(record, error or RecordError("transform", "no result"), attempts)
             continue
         if not items:
+            # A filtered record is judged too: its duplicates are duplicates.
+            result.marks.extend([Mark(record, dedupe_id)] if plan.dedupe else [])
             result.filtered += 1
             continue
         keyed, failed, topics = _sort(plan, record, items, now_ms)
@@ -158,21 +167,43 @@ def process_batch(
                 to_dlq(record, _whole(failed, len(items)), attempts)
                 continue
             add_to_dlq(result, item_entries(plan, record, failed, len(items), attempts, now_ms))
-        if plan.window is not None:
-            result.keyed.extend(keyed)
+        encoded = [] if plan.window is not None else _encoded(plan, items, topics)
+        if isinstance(encoded, RecordError):
+            to_dlq(record, encoded, attempts)
             continue
-        try:
-            encoded = _encode(plan, items, topics)
-        except RecordError as exc:
-            to_dlq(record, exc, attempts)
-            continue
-        why = _oversize(encoded, plan)
-        if why is not None:
-            to_dlq(record, RecordError("encode", why), attempts)
+        result.keyed.extend(keyed)  # none in a stateless pipeline
+        if plan.dedupe is not None:
+            # Judged by the window step (against Redis): a duplicate's keyed items and
+            # item DLQ entries are dropped there, a stateless record's outputs delivered
+            # from there unless it is one (and kept in the outbox).
+            result.marks.append(Mark(record, dedupe_id, tuple(encoded)))
             continue
         outputs.extend(encoded)
         sources.extend([(record.topic, record.partition)] * len(encoded))
     return result
+
+
+def _dedupe_id(plan: Plan, value: Any) -> str | RecordError:
+    """A decoded record's dedupe id ('' without de-duplication), or why it has none."""
+    if plan.dedupe is None:
+        return ""
+    try:
+        return record_id(plan.dedupe, value)
+    except RecordError as exc:
+        return exc
+
+
+def _encoded(
+    plan: Plan, items: Items, topics: list[str | None] | None
+) -> list[OutRecord] | RecordError:
+    """A stateless record's outputs (each to the sink or its routed topic), or why they
+    cannot be produced."""
+    try:
+        encoded = _encode(plan, items, topics)
+    except RecordError as exc:
+        return exc
+    why = _oversize(encoded, plan)
+    return RecordError("encode", why) if why is not None else encoded
 
 
 def _sort(

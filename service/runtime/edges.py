@@ -154,7 +154,7 @@ class Edges:
     Attributes:
         consumer: (settings, on_assign, on_revoke, on_stats) -> an unstarted group consumer.
         producer: settings -> a started producer.
-        store: (settings, window plan) -> a connected window store.
+        store: (settings, window plan or None) -> a connected window store.
         create_topics: settings -> the input topic's partition count (None: not known),
             makes sure the topics exist.
         table: (settings, join) -> an unstarted table (None: pipelines with a table
@@ -163,6 +163,6 @@ class Edges:
 
     consumer: Callable[[Settings, PartitionsCallback, PartitionsCallback, StatsCallback], Consumer]
     producer: Callable[[Settings], Producer]
-    store: Callable[[Settings, WindowPlan], WindowStore]
+    store: Callable[[Settings, WindowPlan | None], WindowStore]
     create_topics: Callable[[Settings], int | None]
     table: Callable[[Settings, JoinPlan], Table] | None = None

@@ -114,6 +114,8 @@ class _Base:
     def _reemit(self, tp: TP, left: Outbox, next_offsets: dict[TP, int]) -> BatchResult:
         batch = BatchResult(next_offsets=next_offsets, seqs={tp: left.seq})
         emit(batch, left.results, [tp] * len(left.results), self.plan, now_ms())
+        batch.outputs.extend(left.outputs)
+        batch.sources.extend([tp] * len(left.outputs))
         add_to_dlq(batch, left.dlq)
         return batch
 
@@ -227,7 +229,7 @@ class AtLeastOnce(_Base):
         _committed, meta = self.consumer.committed([tp])[tp]
         reached = outbox_seq(meta)
         left = self.engine.assign(tp, now_ms(), expect=reached)
-        if left.results or left.dlq:
+        if left.results or left.dlq or left.outputs:
             self._deliver_claimed(tp, self._reemit(tp, left, {}))
             log.info(
                 "outbox re-emitted",
@@ -356,7 +358,7 @@ class ExactlyOnce(_Base):
         applied = self.engine.owned[tp].applied
         behind = applied >= 0 and applied + 1 > committed
         offset = max(committed, applied + 1)
-        if left.results or left.dlq or behind or left.seq > delivered:
+        if left.results or left.dlq or left.outputs or behind or left.seq > delivered:
             # One transaction: what no committed one delivered, and the offset past the
             # applied records with the sequence Redis reached. Also when there is nothing
             # to re-emit: records applied but not committed (a lost reply, a crash) are

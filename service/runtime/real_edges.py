@@ -40,9 +40,12 @@ def open_producer(settings: Settings) -> BatchProducer:
     return BatchProducer(producer_config(settings), __version__).start()
 
 
-def state_layout(settings: Settings, window: WindowPlan) -> StateLayout:
-    """Where the window state of `settings` lives, and what the scripts need to know."""
+def state_layout(settings: Settings, window: WindowPlan | None) -> StateLayout:
+    """Where the window state of `settings` lives, and what the scripts need to know
+    (`window` None: a stateless pipeline that keeps dedupe ids, kind `none`)."""
     s = settings
+    if window is None:
+        return StateLayout(s.state.prefix, s.kafka.group_id, "none", 0, "final", (), s.state.ttl_s)
     return StateLayout(
         prefix=s.state.prefix,
         group=s.kafka.group_id,
@@ -67,7 +70,7 @@ def redis_client(settings: Settings) -> RedisClient:
     )
 
 
-def open_store(settings: Settings, window: WindowPlan) -> RedisWindowStore:
+def open_store(settings: Settings, window: WindowPlan | None) -> RedisWindowStore:
     """The window store of `settings`, connected and checked to answer."""
     return RedisWindowStore(redis_client(settings), state_layout(settings, window))
 

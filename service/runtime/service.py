@@ -116,6 +116,30 @@ def call_timeout_s(s: Settings) -> float:
     return min(s.producer.delivery_timeout_s, max(1.0, s.observability.health_stall_s / 6))
 
 
+def open_engine(
+    plan: Plan, edges: Edges, s: Settings, stack: ExitStack
+) -> tuple[Windows, Submit, bool]:
+    """The window step of `plan` with its store opened in `stack`, how its round trips
+    run (a thread when RILL_STATE_OVERLAP), and whether they overlap the next fetch.
+
+    A stateless pipeline that de-duplicates keeps its ids (and its outputs, in the
+    outbox) in Redis on the window step's protocol, without windows.
+    """
+    if plan.window is None and plan.dedupe is None:
+        return NoWindows(), inline_submit, False
+    store = edges.store(s, plan.window)
+    stack.callback(store.close)
+    engine = WindowEngine(
+        plan.window, store, lambda rec, err: dlq_entry(plan, rec, err, now_ms()), plan.dedupe
+    )
+    if not s.state.overlap:
+        return engine, inline_submit, False
+    # One thread runs a batch's Redis round trip while the loop fetches the next.
+    pool = ThreadPoolExecutor(1, thread_name_prefix="rill-redis")
+    stack.callback(pool.shutdown)
+    return engine, pool.submit, True
+
+
 def open_worker(
     plan: Plan,
     edges: Edges,
@@ -134,20 +158,7 @@ def open_worker(
         stack.callback(server.start().close)
         if ready is not None:
             obs.health.ready_check = ready
-    engine: Windows = NoWindows()
-    submit: Submit = inline_submit
-    overlap = False
-    if plan.window is not None:
-        store = edges.store(s, plan.window)
-        stack.callback(store.close)
-        engine = WindowEngine(
-            plan.window, store, lambda rec, err: dlq_entry(plan, rec, err, now_ms())
-        )
-        if s.state.overlap:
-            # One thread runs a batch's Redis round trip while the loop fetches the next.
-            pool = ThreadPoolExecutor(1, thread_name_prefix="rill-redis")
-            stack.callback(pool.shutdown)
-            submit, overlap = pool.submit, True
+    engine, submit, overlap = open_engine(plan, edges, s, stack)
     table = open_table(plan, edges, obs, stack)
     producer = edges.producer(s)
     stack.callback(producer.close)

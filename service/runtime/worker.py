@@ -194,7 +194,9 @@ class Worker:
             return
         self._finish(later=records)
         keyed, carry, last = window_input(result, self.engine, self.guarantee.carries_dlq)
-        flight = self.engine.begin(keyed, carry, last, self.submit)
+        begin = partial(self.engine.begin, keyed, carry, last, self.submit, result.marks)
+        # With de-duplication `begin` reads the batch's ids from Redis first.
+        flight = self.backpressure.run("redis", begin, self.consumer)
         owners = {tp: self.partitions.generation(tp) for tp in result.partitions()}
         span = self.obs.tracer.start(records)
         self._pending = Pending(records, result, owners, now_ms(), started, flight, span)

@@ -1,12 +1,14 @@
 -- Apply one batch of one input partition to its window state, atomically.
 -- KEYS: 1 meta (hash), 2 idx (zset: window id -> end), 3 state (hash: window id -> comps),
---       4 outbox (hash: seq -> window rows / DLQ entries), 5 bykey (zset: each record
---       key's windows by start, sessions and sliding buckets). No other key is touched.
+--       4 outbox (hash: seq -> window rows / DLQ entries / outputs), 5 bykey (zset: each
+--       record key's windows by start, sessions and sliding buckets), 6 seen (zset: dedupe
+--       id -> expiry time). No other key is touched.
 -- ARGV: 1 epoch, 2 its claim number, 3 first offset (-1: no records), 4 last offset,
 --       5 max event time, 6 watermark candidate, 7 kind, 8 size ms (sliding), 9 emit
 --       mode, 10 ops, 11 ttl s, 12 outbox seq acknowledged, 13 DLQ entries blob,
---       14 the outbox seq the caller last saw (-1: not checked), 15.. deltas: key, start,
---       end, comps
+--       14 the outbox seq the caller last saw (-1: not checked), 15 dedupe ids kept
+--       (JSON [id, expiry, ...], '' none), 16 forget ids expiring at or below this time,
+--       17 outputs blob (a stateless pipeline's), 18.. deltas: key, start, end, comps
 -- Replies {'ok', seq, wm, applied, rows, open windows}, {'stale', applied, seq},
 --         {'fenced', epoch} or {'lost'} (prelude.lua: ownership).
 -- A call is `stale` when it (or a later one) already ran: its outbox sequence moved past
@@ -15,7 +17,7 @@
 -- The sequence BEHIND what the caller saw means Redis forgot writes it acknowledged
 -- (a failover to a replica that missed them): `lost`.
 -- (prelude.lua comes first: layout helpers, the merge rule, the ack loop.)
-local meta, idx, state, outbox, bykey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local meta, idx, state, outbox, bykey, seen_ids = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 
 local who = ownership(meta, ARGV[1], ARGV[2])
 if who == 'lost' then return {'lost'} end
@@ -42,7 +44,7 @@ if ack >= 0 then drop_acked(outbox, ack) end
 
 -- 1. Merge the deltas.
 local touched, touched_keys, order = {}, {}, {}
-local i = 15
+local i = 18
 while i <= #ARGV do
   local key, s, e = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   local comps = split(ARGV[i + 3])
@@ -151,10 +153,18 @@ for _, wid in ipairs(evict) do
   redis.call('ZREM', bykey, by_key_member(key, s, wid))
 end
 
--- 5. Record the applied offset, the clock and the outbox, atomically with the state.
+-- 5. Record the applied offset, the clock, the dedupe ids kept and the outbox, atomically
+-- with the state: a call that is not applied (stale, fenced, lost, or never sent) leaves
+-- no id behind, so no record is ever taken for a duplicate of one that was not applied.
+redis.call('ZREMRANGEBYSCORE', seen_ids, '-inf', ARGV[16])
+if ARGV[15] ~= '' then
+  local kept = cjson.decode(ARGV[15])
+  for j = 1, #kept, 2 do redis.call('ZADD', seen_ids, kept[j + 1], kept[j]) end
+end
 local seq = redis.call('HINCRBY', meta, 'seq', 1)
 if #out > 0 then redis.call('HSET', outbox, outbox_field(seq, 'o'), cjson.encode(out)) end
 if ARGV[13] ~= '' then redis.call('HSET', outbox, outbox_field(seq, 'l'), ARGV[13]) end
+if ARGV[17] ~= '' then redis.call('HSET', outbox, outbox_field(seq, 'r'), ARGV[17]) end
 local fields = {'max_ts', fmt(max_ts), 'wm', fmt(wm)}
 if tonumber(ARGV[4]) >= 0 then
   fields[#fields + 1] = 'applied'; fields[#fields + 1] = ARGV[4]

@@ -1,6 +1,6 @@
 -- Take ownership of one input partition's state: a new fencing epoch; return the clock,
 -- the applied offset, the outbox sequence and every outbox entry not yet acknowledged.
--- KEYS: 1 meta, 2 idx, 3 state, 4 outbox, 5 bykey (every key of the partition).
+-- KEYS: 1 meta, 2 idx, 3 state, 4 outbox, 5 bykey, 6 seen (every key of the partition).
 -- ARGV: 1 ttl s, 2 token (random, per claim), 3 layout (codec.layout_of),
 --       4 outbox sequence Kafka's committed offsets say was reached (0: none).
 -- Replies {'ok', epoch, applied, max_ts, wm, seq, HGETALL outbox};

@@ -40,7 +40,7 @@ WINDOWED = {
 
 
 def settings_for(guarantee: str = "at_least_once", **extra: Any) -> Settings:
-    base: dict[str, Any] = {"window_type": "none", **extra}
+    base: dict[str, Any] = {"window_type": "none", "filter_field": "", **extra}
     return load_settings(
         input_topic=IN,
         output_topic=OUT,
@@ -49,7 +49,6 @@ def settings_for(guarantee: str = "at_least_once", **extra: Any) -> Settings:
         input_wire="plain",
         output_format="json",
         output_wire="plain",
-        filter_field="",
         key_by="k",
         metrics_port=0,
         processing_guarantee=guarantee,
@@ -126,7 +125,7 @@ class Run:
             )
             return self.consumer
 
-        def store(s: Settings, window: WindowPlan) -> WindowStore:
+        def store(s: Settings, window: WindowPlan | None) -> WindowStore:
             return wrap(MemoryWindowStore(state_layout(s, window), server))
 
         return Edges(

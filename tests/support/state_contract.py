@@ -17,7 +17,7 @@ from redis.cluster import RedisCluster
 
 from service import window_state
 from service.processing.aggregates import merge
-from service.records import TP, DlqEntry
+from service.records import TP, DlqEntry, OutRecord
 from service.state import codec
 from service.state.client import RedisClient
 from service.state.codec import StateLayout
@@ -184,6 +184,49 @@ def check_script_merge_equals_python(
     expected = merge(ALL_OPS, a, b)
     got = store.load_state(TP_UNDER_TEST)[("k", 0, 100)]
     assert got == codec.decode_components(ALL_OPS, codec.encode_components(expected))
+
+
+SEEN_IDS = {"a": 100, "b|{x}": 200, "ü id": 300}  # separators, braces, non-ASCII
+OUTPUTS = [
+    OutRecord("out", b"\x00k", b'{"v":1}', [("h", b"\xff"), ("none", None)]),
+    OutRecord("out", None, None),
+]
+
+
+def check_dedupe_ids(client: RedisClient, kind: str) -> None:
+    """The `seen` set holds the ids an applied call kept, scored by expiry, trimmed at the
+    call's time; a stale or fenced call records none; `<seq>:r` outbox entries (a stateless
+    pipeline's outputs) decode as sent and come back with the next claim."""
+    store = _store(client, kind)
+    keys, tp = store.keys(TP_UNDER_TEST), TP_UNDER_TEST
+    claim = store.claim(tp)
+    call = _call(claim, 0, 2, 0, [], seen=SEEN_IDS, outputs=OUTPUTS, seq=claim.seq)
+    reply = store.apply({tp: call})[tp]
+    assert reply.status == "ok"
+    assert keys.seen in _present(client, store)
+    assert _present(client, store) <= set(keys.all()), "a key the scripts were not given"
+    raw = client.zrange(keys.seen, 0, -1, withscores=True)
+    assert {_text(m): int(s) for m, s in raw} == SEEN_IDS
+    assert store.seen({tp: [*SEEN_IDS, "never"]}) == {tp: SEEN_IDS}
+    field = codec.outbox_field(reply.seq, codec.OUTPUTS_PART).encode()
+    assert codec.decode_outputs(client.hget(keys.outbox, field) or b"") == OUTPUTS
+
+    # Trimmed at 200: ids expiring at or before it go; the new one is added.
+    later = _call(claim, 3, 3, 0, [], seen={"c": 400}, trim_ms=200, seq=reply.seq)
+    done = store.apply({tp: later})[tp]
+    assert done.status == "ok"
+    assert store.seen({tp: [*SEEN_IDS, "c"]}) == {tp: {"ü id": 300, "c": 400}}
+
+    # A replay of the call (its reply lost) is stale and records nothing.
+    replay = _call(claim, 3, 3, 0, [], seen={"d": 500}, seq=reply.seq)
+    assert store.apply({tp: replay})[tp].status == "stale"
+    # A newer claim fences the old owner: its call records nothing either.
+    newer = store.claim(tp)
+    fenced = _call(claim, 4, 4, 0, [], seen={"e": 600}, seq=done.seq)
+    assert store.apply({tp: fenced})[tp].status == "fenced"
+    assert store.seen({tp: ["d", "e"]}) == {tp: {}}
+    [entry] = [e for e in newer.outbox if e.seq == reply.seq]
+    assert entry.outputs == OUTPUTS
 
 
 def check_count_window_closes_when_full(client: RedisClient, kind: str) -> None:

@@ -24,6 +24,13 @@ def test_outbox_fields_parse_with_the_codec(kind: str) -> None:
     contract.check_outbox(fakeredis.FakeRedis(), kind)
 
 
+@pytest.mark.parametrize("kind", [*KINDS, "none"])
+def test_dedupe_ids_and_outputs_are_recorded_only_by_an_applied_call(kind: str) -> None:
+    """`seen` holds the kept ids by expiry, trimmed; stale or fenced calls record none;
+    `<seq>:r` outputs decode as sent and return with the next claim."""
+    contract.check_dedupe_ids(fakeredis.FakeRedis(), kind)
+
+
 @settings(max_examples=200, deadline=None)
 @given(a=contract.components_st, b=contract.components_st)
 def test_script_merge_equals_python_merge(a: list[Component], b: list[Component]) -> None:
