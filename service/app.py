@@ -18,6 +18,7 @@ from service.kafka.registry_client import RegistryResolver
 from service.pipeline import Pipeline, declarative_pipeline
 from service.processing.aggregates import Aggregation
 from service.processing.batch import Plan
+from service.processing.regroup import Regroup, key_function, repartition_topic
 from service.processing.windows import WindowPlan, WindowSpec
 from service.serdes import build_serdes
 
@@ -82,7 +83,35 @@ def build_plan(settings: Settings) -> Plan:
         late_topic=topics.late,
         max_message_bytes=settings.producer.message_max_bytes,
         resolver=serdes.registry,
+        regroup=build_regroup(settings, pipeline, window is not None),
     )
+
+
+def build_regroup(settings: Settings, pipeline: Pipeline, windowed: bool) -> Regroup | None:
+    """The re-keying of `group_by` (the Python pipeline's, else RILL_GROUP_BY), or None.
+
+    Raises:
+        ConfigError: group_by without a window, or a repartition topic that is one of the
+            pipeline's own topics.
+    """
+    by = pipeline.group_key if settings.pipeline.app else settings.pipeline.group_by
+    if by is None:
+        return None
+    if not windowed:
+        raise ConfigError(
+            "group_by re-keys records for a window, and this pipeline has none: set "
+            "RILL_WINDOW_TYPE (or window() in the Python pipeline), or unset RILL_GROUP_BY "
+            "(key_by sets the output key of a stateless pipeline)"
+        )
+    topic = repartition_topic(settings.kafka.group_id)
+    t = settings.topics
+    if topic in (t.input, t.output, t.dlq, t.late):
+        raise ConfigError(
+            f"the repartition topic {topic!r} would be one of the pipeline's own topics: "
+            "set RILL_GROUP_ID to another group id"
+        )
+    fn, name = key_function(by)
+    return Regroup(topic, fn, name)
 
 
 def open_plan(plan: Plan, stack: ExitStack) -> None:

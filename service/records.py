@@ -40,12 +40,17 @@ class InRecord:
 
 @dataclass(slots=True, frozen=True)
 class OutRecord:
-    """One record to produce: to the sink, the DLQ or a late topic."""
+    """One record to produce: to the sink, the DLQ, a late topic or the repartition topic.
+
+    `partition` is -1 where the producer's partitioner picks it; the repartition topic's
+    records name theirs (`processing.partitioner`).
+    """
 
     topic: str
     key: bytes | None
     value: bytes | None
     headers: Headers | None = None
+    partition: int = -1
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from service.config.serde_settings import InputSettings, OutputSettings, Registr
 from service.config.views import (
     ObservabilitySettings,
     PipelineSettings,
+    RepartitionSettings,
     RetrySettings,
     StateSettings,
     WindowSettings,
@@ -48,6 +49,7 @@ VIEWS: tuple[type[View], ...] = (
     RegistrySettings,
     PipelineSettings,
     WindowSettings,
+    RepartitionSettings,
     ConsumerSettings,
     ProducerSettings,
     StateSettings,
@@ -145,6 +147,11 @@ class Settings(_Flat):
     def window(self) -> WindowSettings:
         """The declarative window step."""
         return WindowSettings.of(self)
+
+    @property
+    def repartition(self) -> RepartitionSettings:
+        """The repartition topic of `group_by`."""
+        return RepartitionSettings.of(self)
 
     @property
     def state(self) -> StateSettings:

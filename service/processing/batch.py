@@ -5,7 +5,7 @@ Every input record ends in exactly one place: outputs, the DLQ, or the filtered 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -14,6 +14,7 @@ import orjson
 from service.errors import RecordError
 from service.processing.chain import Chain, ItemError, Step, chain
 from service.processing.dlq import add_to_dlq
+from service.processing.regroup import Regroup, from_repartition, rekey, to_repartition
 from service.processing.sizes import fit_dlq, too_large
 from service.processing.windows import WindowPlan, WindowResult, check_future, event_time
 from service.records import TP, BatchResult, DlqEntry, InRecord, Keyed, OutRecord
@@ -39,6 +40,8 @@ class Plan:
     # The schema registry edge (fills the decoder's schema cache before each batch);
     # held here so the worker finds it, never called by the pure functions.
     resolver: Any = None
+    # Re-keying through the repartition topic (`group_by`; windowed pipelines only).
+    regroup: Regroup | None = None
     # The steps as one function, written out once (`processing.chain`).
     chain: Chain = field(init=False, repr=False, compare=False)
 
@@ -76,6 +79,10 @@ def _transform(
 def process_batch(records: Sequence[InRecord], plan: Plan, now_ms: int) -> BatchResult:
     """Decode, transform and encode a batch; failures become DLQ records with reasons.
 
+    With `plan.regroup` (group_by) a batch may hold records of both topics: those of the
+    input topic go through decode and the steps to the repartition topic (stage one,
+    outputs like any other), those of the repartition topic into the window (stage two).
+
     Args:
         records: the batch, in consume order.
         plan: serdes, steps, topics and limits.
@@ -90,22 +97,14 @@ def process_batch(records: Sequence[InRecord], plan: Plan, now_ms: int) -> Batch
     def to_dlq(record: InRecord, error: RecordError, attempts: int = 1) -> None:
         add_to_dlq(result, [dlq_entry(plan, record, error, now_ms, attempts)])
 
+    regroup = plan.regroup
     for record in records:
         next_offsets[(record.topic, record.partition)] = record.offset + 1
-        size = len(record.value) if record.value is not None else 0
-        if size > plan.max_record_bytes:
-            to_dlq(
-                record,
-                RecordError(
-                    "decode",
-                    f"record of {size} bytes exceeds max_record_bytes={plan.max_record_bytes}",
-                ),
-            )
+        if regroup is not None and _regrouped(result, record, regroup.topic, to_dlq):
             continue
-        try:
-            value = plan.decoder.decode(record.value)
-        except RecordError as exc:
-            to_dlq(record, exc)
+        value, failure = _decode(plan, record)
+        if failure is not None:
+            to_dlq(record, failure)
             continue
         items, error, attempts = _transform(plan, record, value)
         if error is not None or items is None:
@@ -115,7 +114,7 @@ def process_batch(records: Sequence[InRecord], plan: Plan, now_ms: int) -> Batch
             result.filtered += 1
             continue
         if plan.window is not None:
-            keyed, failed = to_window(plan.window, record, items, now_ms)
+            keyed, failed = to_window(plan.window, record, items, now_ms, regroup)
         else:
             keyed, failed = [], _item_errors(items)
         if failed:
@@ -123,15 +122,11 @@ def process_batch(records: Sequence[InRecord], plan: Plan, now_ms: int) -> Batch
                 to_dlq(record, _whole(failed, len(items)), attempts)
                 continue
             add_to_dlq(result, item_entries(plan, record, failed, len(items), attempts, now_ms))
-        if plan.window is not None:
+        if plan.window is not None and regroup is None:
             result.keyed.extend(keyed)
             continue
         try:
-            encoded = [
-                OutRecord(plan.output_topic, encode_key(k), plan.encoder.encode(v), None)
-                for k, v in items
-                if not isinstance(k, ItemError)
-            ]
+            encoded = _encoded(plan, items, keyed)
         except RecordError as exc:
             to_dlq(record, exc, attempts)
             continue
@@ -142,6 +137,49 @@ def process_batch(records: Sequence[InRecord], plan: Plan, now_ms: int) -> Batch
         outputs.extend(encoded)
         sources.extend([(record.topic, record.partition)] * len(encoded))
     return result
+
+
+def _decode(plan: Plan, record: InRecord) -> tuple[Any, RecordError | None]:
+    """A record's value decoded, or why it cannot be (too large, or the serde refuses)."""
+    size = len(record.value) if record.value is not None else 0
+    if size > plan.max_record_bytes:
+        why = f"record of {size} bytes exceeds max_record_bytes={plan.max_record_bytes}"
+        return None, RecordError("decode", why)
+    try:
+        return plan.decoder.decode(record.value), None
+    except RecordError as exc:
+        return None, exc
+
+
+def _encoded(
+    plan: Plan, items: Sequence[tuple[Any, Any]], keyed: Sequence[Keyed]
+) -> list[OutRecord]:
+    """A record's outputs: its items for the sink, or (group_by) its keyed items for the
+    repartition topic."""
+    if plan.regroup is not None:
+        return to_repartition(plan.regroup, keyed)
+    return [
+        OutRecord(plan.output_topic, encode_key(k), plan.encoder.encode(v), None)
+        for k, v in items
+        if not isinstance(k, ItemError)
+    ]
+
+
+def _regrouped(
+    result: BatchResult,
+    record: InRecord,
+    topic: str,
+    to_dlq: Callable[[InRecord, RecordError], None],
+) -> bool:
+    """Stage two of group_by: a record of the repartition `topic` into the window (or the
+    DLQ); False for a record of the input topic (stage one)."""
+    if record.topic != topic:
+        return False
+    try:
+        result.keyed.append(from_repartition(record))
+    except RecordError as exc:
+        to_dlq(record, exc)
+    return True
 
 
 def _oversize(encoded: Sequence[OutRecord], plan: Plan) -> str | None:
@@ -178,9 +216,14 @@ def _item_errors(items: Sequence[tuple[Any, Any]]) -> list[Failed]:
 
 
 def to_window(
-    window: WindowPlan, record: InRecord, items: Sequence[tuple[Any, Any]], now_ms: int
+    window: WindowPlan,
+    record: InRecord,
+    items: Sequence[tuple[Any, Any]],
+    now_ms: int,
+    regroup: Regroup | None = None,
 ) -> tuple[list[Keyed], list[Failed]]:
-    """A record's items on their way into the window, each under its own key.
+    """A record's items on their way into the window, each under its own key (with
+    `regroup`, group_by's key: the item's own key is replaced).
 
     An item without a key, or with an event time no window can take (missing, not
     finite, outside the years 1-9999, more than `window.max_future_ms` ahead of the wall
@@ -189,6 +232,8 @@ def to_window(
     Returns:
         (items for the window, items that fail and why).
     """
+    if regroup is not None:
+        items = rekey(regroup, list(items))
     keyed: list[Keyed] = []
     failed: list[Failed] = []
     time_field, kafka_ts = window.time_field, record.timestamp_ms

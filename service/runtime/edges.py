@@ -114,13 +114,17 @@ class Edges:
     """How a worker opens its clients: the real ones by default, in-memory twins in unit tests.
 
     Attributes:
-        consumer: (settings, on_assign, on_revoke, on_stats) -> an unstarted group consumer.
+        consumer: (settings, topics, on_assign, on_revoke, on_stats) -> an unstarted group
+            consumer of those topics (the input, and the repartition topic of group_by).
         producer: settings -> a started producer.
         store: (settings, window plan) -> a connected window store.
-        create_topics: settings -> None, makes sure the topics exist.
+        create_topics: (settings, repartition topic or None) -> the repartition topic's
+            partition count (empty without one); makes sure the topics exist.
     """
 
-    consumer: Callable[[Settings, PartitionsCallback, PartitionsCallback, StatsCallback], Consumer]
+    consumer: Callable[
+        [Settings, list[str], PartitionsCallback, PartitionsCallback, StatsCallback], Consumer
+    ]
     producer: Callable[[Settings], Producer]
     store: Callable[[Settings, WindowPlan], WindowStore]
-    create_topics: Callable[[Settings], None]
+    create_topics: Callable[[Settings, str | None], dict[str, int]]

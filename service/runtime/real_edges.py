@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import structlog
+
 from service import __version__
 from service.config import Settings
 from service.kafka.admin import ensure_topics, partition_count
@@ -15,19 +17,20 @@ from service.state.client import connect
 from service.state.codec import StateLayout
 from service.state.redis_store import RedisWindowStore
 
+log = structlog.get_logger("rill.edges")
+
 DEFAULT_PARTITIONS = 4
 
 
 def open_consumer(
     settings: Settings,
+    topics: list[str],
     on_assign: PartitionsCallback,
     on_revoke: PartitionsCallback,
     on_stats: StatsCallback,
 ) -> GroupConsumer:
-    """The group consumer of `settings` (not started)."""
-    return GroupConsumer(
-        consumer_config(settings), [settings.topics.input], on_assign, on_revoke, on_stats
-    )
+    """The group consumer of `settings` on `topics` (not started)."""
+    return GroupConsumer(consumer_config(settings), topics, on_assign, on_revoke, on_stats)
 
 
 def open_producer(settings: Settings) -> BatchProducer:
@@ -62,8 +65,13 @@ def open_store(settings: Settings, window: WindowPlan) -> RedisWindowStore:
     return RedisWindowStore(client, state_layout(s, window))
 
 
-def create_topics(settings: Settings) -> None:
-    """Create the input, output, DLQ (and late) topics where missing."""
+def create_topics(settings: Settings, repartition: str | None = None) -> dict[str, int]:
+    """Create the input, output, DLQ (and late) topics where missing, and the repartition
+    topic of `group_by` (its partitions: RILL_REPARTITION_PARTITIONS, else the input's).
+
+    Returns:
+        The repartition topic's partition count as the broker has it (empty without one).
+    """
     s = settings
     common = s.kafka.librdkafka_common()
     partitions = partition_count(common, s.topics.input) or DEFAULT_PARTITIONS
@@ -71,6 +79,21 @@ def create_topics(settings: Settings) -> None:
     if s.topics.late:
         topics.append(s.topics.late)
     ensure_topics(common, topics, partitions)
+    if repartition is None:
+        return {}
+    wanted = s.repartition.partitions or partitions
+    config = {"cleanup.policy": "delete", "retention.ms": str(s.repartition.retention_ms)}
+    ensure_topics(common, [repartition], wanted, config=config)
+    found = partition_count(common, repartition) or wanted
+    if found != wanted:
+        # Every worker partitions by the count the broker has, so the windows stay whole.
+        log.warning(
+            "the repartition topic exists with another partition count: kept",
+            topic=repartition,
+            partitions=found,
+            configured=wanted,
+        )
+    return {repartition: found}
 
 
 REAL_EDGES = Edges(open_consumer, open_producer, open_store, create_topics)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -67,7 +68,11 @@ class Service:
 
     def run(self) -> None:
         """Open the clients, run the loop until `request_stop()`, then close them."""
-        self.edges.create_topics(self.settings)
+        regroup = self.plan.regroup
+        counts = self.edges.create_topics(self.settings, regroup.topic if regroup else None)
+        if regroup is not None:
+            # Stage one partitions the repartition topic by the count the broker has.
+            self.plan = replace(self.plan, regroup=regroup.with_partitions(counts[regroup.topic]))
         observers = Observers(
             self.settings, self.metrics, self.health, self.tracer, self.report, self._stop
         )
@@ -110,6 +115,30 @@ def call_timeout_s(s: Settings) -> float:
     return min(s.producer.delivery_timeout_s, max(1.0, s.observability.health_stall_s / 6))
 
 
+def open_windows(
+    plan: Plan, edges: Edges, s: Settings, stack: ExitStack
+) -> tuple[Windows, Submit, bool]:
+    """The window step (its store opened in `stack`), how its round trips run, and whether
+    they overlap the next fetch."""
+    if plan.window is None:
+        return NoWindows(), inline_submit, False
+    store = edges.store(s, plan.window)
+    stack.callback(store.close)
+    engine = WindowEngine(
+        plan.window,
+        store,
+        lambda rec, err: dlq_entry(plan, rec, err, now_ms()),
+        # With group_by only the repartition topic's partitions have window state.
+        topic=plan.regroup.topic if plan.regroup is not None else None,
+    )
+    if not s.state.overlap:
+        return engine, inline_submit, False
+    # One thread runs a batch's Redis round trip while the loop fetches the next.
+    pool = ThreadPoolExecutor(1, thread_name_prefix="rill-redis")
+    stack.callback(pool.shutdown)
+    return engine, pool.submit, True
+
+
 def open_worker(
     plan: Plan, edges: Edges, obs: Observers, stack: ExitStack, ready: Any = None
 ) -> Worker:
@@ -122,24 +151,12 @@ def open_worker(
         stack.callback(server.start().close)
         if ready is not None:
             obs.health.ready_check = ready
-    engine: Windows = NoWindows()
-    submit: Submit = inline_submit
-    overlap = False
-    if plan.window is not None:
-        store = edges.store(s, plan.window)
-        stack.callback(store.close)
-        engine = WindowEngine(
-            plan.window, store, lambda rec, err: dlq_entry(plan, rec, err, now_ms())
-        )
-        if s.state.overlap:
-            # One thread runs a batch's Redis round trip while the loop fetches the next.
-            pool = ThreadPoolExecutor(1, thread_name_prefix="rill-redis")
-            stack.callback(pool.shutdown)
-            submit, overlap = pool.submit, True
+    engine, submit, overlap = open_windows(plan, edges, s, stack)
     producer = edges.producer(s)
     stack.callback(producer.close)
     events = _GroupEvents()
-    consumer = edges.consumer(s, events.assigned, events.revoked, events.stats)
+    topics = [s.topics.input] + ([plan.regroup.topic] if plan.regroup is not None else [])
+    consumer = edges.consumer(s, topics, events.assigned, events.revoked, events.stats)
     guarantee = GUARANTEES[s.kafka.guarantee](
         plan,
         producer,
@@ -161,6 +178,7 @@ def open_worker(
         input=s.topics.input,
         output=s.topics.output,
         dlq=s.topics.dlq,
+        repartition=plan.regroup.topic if plan.regroup is not None else None,
         group=s.kafka.group_id,
         guarantee=s.kafka.guarantee,
         steps=[step.name for step in plan.steps],

@@ -63,11 +63,16 @@ class WindowEngine:
         plan: the window definition.
         store: where the state lives.
         dlq_of: builds the DLQ (or late topic) entry of a late or unusable record.
+        topic: the one topic whose partitions have window state (group_by's repartition
+            topic; the input's partitions then only re-key); None: every assigned one.
     """
 
-    def __init__(self, plan: WindowPlan, store: WindowStore, dlq_of: DlqOf) -> None:
+    def __init__(
+        self, plan: WindowPlan, store: WindowStore, dlq_of: DlqOf, topic: str | None = None
+    ) -> None:
         self.plan = plan
         self.store = store
+        self.topic = topic
         self.aggregator = Aggregator(plan, dlq_of)
         # Per partition found lost: the outbox sequence this worker saw Redis reach, which
         # its claim again must find.
@@ -201,6 +206,10 @@ class WindowEngine:
 
     claims = True  # assigned partitions are claimed before they are processed
 
+    def windows(self, tp: TP) -> bool:
+        """Whether `tp` has window state (claimed on assignment) or only re-keys."""
+        return self.topic is None or tp[0] == self.topic
+
     def keep_alive(self) -> tuple[list[TP], list[TP]]:
         """Refresh the TTL of the owned partitions' state (every few seconds).
 
@@ -221,8 +230,9 @@ class WindowEngine:
         return self.store.ping()
 
     def not_owned(self, tps: Iterable[TP]) -> set[TP]:
-        """Those of `tps` whose state this worker does not own (revoked, fenced, lost)."""
-        return set(tps) - self.owned.keys()
+        """Those of `tps` whose state this worker does not own (revoked, fenced, lost);
+        partitions without window state (group_by's input) are never among them."""
+        return {tp for tp in tps if self.windows(tp)} - self.owned.keys()
 
 
 class NoWindows:
@@ -230,6 +240,10 @@ class NoWindows:
 
     claims = False
     owned: dict[TP, Owned] = {}  # noqa: RUF012 - never written: there is no window state
+
+    def windows(self, tp: TP) -> bool:
+        """No partition has window state."""
+        return False
 
     def begin(
         self,

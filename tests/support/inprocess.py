@@ -114,16 +114,27 @@ class Run:
         server: fakeredis.FakeServer,
         wrap: Callable[[WindowStore], WindowStore],
     ) -> Edges:
-        def consumer(s: Settings, on_assign: Any, on_revoke: Any, _stats: Any) -> MemoryConsumer:
+        def consumer(
+            s: Settings, topics: list[str], on_assign: Any, on_revoke: Any, _stats: Any
+        ) -> MemoryConsumer:
             self.consumer = MemoryConsumer(
-                broker, s.input_topic, on_assign, on_revoke, self._idle, self._closing
+                broker, topics, on_assign, on_revoke, self._idle, self._closing
             )
             return self.consumer
 
         def store(s: Settings, window: WindowPlan) -> WindowStore:
             return wrap(MemoryWindowStore(state_layout(s, window), server))
 
-        return Edges(consumer, lambda _s: self.producer, store, lambda _s: None)
+        def create_topics(s: Settings, repartition: str | None) -> dict[str, int]:
+            # group_by's repartition topic: RILL_REPARTITION_PARTITIONS, else the input's.
+            if repartition is None:
+                return {}
+            if repartition not in broker.partitions:
+                wanted = s.repartition.partitions or broker.partitions.get(s.input_topic, 1)
+                broker.create(repartition, wanted)
+            return {repartition: broker.partitions[repartition]}
+
+        return Edges(consumer, lambda _s: self.producer, store, create_topics)
 
 
 def feed(broker: MemoryBroker, events: list[dict[str, Any]], partitions: int = 2) -> None:
