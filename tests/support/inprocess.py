@@ -39,7 +39,7 @@ WINDOWED = {
 
 
 def settings_for(guarantee: str = "at_least_once", **extra: Any) -> Settings:
-    base: dict[str, Any] = {"window_type": "none", **extra}
+    base: dict[str, Any] = {"window_type": "none", "key_by": "k", **extra}
     return load_settings(
         input_topic=IN,
         output_topic=OUT,
@@ -49,7 +49,6 @@ def settings_for(guarantee: str = "at_least_once", **extra: Any) -> Settings:
         output_format="json",
         output_wire="plain",
         filter_field="",
-        key_by="k",
         metrics_port=0,
         processing_guarantee=guarantee,
         retry_base_s=0.001,
