@@ -114,7 +114,8 @@ def test_records_without_a_group_key_or_foreign_repartition_records_go_to_the_dl
     no_key = _in({"order": 1, "ts": 1, "amount": 1})
     foreign = InRecord(REPARTITION, 0, 0, b"x", b"{}", None, 0)
     result = process_batch([no_key, foreign], plan, 0)
-    assert result.outputs == [] and result.keyed == []
+    assert result.outputs == []
+    assert result.keyed == []
     reasons = [dlq.reason_of(dlq.render(e, "t").headers) for e in result.dlq]
     assert [r[dlq.ERROR_STAGE] for r in reasons] == ["transform", "decode"]
     assert "group_by field 'k' is missing" in reasons[0]["rill.error.message"]
