@@ -174,6 +174,11 @@ class BatchResult:
     seqs: dict[tuple[str, int], int] = field(default_factory=dict)
     sent: bool = False
 
+    def rekeyed(self) -> int:
+        """How many outputs go to group_by's repartition topic (stage one), not the sink:
+        those that name their partition."""
+        return sum(1 for o in self.outputs if o.partition >= 0)
+
     def partitions(self) -> set[TP]:
         """The input partitions this batch delivers for."""
         return self.next_offsets.keys() | self.seqs.keys()

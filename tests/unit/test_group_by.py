@@ -243,3 +243,19 @@ def test_lag_is_shown_for_both_topics() -> None:
         if name == "rill_consumer_lag"
     }
     assert topics == {IN, REPARTITION}
+
+
+def test_rekeyed_records_are_counted_apart_from_sink_records() -> None:
+    """rill_records_rekeyed counts stage one's records; rill_records_out only sink records."""
+    broker = MemoryBroker()
+    orders = _orders(30)
+    _feed_by_order(broker, orders, 2)
+    run = Run(broker, fakeredis.FakeServer(), settings_for(**{**REKEYED, "window_grace_ms": 0}))
+    run.worker.run()
+    counts = {
+        name: value
+        for (name, labels), value in run.samples_at_stop.items()
+        if dict(labels).get("topic") == IN
+    }
+    assert counts["rill_records_rekeyed_total"] == len(orders)
+    assert counts["rill_records_out_total"] == len(broker.records(OUT)) > 0
