@@ -203,6 +203,8 @@ def _cmd_check_config(settings: Settings, _args: argparse.Namespace) -> int:
     # Builds the plan only: no connection is opened (the worker opens them in `run`).
     plan = build_plan(settings)
     print(f"configuration is valid; pipeline steps: {[s.name for s in plan.steps]}")
+    if plan.regroup is not None:
+        print(f"group_by {plan.regroup.name}: re-keyed through {plan.regroup.topic}")
     return 0
 
 
