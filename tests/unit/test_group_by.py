@@ -21,7 +21,9 @@ from service.processing.batch import Plan, process_batch
 from service.processing.partitioner import murmur2, partition_for
 from service.processing.regroup import EVENT_TIME_HEADER, repartition_topic
 from service.records import InRecord, OutRecord
-from tests.support.inprocess import IN, OUT, WINDOWED, Run, settings_for
+from service.demo import demo_orders
+from tests.support.demo_configs import GROUP_BY_SETTINGS
+from tests.support.inprocess import DLQ, IN, OUT, WINDOWED, Run, settings_for
 from tests.support.memory_kafka import MemoryBroker
 
 REPARTITION = repartition_topic("rill")
@@ -259,3 +261,54 @@ def test_rekeyed_records_are_counted_apart_from_sink_records() -> None:
     }
     assert counts["rill_records_rekeyed_total"] == len(orders)
     assert counts["rill_records_out_total"] == len(broker.records(OUT)) > 0
+
+
+def test_the_demo_orders_keyed_by_order_id_are_totalled_per_customer() -> None:
+    """The demo pipeline (Avro orders, cancelled ones filtered out) with group_by: the
+    per-customer 10 s windows equal a reference from the orders, keyed by order id."""
+    settings = load_settings(
+        **GROUP_BY_SETTINGS,
+        input_topic=IN,
+        output_topic=OUT,
+        dlq_topic=DLQ,
+        output_format="json",
+        output_wire="plain",
+        metrics_port=0,
+        window_grace_ms=GRACE_MS,
+        window_idle_timeout_ms=0,
+    )
+    encode = build_plan(settings).decoder.encode
+    orders = list(demo_orders(300, seed=3))
+    closing = [
+        {
+            **orders[0],
+            "order_id": f"end-{c}",
+            "customer_id": f"c-{c:03d}",
+            "status": "paid",
+            "created_at": orders[-1]["created_at"] + 10 * GRACE_MS,
+        }
+        for c in range(20)
+    ]
+    broker, server = MemoryBroker(), fakeredis.FakeServer()
+    broker.create(IN, 4)
+
+    def send(batch: list[dict[str, Any]]) -> None:
+        for order in batch:
+            key = order["order_id"].encode()
+            broker.append(OutRecord(IN, key, encode(order)), partition_for(key, 4))
+
+    send(orders)
+    Run(broker, server, settings).worker.run()
+    send(closing)
+    Run(broker, server, settings).worker.run()
+    per: dict[tuple[str, int], list[float]] = {}
+    for o in orders:
+        if o["status"] != "cancelled":
+            start = o["created_at"] - o["created_at"] % 10_000
+            per.setdefault((o["customer_id"], start), []).append(o["amount"])
+    got = {}
+    for r in broker.records(OUT):
+        v = json.loads(r.value or b"")
+        got[(v["key"], v["window_start"])] = (v["count"], v["total"])
+    assert set(got) == set(per)
+    assert all(got[w][0] == len(a) and abs(got[w][1] - sum(a)) < 1e-6 for w, a in per.items())
