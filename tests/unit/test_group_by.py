@@ -14,6 +14,7 @@ import pytest
 
 from service.app import build_plan
 from service.config import load_settings
+from service.demo import demo_orders
 from service.errors import ConfigError
 from service.pipeline import Pipeline
 from service.processing import dlq
@@ -21,7 +22,6 @@ from service.processing.batch import Plan, process_batch
 from service.processing.partitioner import murmur2, partition_for
 from service.processing.regroup import EVENT_TIME_HEADER, repartition_topic
 from service.records import InRecord, OutRecord
-from service.demo import demo_orders
 from tests.support.demo_configs import GROUP_BY_SETTINGS
 from tests.support.inprocess import DLQ, IN, OUT, WINDOWED, Run, settings_for
 from tests.support.memory_kafka import MemoryBroker
