@@ -135,13 +135,16 @@ class Keyed:
     """A transformed record on its way into a window.
 
     `ts` is its event time where the batch already read and checked it (the aggregator
-    reads it from the value otherwise).
+    reads it from the value otherwise). `source` is, for a record group_by re-keyed, the
+    input partition and the position there it came from (`regroup.source_position`): a
+    record re-keyed twice (a batch redone after a crash) is applied once.
     """
 
     record: InRecord
     key: str
     value: Any
     ts: int | None = None
+    source: tuple[int, int] | None = None
 
 
 @dataclass(slots=True)

@@ -11,7 +11,7 @@ components are text that sorts by (event time, offset): `pack_ordered`.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias
 
@@ -98,6 +98,8 @@ class Claim:
     watermark: int
     outbox: list[OutboxEntry]
     seq: int = 0
+    # group_by: per input partition, the highest source position applied here.
+    marks: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,8 @@ class ApplyCall:
     # The outbox sequence the caller last saw (its claim's, then each reply's): a replay
     # of a call that ran finds Redis past it and answers `stale`; -1 checks nothing.
     seq: int = -1
+    # group_by: per input partition, the highest source position this call applies.
+    marks: Mapping[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,20 @@ from service.records import Headers, InRecord, Keyed, OutRecord
 REPARTITION_SUFFIX = "-repartition"
 # Stage one's event time of the item, in ms (decimal text): stage two windows by it.
 EVENT_TIME_HEADER = "rill-event-ms"
+# Where the item came from: `<input partition>:<position>` (`source_position`).
+SOURCE_HEADER = "rill-source"
+# Items of one input record, at most (a record's position leaves room for this many).
+ITEMS_PER_RECORD = 2**32
+
+
+def source_position(offset: int, item: int) -> int:
+    """The position of a record's item in its input partition: offset, then item index.
+
+    Stage two applies an input partition's items in this order, once each: the same item
+    re-keyed again (its batch redone after a crash) has a position already applied.
+    """
+    return offset * ITEMS_PER_RECORD + item
+
 
 Items = list[tuple[Any, Any]]
 
@@ -119,13 +133,18 @@ def to_repartition(regroup: Regroup, keyed: Sequence[Keyed]) -> list[OutRecord]:
     if regroup.partitions <= 0:
         raise RillError(f"the partition count of {regroup.topic} is not known yet")
     out = []
-    for item in keyed:
+    for index, item in enumerate(keyed):
         key = item.key.encode()
         try:
             value = orjson.dumps(item.value, default=_jsonable)
         except TypeError as exc:
             raise RecordError("encode", f"group_by: the record is not JSON: {exc}") from exc
-        headers: Headers = [(EVENT_TIME_HEADER, str(item.ts).encode())]
+        rec = item.record
+        where = f"{rec.partition}:{source_position(rec.offset, index)}"
+        headers: Headers = [
+            (EVENT_TIME_HEADER, str(item.ts).encode()),
+            (SOURCE_HEADER, where.encode()),
+        ]
         out.append(
             OutRecord(regroup.topic, key, value, headers, partition_for(key, regroup.partitions))
         )
@@ -140,17 +159,18 @@ def from_repartition(record: InRecord) -> Keyed:
     """
     if record.key is None:
         raise RecordError("decode", "repartition record without a key")
-    ts = None
-    for name, raw in record.headers or ():
-        if name == EVENT_TIME_HEADER and raw is not None:
-            try:
-                ts = int(raw)
-            except ValueError:
-                break
-    if ts is None:
-        raise RecordError("decode", f"repartition record without a valid {EVENT_TIME_HEADER}")
+    found = {name: raw for name, raw in record.headers or () if raw is not None}
+    try:
+        ts = int(found[EVENT_TIME_HEADER])
+        partition, _, position = found[SOURCE_HEADER].partition(b":")
+        source = (int(partition), int(position))
+    except (KeyError, ValueError):
+        raise RecordError(
+            "decode",
+            f"repartition record without valid {EVENT_TIME_HEADER} and {SOURCE_HEADER} headers",
+        ) from None
     try:
         value = orjson.loads(record.value or b"")
     except orjson.JSONDecodeError as exc:
         raise RecordError("decode", f"repartition record is not JSON: {exc}") from exc
-    return Keyed(record, record.key.decode("utf-8", "replace"), value, ts)
+    return Keyed(record, record.key.decode("utf-8", "replace"), value, ts, source)

@@ -5,7 +5,8 @@
 -- ARGV: 1 epoch, 2 its claim number, 3 first offset (-1: no records), 4 last offset,
 --       5 max event time, 6 watermark candidate, 7 kind, 8 size ms (sliding), 9 emit
 --       mode, 10 ops, 11 ttl s, 12 outbox seq acknowledged, 13 DLQ entries blob,
---       14 the outbox seq the caller last saw (-1: not checked), 15.. deltas: key, start,
+--       14 the outbox seq the caller last saw (-1: not checked), 15 group_by's source
+--       marks (`<input partition>=<position>,...`, '' none), 16.. deltas: key, start,
 --       end, comps
 -- Replies {'ok', seq, wm, applied, rows, open windows}, {'stale', applied, seq},
 --         {'fenced', epoch} or {'lost'} (prelude.lua: ownership).
@@ -42,7 +43,7 @@ if ack >= 0 then drop_acked(outbox, ack) end
 
 -- 1. Merge the deltas.
 local touched, touched_keys, order = {}, {}, {}
-local i = 15
+local i = 16
 while i <= #ARGV do
   local key, s, e = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   local comps = split(ARGV[i + 3])
@@ -152,6 +153,11 @@ local fields = {'max_ts', fmt(max_ts), 'wm', fmt(wm)}
 if tonumber(ARGV[4]) >= 0 then
   fields[#fields + 1] = 'applied'; fields[#fields + 1] = ARGV[4]
   applied = tonumber(ARGV[4])
+end
+-- group_by: the highest source position applied per input partition (only the owner
+-- writes, and only higher ones: a record re-keyed twice is skipped by the next owner too).
+for src, pos in string.gmatch(ARGV[15], '([^=,]+)=([^,]+)') do
+  fields[#fields + 1] = 'src:' .. src; fields[#fields + 1] = pos
 end
 redis.call('HSET', meta, unpack(fields))
 for _, k in ipairs(KEYS) do redis.call('EXPIRE', k, ttl) end

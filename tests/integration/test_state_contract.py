@@ -40,6 +40,11 @@ def test_outbox_fields_parse_with_the_codec(client: RedisClient, kind: str) -> N
     contract.check_outbox(client, kind)
 
 
+def test_source_marks_are_written_and_claimed_back(client: RedisClient) -> None:
+    """group_by's source marks: written by apply into meta, handed back by the next claim."""
+    contract.check_source_marks(client)
+
+
 @settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

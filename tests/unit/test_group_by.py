@@ -20,7 +20,12 @@ from service.pipeline import Pipeline
 from service.processing import dlq
 from service.processing.batch import Plan, process_batch
 from service.processing.partitioner import murmur2, partition_for
-from service.processing.regroup import EVENT_TIME_HEADER, repartition_topic
+from service.processing.regroup import (
+    EVENT_TIME_HEADER,
+    SOURCE_HEADER,
+    repartition_topic,
+    source_position,
+)
 from service.records import InRecord, OutRecord
 from tests.support.demo_configs import GROUP_BY_SETTINGS
 from tests.support.inprocess import DLQ, IN, OUT, WINDOWED, Run, settings_for
@@ -76,7 +81,10 @@ def test_stage_one_sends_the_transformed_record_under_its_new_key() -> None:
     assert out.key == b"customer-9"
     assert out.partition == partition_for(b"customer-9", 4)
     assert json.loads(out.value or b"") == event
-    assert out.headers == [(EVENT_TIME_HEADER, b"1234")]
+    assert out.headers == [
+        (EVENT_TIME_HEADER, b"1234"),
+        (SOURCE_HEADER, f"2:{source_position(3, 0)}".encode()),
+    ]
     assert result.sources == [(IN, 2)]
     assert result.next_offsets == {(IN, 2): 4}
 
@@ -91,13 +99,14 @@ def test_stage_two_windows_the_record_stage_one_sent() -> None:
     assert result.outputs == []
     [keyed] = result.keyed
     assert (keyed.key, keyed.ts, keyed.value["amount"]) == ("c1", 99, 2)
+    assert keyed.source == (0, source_position(0, 0))
     assert result.next_offsets == {(REPARTITION, out.partition): 12}
 
 
 def test_a_batch_of_both_topics_takes_each_record_its_own_way() -> None:
     """One batch, records of both topics: input records re-keyed, repartition ones windowed."""
     plan = _plan()
-    headers: list[tuple[str, bytes | None]] = [(EVENT_TIME_HEADER, b"5")]
+    headers: list[tuple[str, bytes | None]] = [(EVENT_TIME_HEADER, b"5"), (SOURCE_HEADER, b"3:7")]
     records = [
         _in({"order": 1, "k": "a", "ts": 1, "amount": 1}, offset=0),
         InRecord(REPARTITION, 1, 0, b"b", b'{"k":"b","amount":3}', headers, 0),
@@ -105,7 +114,7 @@ def test_a_batch_of_both_topics_takes_each_record_its_own_way() -> None:
     ]
     result = process_batch(records, plan, 0)
     assert [o.key for o in result.outputs] == [b"a", b"c"]
-    assert [(k.key, k.ts) for k in result.keyed] == [("b", 5)]
+    assert [(k.key, k.ts, k.source) for k in result.keyed] == [("b", 5, (3, 7))]
     assert result.next_offsets == {(IN, 0): 2, (REPARTITION, 1): 1}
 
 
@@ -121,7 +130,7 @@ def test_records_without_a_group_key_or_foreign_repartition_records_go_to_the_dl
     reasons = [dlq.reason_of(dlq.render(e, "t").headers) for e in result.dlq]
     assert [r[dlq.ERROR_STAGE] for r in reasons] == ["transform", "decode"]
     assert "group_by field 'k' is missing" in reasons[0]["rill.error.message"]
-    assert EVENT_TIME_HEADER in reasons[1]["rill.error.message"]
+    assert SOURCE_HEADER in reasons[1]["rill.error.message"]
 
 
 def test_group_by_needs_a_window_and_a_topic_of_its_own() -> None:
@@ -312,3 +321,26 @@ def test_the_demo_orders_keyed_by_order_id_are_totalled_per_customer() -> None:
         got[(v["key"], v["window_start"])] = (v["count"], v["total"])
     assert set(got) == set(per)
     assert all(got[w][0] == len(a) and abs(got[w][1] - sum(a)) < 1e-6 for w, a in per.items())
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_a_record_re_keyed_twice_is_applied_once(guarantee: str) -> None:
+    """Records stage one sent again (a batch redone after a crash, at least once) reach
+    the repartition topic twice; the windows count them once, also after a restart (the
+    source marks live in Redis with the state)."""
+    broker, server = MemoryBroker(), fakeredis.FakeServer()
+    orders = _orders(200)
+    _feed_by_order(broker, orders, 4)
+    settings = settings_for(guarantee, **REKEYED, batch_size=40)
+    Run(broker, server, settings).worker.run()
+    # What a redone batch writes: the same records, again, after the first ones.
+    for (topic, partition), log in list(broker.logs.items()):
+        if topic == REPARTITION:
+            for record in log[: len(log) // 2]:
+                broker.append(record, partition)
+    late = [{"order": f"z{c}", "k": f"cust-{c}", "ts": 10**7, "amount": 0} for c in range(5)]
+    for order in late:
+        key = order["order"].encode()
+        broker.append(OutRecord(IN, key, json.dumps(order).encode()), partition_for(key, 4))
+    Run(broker, server, settings).worker.run()
+    assert _windows(broker) == _reference(orders)

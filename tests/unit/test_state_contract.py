@@ -24,6 +24,11 @@ def test_outbox_fields_parse_with_the_codec(kind: str) -> None:
     contract.check_outbox(fakeredis.FakeRedis(), kind)
 
 
+def test_source_marks_are_written_and_claimed_back() -> None:
+    """group_by's source marks: written by apply into meta, handed back by the next claim."""
+    contract.check_source_marks(fakeredis.FakeRedis())
+
+
 @settings(max_examples=200, deadline=None)
 @given(a=contract.components_st, b=contract.components_st)
 def test_script_merge_equals_python_merge(a: list[Component], b: list[Component]) -> None:
