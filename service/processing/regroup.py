@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import decimal
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -28,6 +28,10 @@ REPARTITION_SUFFIX = "-repartition"
 EVENT_TIME_HEADER = "rill-event-ms"
 # Where the item came from: `<input partition>:<position>` (`source_position`).
 SOURCE_HEADER = "rill-source"
+# On a record sent again after its delivery failed (`resent`): stage two applies it
+# whatever the source marks say, as later records of its input partition may have been
+# applied before it (a gap); a copy that had landed after all counts twice, never lost.
+RESENT_HEADER = "rill-resent"
 # Items of one input record, at most (a record's position leaves room for this many).
 ITEMS_PER_RECORD = 2**32
 
@@ -151,6 +155,15 @@ def to_repartition(regroup: Regroup, keyed: Sequence[Keyed]) -> list[OutRecord]:
     return out
 
 
+def resent(record: OutRecord) -> OutRecord:
+    """A record sent again after its delivery failed: a repartition record (it names its
+    partition) carries `RESENT_HEADER`; any other is sent as it was."""
+    headers = record.headers or []
+    if record.partition < 0 or any(name == RESENT_HEADER for name, _ in headers):
+        return record
+    return replace(record, headers=[*headers, (RESENT_HEADER, b"1")])
+
+
 def from_repartition(record: InRecord) -> Keyed:
     """Stage two: a repartition record back as the keyed item stage one sent.
 
@@ -163,7 +176,7 @@ def from_repartition(record: InRecord) -> Keyed:
     try:
         ts = int(found[EVENT_TIME_HEADER])
         partition, _, position = found[SOURCE_HEADER].partition(b":")
-        source = (int(partition), int(position))
+        source: tuple[int, int] | None = (int(partition), int(position))
     except (KeyError, ValueError):
         raise RecordError(
             "decode",
@@ -173,4 +186,6 @@ def from_repartition(record: InRecord) -> Keyed:
         value = orjson.loads(record.value or b"")
     except orjson.JSONDecodeError as exc:
         raise RecordError("decode", f"repartition record is not JSON: {exc}") from exc
+    if RESENT_HEADER in found:
+        source = None  # applied, whatever the marks say (see RESENT_HEADER)
     return Keyed(record, record.key.decode("utf-8", "replace"), value, ts, source)

@@ -116,7 +116,8 @@ class Edges:
     Attributes:
         consumer: (settings, topics, on_assign, on_revoke, on_stats) -> an unstarted group
             consumer of those topics (the input, and the repartition topic of group_by).
-        producer: settings -> a started producer.
+        producer: (settings, gapless) -> a started producer; gapless: an error that would
+            leave a gap in a partition stops it (group_by at least once).
         store: (settings, window plan) -> a connected window store.
         create_topics: (settings, repartition topic or None) -> the repartition topic's
             partition count (empty without one); makes sure the topics exist.
@@ -125,6 +126,6 @@ class Edges:
     consumer: Callable[
         [Settings, list[str], PartitionsCallback, PartitionsCallback, StatsCallback], Consumer
     ]
-    producer: Callable[[Settings], Producer]
+    producer: Callable[[Settings, bool], Producer]
     store: Callable[[Settings, WindowPlan], WindowStore]
     create_topics: Callable[[Settings, str | None], dict[str, int]]

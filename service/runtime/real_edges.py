@@ -33,9 +33,9 @@ def open_consumer(
     return GroupConsumer(consumer_config(settings), topics, on_assign, on_revoke, on_stats)
 
 
-def open_producer(settings: Settings) -> BatchProducer:
-    """The started producer of `settings`."""
-    return BatchProducer(producer_config(settings), __version__).start()
+def open_producer(settings: Settings, gapless: bool = False) -> BatchProducer:
+    """The started producer of `settings` (`gapless`: see `producer_config`)."""
+    return BatchProducer(producer_config(settings, gapless), __version__).start()
 
 
 def state_layout(settings: Settings, window: WindowPlan) -> StateLayout:

@@ -152,7 +152,8 @@ def open_worker(
         if ready is not None:
             obs.health.ready_check = ready
     engine, submit, overlap = open_windows(plan, edges, s, stack)
-    producer = edges.producer(s)
+    # group_by at least once skips re-keyed records by source position: no gap allowed.
+    producer = edges.producer(s, plan.regroup is not None and not s.kafka.exactly_once)
     stack.callback(producer.close)
     events = _GroupEvents()
     topics = [s.topics.input] + ([plan.regroup.topic] if plan.regroup is not None else [])

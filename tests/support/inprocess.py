@@ -133,7 +133,7 @@ class Run:
                 broker.create(repartition, wanted)
             return {repartition: broker.partitions[repartition]}
 
-        return Edges(consumer, lambda _s: self.producer, store, create_topics)
+        return Edges(consumer, lambda _s, _gapless: self.producer, store, create_topics)
 
 
 def feed(broker: MemoryBroker, events: list[dict[str, Any]], partitions: int = 2) -> None:

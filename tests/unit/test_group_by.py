@@ -15,7 +15,8 @@ import pytest
 from service.app import build_plan
 from service.config import load_settings
 from service.demo import demo_orders
-from service.errors import ConfigError
+from service.errors import ConfigError, DeliveryError, RillError
+from service.kafka.clients import producer_config
 from service.pipeline import Pipeline
 from service.processing import dlq
 from service.processing.batch import Plan, process_batch
@@ -29,7 +30,7 @@ from service.processing.regroup import (
 from service.records import InRecord, OutRecord
 from tests.support.demo_configs import GROUP_BY_SETTINGS
 from tests.support.inprocess import DLQ, IN, OUT, WINDOWED, Run, settings_for
-from tests.support.memory_kafka import MemoryBroker
+from tests.support.memory_kafka import MemoryBroker, MemoryProducer
 
 REPARTITION = repartition_topic("rill")
 # Far above the spread of event times in a batch: re-keyed records of one customer come
@@ -342,5 +343,62 @@ def test_a_record_re_keyed_twice_is_applied_once(guarantee: str) -> None:
     for order in late:
         key = order["order"].encode()
         broker.append(OutRecord(IN, key, json.dumps(order).encode()), partition_for(key, 4))
+    Run(broker, server, settings).worker.run()
+    assert _windows(broker) == _reference(orders)
+
+
+@pytest.mark.parametrize(
+    ("guarantee", "extra", "gapless"),
+    [
+        ("at_least_once", REKEYED, True),
+        ("exactly_once", REKEYED, False),
+        ("at_least_once", WINDOWED, False),
+    ],
+)
+def test_at_least_once_group_by_producer_allows_no_gap(
+    guarantee: str, extra: dict[str, Any], gapless: bool
+) -> None:
+    """group_by at least once asks for a gapless producer (the source marks need each
+    input partition's records as a prefix: librdkafka enable.gapless.guarantee); other
+    pipelines keep librdkafka's default."""
+    broker = MemoryBroker()
+    _feed_by_order(broker, _orders(4), 2)
+    run = Run(broker, fakeredis.FakeServer(), settings_for(guarantee, **extra))
+    asked: list[bool] = []
+    edges = run.worker.edges
+
+    def producer(s: Any, gap_free: bool) -> Any:
+        asked.append(gap_free)
+        return edges.producer(s, gap_free)
+
+    run.worker.edges = replace(edges, producer=producer)
+    run.worker.run()
+    assert asked == [gapless]
+    conf = producer_config(settings_for(guarantee, **extra), gapless=gapless)
+    assert conf.get("enable.gapless.guarantee", False) is gapless
+
+
+def test_a_re_keyed_record_sent_again_after_a_failed_delivery_is_applied() -> None:
+    """At least once, a repartition record whose delivery failed lands after later records
+    of its input partition (a gap then filled): it is marked as sent again and applied,
+    not taken for a duplicate."""
+    broker, server = MemoryBroker(), fakeredis.FakeServer()
+    orders = _orders(120)
+    _feed_by_order(broker, orders, 2)
+    failed: list[OutRecord] = []
+
+    def refuse(record: OutRecord) -> RillError | None:
+        if record.topic == REPARTITION and not failed and b'"o3"' in (record.value or b""):
+            failed.append(record)
+            return DeliveryError("MSG_TIMED_OUT: timed out")
+        return None
+
+    settings = settings_for(**REKEYED)
+    Run(broker, server, settings, MemoryProducer(broker, refuse=refuse)).worker.run()
+    assert failed, "one repartition delivery failed"
+    late = [{"order": f"z{c}", "k": f"cust-{c}", "ts": 10**7, "amount": 0} for c in range(5)]
+    for order in late:
+        key = order["order"].encode()
+        broker.append(OutRecord(IN, key, json.dumps(order).encode()), partition_for(key, 2))
     Run(broker, server, settings).worker.run()
     assert _windows(broker) == _reference(orders)
