@@ -12,8 +12,11 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource
 
+from service.config import load_settings
 from service.processing.partitioner import partition_for
+from service.runtime import real_edges
 from tests.integration.conftest import Endpoints
 from tests.integration.helpers import (
     HeldFeed,
@@ -199,3 +202,32 @@ def test_repartition_topic_is_partitioned_as_librdkafka_murmur2_random(
         (r.key, r.partition) for r in read_all(endpoints.bootstrap, topic, len(keys), settle_s=0)
     }
     assert got == {(k, partition_for(k, 7)) for k in keys}
+
+
+def test_the_repartition_topic_is_created_with_its_partitions_and_retention(
+    endpoints: Endpoints, unique: str
+) -> None:
+    """create_topics makes <group>-repartition with RILL_REPARTITION_PARTITIONS (else the
+    input's count), cleanup policy delete and RILL_REPARTITION_RETENTION_MS; an existing
+    one keeps its partition count, which is what the workers then partition by."""
+    env = worker_env(endpoints.bootstrap, endpoints.redis_url, unique, group_by="customer_id")
+    create_topics(endpoints.bootstrap, [env["RILL_INPUT_TOPIC"]], partitions=3)
+    topic = f"{env['RILL_GROUP_ID']}-repartition"
+    settings = load_settings(
+        bootstrap_servers=endpoints.bootstrap,
+        group_id=env["RILL_GROUP_ID"],
+        input_topic=env["RILL_INPUT_TOPIC"],
+        output_topic=env["RILL_OUTPUT_TOPIC"],
+        dlq_topic=env["RILL_DLQ_TOPIC"],
+        repartition_retention_ms=3_600_000,
+    )
+    assert real_edges.create_topics(settings, topic) == {topic: 3}, "the input's count"
+    admin = AdminClient({"bootstrap.servers": endpoints.bootstrap})
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    configs = admin.describe_configs([resource])[resource].result(timeout=30)
+    assert configs["cleanup.policy"].value == "delete"
+    assert configs["retention.ms"].value == "3600000"
+    again = load_settings(**{**settings.model_dump(), "repartition_partitions": 6})
+    assert real_edges.create_topics(again, topic) == {topic: 3}, "an existing topic is kept"
+    other = f"{unique}-other-repartition"
+    assert real_edges.create_topics(again, other) == {other: 6}, "RILL_REPARTITION_PARTITIONS"
