@@ -16,6 +16,7 @@ import pytest
 from tests.chaos import harness
 from tests.chaos.feed import specials
 from tests.chaos.harness import MODES, SESSION_TIMEOUT_MS, Run, Scenario
+from tests.chaos.regroup import run_regrouped
 from tests.chaos.stack import ChaosStack
 from tests.chaos.verdict import RESULTS, Row, document
 
@@ -115,3 +116,13 @@ def test_fault_loses_nothing_and_keeps_windows_exact(
         f"{scenario.name} / {mode}: {row.failures} (logs in {tmp_path})\n"
         + (digest.read_text() if digest.exists() else "")
     )
+
+
+def test_rekeyed_windows_exact_in_exactly_once(
+    stack: ChaosStack, table: list[Row], tmp_path: Path
+) -> None:
+    """group_by under SIGKILLs: every event re-keyed once, every window exact and once."""
+    row = run_regrouped(stack, tmp_path, "exactly_once")
+    table.append(row)
+    RESULTS.write_text(document(table))
+    assert row.failures == [], f"group-by / exactly_once: {row.failures} (logs in {tmp_path})"
