@@ -26,6 +26,7 @@ from service.processing.aggregates import Aggregation
 from service.processing.batch import Plan
 from service.processing.dedupe import DedupePlan, field_id
 from service.processing.join import JoinPlan, field_key
+from service.processing.regroup import Regroup, key_function, repartition_topic
 from service.processing.routing import Router
 from service.processing.windows import WindowPlan, WindowSpec
 from service.serdes import build_serdes, table_serde
@@ -96,6 +97,7 @@ def build_plan(settings: Settings) -> Plan:
         join=build_join(
             pipeline.join_plan if limits.app else None, settings.table, settings.registry
         ),
+        regroup=build_regroup(settings, pipeline, window is not None),
     )
 
 
@@ -126,6 +128,40 @@ def build_router(settings: Settings, pipeline: Pipeline) -> Router | None:
             "to the topics the route may name"
         )
     return Router(frozenset(route.allowed), route.field, fn)
+
+
+def build_regroup(settings: Settings, pipeline: Pipeline, windowed: bool) -> Regroup | None:
+    """The re-keying of `group_by` (the Python pipeline's, else RILL_GROUP_BY), or None.
+
+    Raises:
+        ConfigError: group_by without a window, or a repartition topic that is one of the
+            pipeline's own topics.
+    """
+    by = pipeline.group_key if settings.pipeline.app else settings.pipeline.group_by
+    if by is None:
+        return None
+    if not windowed:
+        raise ConfigError(
+            "group_by re-keys records for a window, and this pipeline has none: set "
+            "RILL_WINDOW_TYPE (or window() in the Python pipeline), or unset RILL_GROUP_BY "
+            "(key_by sets the output key of a stateless pipeline)"
+        )
+    if pipeline.dedupe_plan is not None or settings.dedupe.id_field:
+        # Ids are kept per input partition, and with group_by the input partitions have no
+        # state of their own (only the repartition topic's are claimed).
+        raise ConfigError(
+            "group_by and dedupe together are not supported: de-duplicate upstream of the "
+            "re-keying (a pipeline of its own), or unset RILL_DEDUPE_FIELD / drop dedupe()"
+        )
+    topic = repartition_topic(settings.kafka.group_id)
+    t = settings.topics
+    if topic in (t.input, t.output, t.dlq, t.late, *settings.routing.allowed):
+        raise ConfigError(
+            f"the repartition topic {topic!r} would be one of the pipeline's own topics: "
+            "set RILL_GROUP_ID to another group id"
+        )
+    fn, name = key_function(by)
+    return Regroup(topic, fn, name)
 
 
 def open_plan(plan: Plan, stack: ExitStack) -> None:

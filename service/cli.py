@@ -69,7 +69,7 @@ def _cmd_produce_demo(settings: Settings, args: argparse.Namespace) -> int:
         step_ms=step_ms,
     )
     for i, order in enumerate(orders):
-        producer.send([OutRecord(topic, order["customer_id"].encode(), serde.encode(order))])
+        producer.send([OutRecord(topic, order[args.key].encode(), serde.encode(order))])
         if args.corrupt_every and i % args.corrupt_every == args.corrupt_every - 1:
             producer.send([OutRecord(topic, b"corrupt", b"\x00\x00\x00\x00\x01garbage")])
         sent += 1
@@ -212,6 +212,8 @@ def _cmd_check_config(settings: Settings, _args: argparse.Namespace) -> int:
         print(
             f"de-duplicated by {d.name} within {d.within_ms} ms (duplicates to the DLQ: {d.to_dlq})"
         )
+    if plan.regroup is not None:
+        print(f"group_by {plan.regroup.name}: re-keyed through {plan.regroup.topic}")
     return 0
 
 
@@ -232,6 +234,12 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="mean event-time gap between orders (default: 1000/rate, or 250 without a rate)",
+    )
+    demo.add_argument(
+        "--key",
+        choices=("customer_id", "order_id"),
+        default="customer_id",
+        help="the field the orders are keyed (and so partitioned) by; order_id shows group_by",
     )
     demo.add_argument("--topic", help="default: the input topic")
     demo.add_argument("--partitions", type=int, default=4, help="if the topic is created")

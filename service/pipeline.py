@@ -39,8 +39,15 @@ class Pipeline:
         self.encoder: Any = None
         self.route_fn: Callable[[Any], str] | None = None
         self.join_plan: JoinPlan | None = None
+        # The window key when the input is not keyed by it (`group_by`).
+        self.group_key: str | Callable[[Any], Any] | None = None
 
     def _add(self, kind: StepKind, fn: StepFn, name: str | None) -> Pipeline:
+        if self.group_key is not None:
+            raise ConfigError(
+                f"Pipeline {self.name!r}: {kind}() after group_by(): put the steps before "
+                "group_by (they run before the records are re-keyed)"
+            )
         label = name or getattr(fn, "__name__", kind)
         self.steps.append(Step(kind, fn, f"{kind}:{label}"))
         return self
@@ -153,6 +160,19 @@ class Pipeline:
             )
         name = getattr(key, "__name__", "key")
         self.join_plan = JoinPlan(topic, key, decoder, join, missing, as_, name)
+        return self
+
+    def group_by(self, by: str | Callable[[Any], Any]) -> Pipeline:
+        """Window by `by` (a field name, or a function of the record) although the input is
+        keyed otherwise: each record goes, under its new key, through the repartition
+        topic `<group_id>-repartition`, so every record of a key reaches one partition's
+        window state (docs/group-by.md). The last step before `window()`.
+        """
+        if not by:
+            raise ConfigError(f"Pipeline {self.name!r}: group_by() needs a field or a function")
+        if self.group_key is not None:
+            raise ConfigError(f"Pipeline {self.name!r}: group_by() once per pipeline")
+        self.group_key = by
         return self
 
     def serdes(self, decoder: Any = None, encoder: Any = None) -> Pipeline:

@@ -40,12 +40,17 @@ class InRecord:
 
 @dataclass(slots=True, frozen=True)
 class OutRecord:
-    """One record to produce: to the sink, the DLQ or a late topic."""
+    """One record to produce: to the sink, the DLQ, a late topic or the repartition topic.
+
+    `partition` is -1 where the producer's partitioner picks it; the repartition topic's
+    records name theirs (`processing.partitioning`).
+    """
 
     topic: str
     key: bytes | None
     value: bytes | None
     headers: Headers | None = None
+    partition: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,13 +135,16 @@ class Keyed:
     """A transformed record on its way into a window.
 
     `ts` is its event time where the batch already read and checked it (the aggregator
-    reads it from the value otherwise).
+    reads it from the value otherwise). `source` is, for a record group_by re-keyed, the
+    input partition and the position there it came from (`regroup.source_position`): a
+    record re-keyed twice (a batch redone after a crash) is applied once.
     """
 
     record: InRecord
     key: str
     value: Any
     ts: int | None = None
+    source: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +200,11 @@ class BatchResult:
     sent: bool = False
     join_misses: dict[str, int] = field(default_factory=dict)
     marks: list[Mark] = field(default_factory=list)
+
+    def rekeyed(self) -> int:
+        """How many outputs go to group_by's repartition topic (stage one), not the sink:
+        those that name their partition."""
+        return sum(1 for o in self.outputs if o.partition >= 0)
 
     def partitions(self) -> set[TP]:
         """The input partitions this batch delivers for."""

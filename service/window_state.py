@@ -100,6 +100,8 @@ class Claim:
     watermark: int
     outbox: list[OutboxEntry]
     seq: int = 0
+    # group_by: per input partition, the highest source position applied here.
+    marks: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +125,8 @@ class ApplyCall:
     trim_ms: int = NO_TIME
     # A stateless pipeline's outputs of the call's records, kept in the outbox.
     outputs: Sequence[OutRecord] = ()
+    # group_by: per input partition, the highest source position this call applies.
+    marks: Mapping[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

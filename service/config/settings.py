@@ -36,6 +36,7 @@ from service.config.views import (
     DedupeSettings,
     ObservabilitySettings,
     PipelineSettings,
+    RepartitionSettings,
     RetrySettings,
     StateSettings,
     WindowSettings,
@@ -54,6 +55,7 @@ VIEWS: tuple[type[View], ...] = (
     DedupeSettings,
     RoutingSettings,
     TableSettings,
+    RepartitionSettings,
     ConsumerSettings,
     ProducerSettings,
     StateSettings,
@@ -166,6 +168,11 @@ class Settings(_Flat):
     def table(self) -> TableSettings:
         """The table records are enriched from (none unless RILL_TABLE_TOPIC)."""
         return TableSettings.of(self)
+
+    @property
+    def repartition(self) -> RepartitionSettings:
+        """The repartition topic of `group_by`."""
+        return RepartitionSettings.of(self)
 
     @property
     def state(self) -> StateSettings:

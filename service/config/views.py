@@ -59,6 +59,12 @@ class PipelineSettings(View):
     key_by: str | None = setting(
         "customer_id", "Field whose value becomes the output key (empty: keep the input key)."
     )
+    group_by: Annotated[str | None, BeforeValidator(_empty_is_none)] = setting(
+        None,
+        "Field whose value is the window key when the input is not keyed by it: records "
+        "are re-keyed through the repartition topic `<group_id>-repartition` "
+        "(docs/group-by.md; empty: window by the key as it is).",
+    )
     project: Annotated[list[str] | None, NoDecode, BeforeValidator(_split_list)] = setting(
         None, "Fields to keep, comma-separated (or a JSON list)."
     )
@@ -134,6 +140,27 @@ class DedupeSettings(View):
     )
     dlq: bool = setting(
         False, "A duplicate also goes to the DLQ (stage `duplicate`); else it is only counted."
+    )
+
+
+class RepartitionSettings(View):
+    """Repartition topic: where `group_by` re-keys records (`<group_id>-repartition`)."""
+
+    flat_prefix: ClassVar[str] = "repartition_"
+
+    partitions: int = setting(
+        0,
+        "Partitions of the repartition topic when rill creates it (0: as many as the "
+        "input topic). An existing topic keeps its count.",
+        ge=0,
+        le=10_000,
+    )
+    retention_ms: int = setting(
+        7 * 24 * 3600 * 1000,
+        "`retention.ms` of the repartition topic when rill creates it (cleanup policy "
+        "`delete`): how long re-keyed records wait for stage two, e.g. while every "
+        "worker is down (-1: forever).",
+        ge=-1,
     )
 
 

@@ -33,8 +33,17 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
     return conf
 
 
-def producer_config(settings: Settings) -> dict[str, Any]:
-    """Idempotent batching producer for sink and DLQ."""
+def producer_config(settings: Settings, gapless: bool = False) -> dict[str, Any]:
+    """Idempotent batching producer for sink and DLQ (and group_by's repartition topic).
+
+    Args:
+        settings: the settings.
+        gapless: an error that would leave a gap in a partition's records (a record lost
+            while later ones were written) stops the producer instead (librdkafka
+            `enable.gapless.guarantee`). group_by at least once needs it: stage two skips
+            a record at or below the highest source position applied, which is sound only
+            while each input partition's records reach the repartition topic as a prefix.
+    """
     kafka, producer = settings.kafka, settings.producer
     conf = kafka.librdkafka_common()
     conf.update(
@@ -50,6 +59,8 @@ def producer_config(settings: Settings) -> dict[str, Any]:
             "message.max.bytes": producer.message_max_bytes,
         }
     )
+    if gapless:
+        conf["enable.gapless.guarantee"] = True
     if kafka.exactly_once:
         # Unique per process: zombies are fenced by the group generation (KIP-447).
         conf["transactional.id"] = f"rill-{kafka.group_id}-{uuid.uuid4().hex[:12]}"

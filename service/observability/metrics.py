@@ -37,6 +37,12 @@ class Metrics:
         self.records_out = Counter(
             "rill_records_out", "Records delivered to the sink", ["topic"], registry=r
         )
+        self.records_rekeyed = Counter(
+            "rill_records_rekeyed",
+            "Records group_by sent to the repartition topic (stage one; not sink records)",
+            ["topic"],
+            registry=r,
+        )
         self.records_dlq = Counter(
             "rill_records_dlq", "Records sent to the DLQ", ["topic", "stage", "reason"], registry=r
         )
@@ -252,8 +258,11 @@ class Metrics:
     def count_batch(self, topic: str, result: BatchResult, delivered: int) -> None:
         """Add one batch's counts."""
         self.records_in.labels(topic).inc(result.consumed)
-        if delivered:
-            self.records_out.labels(topic).inc(delivered)
+        rekeyed = result.rekeyed() if delivered else 0
+        if delivered > rekeyed:
+            self.records_out.labels(topic).inc(delivered - rekeyed)
+        if rekeyed:
+            self.records_rekeyed.labels(topic).inc(rekeyed)
         if result.filtered:
             self.records_filtered.labels(topic).inc(result.filtered)
         for action, n in result.join_misses.items():

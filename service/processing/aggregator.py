@@ -45,6 +45,8 @@ class Owned:
     seq: int = 0
     last_record_wall_ms: int = 0
     watermark_at_last_record: int = NO_TIME
+    # group_by: per input partition, the highest source position applied (`Keyed.source`).
+    marks: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -63,6 +65,8 @@ class Prepared:
     late: int = 0
     skipped: int = 0
     records: bool = True
+    # group_by: per partition, the source marks its call moves forward.
+    marks: dict[TP, dict[int, int]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -162,6 +166,7 @@ class Aggregator:
             seq=claim.seq,
             last_record_wall_ms=now_wall_ms,
             watermark_at_last_record=claim.watermark,
+            marks=dict(claim.marks),
         )
         if self._reducers:
             self._reducers.claimed(tp, state or {})
@@ -229,7 +234,7 @@ class Aggregator:
             owned = self.owned.get(tp)
             if owned is None:
                 raise RillError(f"record of {tp}, which this worker does not own")
-            if rec.offset <= owned.applied:
+            if rec.offset <= owned.applied or self._again(item, tp, owned, out.marks):
                 out.skipped += 1
                 continue
             batch = batches.get(tp)
@@ -250,7 +255,7 @@ class Aggregator:
         for tp, batch in batches.items():
             batch.last_offset = max(batch.last_offset, (last_offsets or {}).get(tp, -1))
             kept = [*dropped.get(tp, []), *(carry or {}).get(tp, [])]
-            out.calls[tp] = self._call(tp, batch, out.clocks[tp], kept)
+            out.calls[tp] = self._call(tp, batch, out.clocks[tp], kept, out.marks.get(tp))
         return out
 
     def prepare_tick(self, now_wall_ms: int, at_end: Collection[TP]) -> Prepared:
@@ -313,6 +318,7 @@ class Aggregator:
                 owned.last_record_wall_ms = now_wall_ms
                 owned.watermark_at_last_record = owned.clock.watermark
             owned.applied = max(owned.applied, applied.applied)
+            owned.marks.update(prepared.marks.get(tp, {}))
             owned.seq = applied.seq
             owned.clock.watermark = max(owned.clock.watermark, applied.watermark)
             out.seqs[tp] = applied.seq
@@ -355,7 +361,12 @@ class Aggregator:
         return found
 
     def _call(
-        self, tp: TP, batch: PartitionBatch, clock: PartitionClock, dlq: list[DlqEntry]
+        self,
+        tp: TP,
+        batch: PartitionBatch,
+        clock: PartitionClock,
+        dlq: list[DlqEntry],
+        marks: dict[int, int] | None = None,
     ) -> ApplyCall:
         owned = self.owned[tp]
         return ApplyCall(
@@ -368,7 +379,25 @@ class Aggregator:
             deltas=batch.as_deltas(self.plan.spec, self.kernel.fold),
             dlq=dlq,
             seq=owned.seq,
+            marks=marks or {},
         )
+
+    @staticmethod
+    def _again(item: Keyed, tp: TP, owned: Owned, marks: dict[TP, dict[int, int]]) -> bool:
+        """A record group_by re-keyed twice (a batch redone after a crash, at least once):
+        its source position is at or below the highest one applied from that input
+        partition. Each input partition's records reach a repartition partition in order,
+        so that is the test; the marks move forward in the batch and, applied, in Redis."""
+        if item.source is None:
+            return False
+        src, pos = item.source
+        seen = marks.get(tp)
+        if seen is None:
+            seen = marks[tp] = {}
+        if pos <= seen.get(src, owned.marks.get(src, -1)):
+            return True
+        seen[src] = pos
+        return False
 
     def _window_one(
         self,

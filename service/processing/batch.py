@@ -5,7 +5,7 @@ Every input record ends in exactly one place: outputs, the DLQ, or the filtered 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias
 
@@ -16,6 +16,7 @@ from service.processing.chain import Chain, ItemError, Items, Step, chain
 from service.processing.dedupe import DedupePlan, record_id
 from service.processing.dlq import add_to_dlq
 from service.processing.join import DROPPED, JoinPlan, Rows, distinct_keys, join_record, table_key
+from service.processing.regroup import Regroup, from_repartition, rekey, to_repartition
 from service.processing.routing import Router, route_items
 from service.processing.sizes import fit_dlq, too_large
 from service.processing.windows import WindowPlan, WindowResult, check_future, event_time
@@ -48,6 +49,8 @@ class Plan:
     join: JoinPlan | None = None
     # De-duplication by an id (None: none); see `processing.dedupe`.
     dedupe: DedupePlan | None = None
+    # Re-keying through the repartition topic (`group_by`; windowed pipelines only).
+    regroup: Regroup | None = None
     # The steps as one function, written out once (`processing.chain`).
     chain: Chain = field(init=False, repr=False, compare=False)
 
@@ -122,6 +125,10 @@ def process_batch(
 ) -> BatchResult:
     """Decode, join, transform and encode a batch; failures become DLQ records with reasons.
 
+    With `plan.regroup` (group_by) a batch may hold records of both topics: those of the
+    input topic go through decode and the steps to the repartition topic (stage one,
+    outputs like any other), those of the repartition topic into the window (stage two).
+
     Args:
         records: the batch, in consume order.
         plan: serdes, steps, topics and limits.
@@ -139,8 +146,11 @@ def process_batch(
     def to_dlq(record: InRecord, error: RecordError, attempts: int = 1) -> None:
         add_to_dlq(result, [dlq_entry(plan, record, error, now_ms, attempts)])
 
+    regroup = plan.regroup
     for i, record in enumerate(records):
         next_offsets[(record.topic, record.partition)] = record.offset + 1
+        if regroup is not None and _regrouped(result, record, regroup.topic, to_dlq):
+            continue
         got = decoded[i] if decoded is not None else decode_one(plan, record)
         value = _joined(result, plan.join, got, rows)
         if isinstance(value, RecordError):
@@ -167,11 +177,15 @@ def process_batch(
                 to_dlq(record, _whole(failed, len(items)), attempts)
                 continue
             add_to_dlq(result, item_entries(plan, record, failed, len(items), attempts, now_ms))
-        encoded = [] if plan.window is not None else _encoded(plan, items, topics)
+        # A windowed record's items go to the window, or with group_by first to the
+        # repartition topic (stage one: its outputs, like a stateless record's).
+        windowed = plan.window is not None and regroup is None
+        encoded = [] if windowed else _encoded(plan, items, topics, keyed)
         if isinstance(encoded, RecordError):
             to_dlq(record, encoded, attempts)
             continue
-        result.keyed.extend(keyed)  # none in a stateless pipeline
+        if windowed:
+            result.keyed.extend(keyed)
         if plan.dedupe is not None:
             # Judged by the window step (against Redis): a duplicate's keyed items and
             # item DLQ entries are dropped there, a stateless record's outputs delivered
@@ -194,12 +208,15 @@ def _dedupe_id(plan: Plan, value: Any) -> str | RecordError:
 
 
 def _encoded(
-    plan: Plan, items: Items, topics: list[str | None] | None
+    plan: Plan, items: Items, topics: list[str | None] | None, keyed: Sequence[Keyed]
 ) -> list[OutRecord] | RecordError:
-    """A stateless record's outputs (each to the sink or its routed topic), or why they
-    cannot be produced."""
+    """A record's outputs: its items for the sink or their routed topics, or (group_by)
+    its keyed items for the repartition topic; or why they cannot be produced."""
     try:
-        encoded = _encode(plan, items, topics)
+        if plan.regroup is not None:
+            encoded = to_repartition(plan.regroup, keyed)
+        else:
+            encoded = _encode(plan, items, topics)
     except RecordError as exc:
         return exc
     why = _oversize(encoded, plan)
@@ -212,7 +229,7 @@ def _sort(
     """A record's items: those for the window, those that fail, and each one's topic
     (None: every item goes to the sink topic)."""
     if plan.window is not None:
-        keyed, failed = to_window(plan.window, record, items, now_ms)
+        keyed, failed = to_window(plan.window, record, items, now_ms, plan.regroup)
         return keyed, failed, None
     failed = _item_errors(items)
     if plan.router is None:
@@ -258,6 +275,23 @@ def _joined(result: BatchResult, join: JoinPlan | None, got: Decoded, rows: Rows
         return exc
 
 
+def _regrouped(
+    result: BatchResult,
+    record: InRecord,
+    topic: str,
+    to_dlq: Callable[[InRecord, RecordError], None],
+) -> bool:
+    """Stage two of group_by: a record of the repartition `topic` into the window (or the
+    DLQ); False for a record of the input topic (stage one)."""
+    if record.topic != topic:
+        return False
+    try:
+        result.keyed.append(from_repartition(record))
+    except RecordError as exc:
+        to_dlq(record, exc)
+    return True
+
+
 def _oversize(encoded: Sequence[OutRecord], plan: Plan) -> str | None:
     """Why one of a record's outputs cannot be produced, or None."""
     for out in encoded:
@@ -296,9 +330,14 @@ def _item_errors(items: Sequence[tuple[Any, Any]]) -> list[Failed]:
 
 
 def to_window(
-    window: WindowPlan, record: InRecord, items: Sequence[tuple[Any, Any]], now_ms: int
+    window: WindowPlan,
+    record: InRecord,
+    items: Sequence[tuple[Any, Any]],
+    now_ms: int,
+    regroup: Regroup | None = None,
 ) -> tuple[list[Keyed], list[Failed]]:
-    """A record's items on their way into the window, each under its own key.
+    """A record's items on their way into the window, each under its own key (with
+    `regroup`, group_by's key: the item's own key is replaced).
 
     An item without a key, or with an event time no window can take (missing, not
     finite, outside the years 1-9999, more than `window.max_future_ms` ahead of the wall
@@ -307,6 +346,8 @@ def to_window(
     Returns:
         (items for the window, items that fail and why).
     """
+    if regroup is not None:
+        items = rekey(regroup, list(items))
     keyed: list[Keyed] = []
     failed: list[Failed] = []
     time_field, kafka_ts = window.time_field, record.timestamp_ms

@@ -103,6 +103,7 @@ def settle(pending: Pending, applied: WindowOutcome, engine: Windows, plan: Plan
     if applied.skipped:
         log.warning(
             "records at or below the applied offset skipped: a replay after a restart, "
-            "or offsets reset / the topic recreated (window state already has them)",
+            "a record group_by re-keyed twice (at least once), or offsets reset / the "
+            "topic recreated (window state already has them)",
             skipped=applied.skipped,
         )

@@ -152,17 +152,22 @@ class Edges:
     """How a worker opens its clients: the real ones by default, in-memory twins in unit tests.
 
     Attributes:
-        consumer: (settings, on_assign, on_revoke, on_stats) -> an unstarted group consumer.
-        producer: settings -> a started producer.
+        consumer: (settings, topics, on_assign, on_revoke, on_stats) -> an unstarted group
+            consumer of those topics (the input, and the repartition topic of group_by).
+        producer: (settings, gapless) -> a started producer; gapless: an error that would
+            leave a gap in a partition stops it (group_by at least once).
         store: (settings, window plan or None) -> a connected window store.
-        create_topics: settings -> the input topic's partition count (None: not known),
-            makes sure the topics exist.
+        create_topics: (settings, repartition topic or None) -> the partition counts of the
+            input topic and of the repartition topic, as the broker has them (a topic not
+            known is absent); makes sure the topics exist.
         table: (settings, join) -> an unstarted table (None: pipelines with a table
             join cannot run on these edges).
     """
 
-    consumer: Callable[[Settings, PartitionsCallback, PartitionsCallback, StatsCallback], Consumer]
-    producer: Callable[[Settings], Producer]
+    consumer: Callable[
+        [Settings, list[str], PartitionsCallback, PartitionsCallback, StatsCallback], Consumer
+    ]
+    producer: Callable[[Settings, bool], Producer]
     store: Callable[[Settings, WindowPlan | None], WindowStore]
-    create_topics: Callable[[Settings], int | None]
+    create_topics: Callable[[Settings, str | None], dict[str, int]]
     table: Callable[[Settings, JoinPlan], Table] | None = None

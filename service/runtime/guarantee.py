@@ -28,6 +28,7 @@ from service.errors import (
 from service.kafka.producer import Failure, OffsetMeta
 from service.processing.batch import Plan, emit
 from service.processing.dlq import add_to_dlq, render
+from service.processing.regroup import resent
 from service.records import TP, BatchResult
 from service.runtime.batches import now_ms
 from service.runtime.edges import Consumer, Producer
@@ -176,10 +177,11 @@ class AtLeastOnce(_Base):
             batch.sent = True
         # 2. Wait for every delivery report (DeliveryError while deliveries are outstanding).
         failed = producer.flush(self.timeout_s)
-        # 3. Transient refusals (broker away, timed out) are queued again: retry later.
+        # 3. Transient refusals (broker away, timed out) are queued again: retry later
+        #    (a repartition record marked, as later ones may have landed before it).
         transient = [f for f in failed if not f.refused]
         if transient:
-            producer.send(f.record for f in transient)
+            producer.send(resent(f.record) for f in transient)
             raise DeliveryError(f"{len(transient)} deliveries failed for now: {transient[0].error}")
         # 4. What Kafka refused for good (too large, invalid) goes to the DLQ, never away;
         #    if the DLQ does not take it either, it is queued again and retried.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import structlog
+
 from service import __version__
 from service.config import Settings
 from service.kafka.admin import ensure_topics, partition_count
@@ -20,24 +22,25 @@ from service.state.codec import StateLayout
 from service.state.redis_store import RedisWindowStore
 from service.state.table_store import RedisTable
 
+log = structlog.get_logger("rill.edges")
+
 DEFAULT_PARTITIONS = 4
 
 
 def open_consumer(
     settings: Settings,
+    topics: list[str],
     on_assign: PartitionsCallback,
     on_revoke: PartitionsCallback,
     on_stats: StatsCallback,
 ) -> GroupConsumer:
-    """The group consumer of `settings` (not started)."""
-    return GroupConsumer(
-        consumer_config(settings), [settings.topics.input], on_assign, on_revoke, on_stats
-    )
+    """The group consumer of `settings` on `topics` (not started)."""
+    return GroupConsumer(consumer_config(settings), topics, on_assign, on_revoke, on_stats)
 
 
-def open_producer(settings: Settings) -> BatchProducer:
-    """The started producer of `settings`."""
-    return BatchProducer(producer_config(settings), __version__).start()
+def open_producer(settings: Settings, gapless: bool = False) -> BatchProducer:
+    """The started producer of `settings` (`gapless`: see `producer_config`)."""
+    return BatchProducer(producer_config(settings, gapless), __version__).start()
 
 
 def state_layout(settings: Settings, window: WindowPlan | None) -> StateLayout:
@@ -128,11 +131,13 @@ def open_table(settings: Settings, join: JoinPlan) -> MaterializedTable:
     return MaterializedTable(TableFollower(conf, join.topic, store.put), store)
 
 
-def create_topics(settings: Settings) -> int:
-    """Create the input, output, DLQ (late, route) topics where missing.
+def create_topics(settings: Settings, repartition: str | None = None) -> dict[str, int]:
+    """Create the input, output, DLQ (late, route) topics where missing, and the repartition
+    topic of `group_by` (its partitions: RILL_REPARTITION_PARTITIONS, else the input's).
 
     Returns:
-        The input topic's partition count.
+        The partition counts of the input topic and of the repartition topic (absent
+        without one), as the broker has them.
     """
     s = settings
     common = s.kafka.librdkafka_common()
@@ -141,7 +146,21 @@ def create_topics(settings: Settings) -> int:
     if s.topics.late:
         topics.append(s.topics.late)
     ensure_topics(common, topics, partitions)
-    return partitions
+    if repartition is None:
+        return {s.topics.input: partitions}
+    wanted = s.repartition.partitions or partitions
+    config = {"cleanup.policy": "delete", "retention.ms": str(s.repartition.retention_ms)}
+    ensure_topics(common, [repartition], wanted, config=config)
+    found = partition_count(common, repartition) or wanted
+    if found != wanted:
+        # Every worker partitions by the count the broker has, so the windows stay whole.
+        log.warning(
+            "the repartition topic exists with another partition count: kept",
+            topic=repartition,
+            partitions=found,
+            configured=wanted,
+        )
+    return {s.topics.input: partitions, repartition: found}
 
 
 REAL_EDGES = Edges(open_consumer, open_producer, open_store, create_topics, open_table)

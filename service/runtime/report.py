@@ -49,7 +49,7 @@ class Report:
             self.metrics.records_dlq.labels(self.topic, "produce", "refused").inc(delivered.moved)
         totals = self._totals
         totals["in"] += result.consumed
-        totals["out"] += delivered.outputs
+        totals["out"] += delivered.outputs - result.rekeyed()
         totals["dlq"] += len(result.dlq) + delivered.moved
         totals["filtered"] += result.filtered
 

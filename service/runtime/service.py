@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -71,7 +72,14 @@ class Service:
 
     def run(self) -> None:
         """Open the clients, run the loop until `request_stop()`, then close them."""
-        partitions = self.edges.create_topics(self.settings)
+        regroup = self.plan.regroup
+        counts = self.edges.create_topics(self.settings, regroup.topic if regroup else None)
+        # The co-partition check of window input needs the input's partition count; with
+        # group_by the window reads the repartition topic, partitioned by rill: no check.
+        partitions = counts.get(self.settings.topics.input) if regroup is None else None
+        if regroup is not None:
+            # Stage one partitions the repartition topic by the count the broker has.
+            self.plan = replace(self.plan, regroup=regroup.with_partitions(counts[regroup.topic]))
         observers = Observers(
             self.settings, self.metrics, self.health, self.tracer, self.report, self._stop
         )
@@ -130,7 +138,12 @@ def open_engine(
     store = edges.store(s, plan.window)
     stack.callback(store.close)
     engine = WindowEngine(
-        plan.window, store, lambda rec, err: dlq_entry(plan, rec, err, now_ms()), plan.dedupe
+        plan.window,
+        store,
+        lambda rec, err: dlq_entry(plan, rec, err, now_ms()),
+        plan.dedupe,
+        # With group_by only the repartition topic's partitions have window state.
+        topic=plan.regroup.topic if plan.regroup is not None else None,
     )
     if not s.state.overlap:
         return engine, inline_submit, False
@@ -160,10 +173,12 @@ def open_worker(
             obs.health.ready_check = ready
     engine, submit, overlap = open_engine(plan, edges, s, stack)
     table = open_table(plan, edges, obs, stack)
-    producer = edges.producer(s)
+    # group_by at least once skips re-keyed records by source position: no gap allowed.
+    producer = edges.producer(s, plan.regroup is not None and not s.kafka.exactly_once)
     stack.callback(producer.close)
     events = _GroupEvents()
-    consumer = edges.consumer(s, events.assigned, events.revoked, events.stats)
+    topics = [s.topics.input] + ([plan.regroup.topic] if plan.regroup is not None else [])
+    consumer = edges.consumer(s, topics, events.assigned, events.revoked, events.stats)
     guarantee = GUARANTEES[s.kafka.guarantee](
         plan,
         producer,
@@ -192,6 +207,7 @@ def _log_start(s: Settings, plan: Plan) -> None:
         input=s.topics.input,
         output=s.topics.output,
         dlq=s.topics.dlq,
+        repartition=plan.regroup.topic if plan.regroup is not None else None,
         group=s.kafka.group_id,
         guarantee=s.kafka.guarantee,
         steps=[step.name for step in plan.steps],

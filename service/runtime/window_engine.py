@@ -94,6 +94,8 @@ class WindowEngine:
         store: where the state lives.
         dlq_of: builds the DLQ (or late topic) entry of a late or unusable record.
         dedupe: how records are de-duplicated (None: they are not).
+        topic: the one topic whose partitions have window state (group_by's repartition
+            topic; the input's partitions then only re-key); None: every assigned one.
     """
 
     def __init__(
@@ -102,10 +104,12 @@ class WindowEngine:
         store: WindowStore,
         dlq_of: DlqOf,
         dedupe: DedupePlan | None = None,
+        topic: str | None = None,
     ) -> None:
         self.plan = plan or NO_WINDOW
         self.store = store
         self.dedupe = dedupe
+        self.topic = topic
         self.dlq_of = dlq_of
         self.stateless = plan is None
         self.aggregator = Aggregator(self.plan, dlq_of)
@@ -295,6 +299,10 @@ class WindowEngine:
 
     claims = True  # assigned partitions are claimed before they are processed
 
+    def windows(self, tp: TP) -> bool:
+        """Whether `tp` has window state (claimed on assignment) or only re-keys."""
+        return self.topic is None or tp[0] == self.topic
+
     def keep_alive(self) -> tuple[list[TP], list[TP]]:
         """Refresh the TTL of the owned partitions' state (every few seconds).
 
@@ -315,8 +323,9 @@ class WindowEngine:
         return self.store.ping()
 
     def not_owned(self, tps: Iterable[TP]) -> set[TP]:
-        """Those of `tps` whose state this worker does not own (revoked, fenced, lost)."""
-        return set(tps) - self.owned.keys()
+        """Those of `tps` whose state this worker does not own (revoked, fenced, lost);
+        partitions without window state (group_by's input) are never among them."""
+        return {tp for tp in tps if self.windows(tp)} - self.owned.keys()
 
 
 class NoWindows:
@@ -324,6 +333,10 @@ class NoWindows:
 
     claims = False
     owned: dict[TP, Owned] = {}  # noqa: RUF012 - never written: there is no window state
+
+    def windows(self, tp: TP) -> bool:
+        """No partition has window state."""
+        return False
 
     def begin(
         self,

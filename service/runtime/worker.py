@@ -93,11 +93,15 @@ class Worker:
         """Partitions assigned: claimed (and reconciled) by the loop right after; a
         reconcile commits in a transaction, which must not wait on this very rebalance."""
         self._settle_flight()
-        self.partitions.assigned(tps, claim=self.engine.claims)
+        # With group_by the input's partitions only re-key: active at once, no claim.
+        claimed = [tp for tp in tps if self.engine.windows(tp)]
+        self.partitions.assigned(claimed, claim=True)
+        self.partitions.assigned([tp for tp in tps if tp not in claimed], claim=False)
         self.metrics.rebalances.labels("assign").inc()
         self.metrics.assigned_partitions.set(len(self.partitions))
-        if self.engine.claims or self.backpressure.paused:
-            self.consumer.pause(tps)
+        paused = tps if self.backpressure.paused else claimed
+        if paused:
+            self.consumer.pause(paused)
 
     def on_revoke(self, tps: list[TP]) -> None:
         """Partitions taken away: whatever their state, forgotten everywhere."""

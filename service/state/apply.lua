@@ -8,7 +8,8 @@
 --       mode, 10 ops, 11 ttl s, 12 outbox seq acknowledged, 13 DLQ entries blob,
 --       14 the outbox seq the caller last saw (-1: not checked), 15 dedupe ids kept
 --       (JSON [id, expiry, ...], '' none), 16 forget ids expiring at or below this time,
---       17 outputs blob (a stateless pipeline's), 18.. deltas: key, start, end, comps
+--       17 outputs blob (a stateless pipeline's), 18 group_by's source marks
+--       (`<input partition>=<position>,...`, '' none), 19.. deltas: key, start, end, comps
 -- Replies {'ok', seq, wm, applied, rows, open windows}, {'stale', applied, seq},
 --         {'fenced', epoch} or {'lost'} (prelude.lua: ownership).
 -- A call is `stale` when it (or a later one) already ran: its outbox sequence moved past
@@ -44,7 +45,7 @@ if ack >= 0 then drop_acked(outbox, ack) end
 
 -- 1. Merge the deltas.
 local touched, touched_keys, order = {}, {}, {}
-local i = 18
+local i = 19
 while i <= #ARGV do
   local key, s, e = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   local comps = split(ARGV[i + 3])
@@ -169,6 +170,11 @@ local fields = {'max_ts', fmt(max_ts), 'wm', fmt(wm)}
 if tonumber(ARGV[4]) >= 0 then
   fields[#fields + 1] = 'applied'; fields[#fields + 1] = ARGV[4]
   applied = tonumber(ARGV[4])
+end
+-- group_by: the highest source position applied per input partition (only the owner
+-- writes, and only higher ones: a record re-keyed twice is skipped by the next owner too).
+for src, pos in string.gmatch(ARGV[18], '([^=,]+)=([^,]+)') do
+  fields[#fields + 1] = 'src:' .. src; fields[#fields + 1] = pos
 end
 redis.call('HSET', meta, unpack(fields))
 for _, k in ipairs(KEYS) do redis.call('EXPIRE', k, ttl) end

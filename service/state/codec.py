@@ -258,6 +258,10 @@ def describe_layout(text: str) -> str:
     )
 
 
+# group_by's source marks in meta: `src:<input partition>` -> highest source position.
+MARK_PREFIX = "src:"
+
+
 def claim_argv(layout: StateLayout, token: int, expect_seq: int) -> list[str | int]:
     """ARGV of claim.lua (see its header for the order)."""
     return [layout.ttl_s, token, layout_of(layout), expect_seq]
@@ -291,6 +295,7 @@ def apply_argv(layout: StateLayout, call: ApplyCall) -> list[str | int]:
         encode_seen(call.seen),
         call.trim_ms,
         encode_outputs(call.outputs).decode() if call.outputs else "",
+        ",".join(f"{src}={pos}" for src, pos in sorted(call.marks.items())),
     ]
     for d in call.deltas:
         argv.extend((d.key, d.start, d.end, encode_components(d.comps)))
@@ -486,8 +491,9 @@ def decode_applied(ops: Sequence[Op], reply: Sequence[Any]) -> ApplyReply:
 
 def decode_claim(ops: Sequence[Op], reply: Sequence[Any]) -> Claim:
     """The claim script's `ok` reply after its status: `{epoch, applied, max_ts, wm, seq,
-    HGETALL outbox}`."""
-    epoch, applied, max_ts, wm, seq, flat = reply
+    HGETALL outbox, marks}` (marks: group_by's source marks, `src:<partition>`, value)."""
+    epoch, applied, max_ts, wm, seq, flat, *rest = reply
+    marks = rest[0] if rest else []
     return Claim(
         epoch=int(epoch),
         applied=int(applied),
@@ -495,6 +501,10 @@ def decode_claim(ops: Sequence[Op], reply: Sequence[Any]) -> Claim:
         watermark=_time(wm),
         outbox=decode_outbox(ops, dict(zip(flat[::2], flat[1::2], strict=True))),
         seq=int(seq),
+        marks={
+            int(_text(name)[len(MARK_PREFIX) :]): int(_text(pos))
+            for name, pos in zip(marks[::2], marks[1::2], strict=True)
+        },
     )
 
 

@@ -16,6 +16,7 @@ import pytest
 from tests.chaos import dedupe, harness
 from tests.chaos.feed import specials
 from tests.chaos.harness import MODES, SESSION_TIMEOUT_MS, Run, Scenario
+from tests.chaos.regroup import run_regrouped
 from tests.chaos.stack import ChaosStack
 from tests.chaos.verdict import RESULTS, Row, document
 
@@ -156,3 +157,14 @@ def test_dedupe_drops_exactly_the_duplicates_the_input_holds(
     assert row.failures == [], f"dedupe / {mode}: {row.failures} (logs in {tmp_path})\n" + (
         digest.read_text() if digest.exists() else ""
     )
+
+
+def test_rekeyed_windows_exact(
+    stack: ChaosStack, table: list[Row], tmp_path: Path, mode: str
+) -> None:
+    """group_by under SIGKILLs: every window exact (each event counted once, in both
+    modes); in exactly-once every event re-keyed once and every window emitted once."""
+    row = run_regrouped(stack, tmp_path, mode)
+    table.append(row)
+    RESULTS.write_text(document(table))
+    assert row.failures == [], f"group-by / {mode}: {row.failures} (logs in {tmp_path})"

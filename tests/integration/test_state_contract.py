@@ -55,6 +55,11 @@ def test_a_count_window_closes_in_the_apply_that_fills_it(client: RedisClient, k
     contract.check_count_window_closes_when_full(client, kind)
 
 
+def test_source_marks_are_written_and_claimed_back(client: RedisClient) -> None:
+    """group_by's source marks: written by apply into meta, handed back by the next claim."""
+    contract.check_source_marks(client)
+
+
 @settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

@@ -26,6 +26,7 @@ from service.window_state import ApplyCall, Claim, Component, Delta, Op
 
 ALL_OPS: tuple[Op, ...] = ("add", "min", "max", "first", "last", "set")
 META_FIELDS = {"epoch", "claims", "layout", "applied", "max_ts", "wm", "seq"}
+# and group_by's source marks, `src:<input partition>` (check_source_marks)
 RECORD_KEYS = ["a", "b|c", "ü k", "{x}"]  # separators, non-ASCII and braces in keys
 TP_UNDER_TEST: TP = ("orders{1}", 3)
 
@@ -170,6 +171,27 @@ def check_outbox(client: RedisClient, kind: str) -> None:
     assert {(r.final, r.key, r.start, r.end) for r in reply.rows} == {
         (True, k, 1 - size if size else 0, 1) for k in RECORD_KEYS
     }
+
+
+def check_source_marks(client: RedisClient) -> None:
+    """group_by's source marks: each apply writes its own to meta (`src:<partition>`), and
+    the next claim hands every one back as the codec reads it."""
+    store = _store(client, "tumbling")
+    keys = store.keys(TP_UNDER_TEST)
+    claim = store.claim(TP_UNDER_TEST)
+    assert claim.marks == {}
+    big = 5 * 2**32 + 7  # a position past 2^53: kept exactly, as text
+    first = _call(claim, 0, 1, 0, [], marks={0: 5, 3: big})
+    reply = store.apply({TP_UNDER_TEST: first})[TP_UNDER_TEST]
+    assert reply.status == "ok"
+    second = _call(claim, 2, 3, 0, [], marks={0: 9}, seq=reply.seq)
+    assert store.apply({TP_UNDER_TEST: second})[TP_UNDER_TEST].status == "ok"
+    meta = {_text(k): _text(v) for k, v in client.hgetall(keys.meta).items()}
+    assert {k: v for k, v in meta.items() if k.startswith(codec.MARK_PREFIX)} == {
+        "src:0": "9",
+        "src:3": str(big),
+    }
+    assert store.claim(TP_UNDER_TEST).marks == {0: 9, 3: big}
 
 
 def check_script_merge_equals_python(

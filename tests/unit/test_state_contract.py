@@ -31,6 +31,11 @@ def test_dedupe_ids_and_outputs_are_recorded_only_by_an_applied_call(kind: str) 
     contract.check_dedupe_ids(fakeredis.FakeRedis(), kind)
 
 
+def test_source_marks_are_written_and_claimed_back() -> None:
+    """group_by's source marks: written by apply into meta, handed back by the next claim."""
+    contract.check_source_marks(fakeredis.FakeRedis())
+
+
 @settings(max_examples=200, deadline=None)
 @given(a=contract.components_st, b=contract.components_st)
 def test_script_merge_equals_python_merge(a: list[Component], b: list[Component]) -> None:
