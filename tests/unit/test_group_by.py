@@ -389,3 +389,9 @@ def test_a_re_keyed_record_sent_again_after_a_failed_delivery_is_applied() -> No
         broker.append(OutRecord(IN, key, json.dumps(order).encode()), java_partition(key, 2))
     Run(broker, server, settings).worker.run()
     assert _windows(broker) == _reference(orders)
+
+
+def test_group_by_with_dedupe_is_refused_at_start() -> None:
+    """Dedupe keeps ids per input partition, which group_by leaves without state: refused."""
+    with pytest.raises(ConfigError, match="group_by and dedupe"):
+        _plan(dedupe_field="order_id")
