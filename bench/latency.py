@@ -11,6 +11,12 @@ when the bench hands it to the producer (linger.ms 5). Sinks stamp LogAppendTime
 
 The first 5 s of results are left out (start-up); windows the final sentinel closes are
 not counted.
+
+Where rill's latency goes: its own histograms, read from its /metrics at the end of the
+row (`stages`): the poll-to-commit time of a batch, the Redis apply round trip, the
+delivery (producer flush, or the transaction) and the offset commit, each as a mean and
+the upper bound of the bucket holding its 99th percentile; plus the fixed waits of its
+configuration (poll timeout, producer linger).
 """
 
 from __future__ import annotations
@@ -22,13 +28,15 @@ import signal
 import subprocess
 import tempfile
 import time
+import urllib.request
 import uuid
 from typing import Any
 
 import fastavro
 from confluent_kafka import Producer
+from prometheus_client.parser import text_string_to_metric_families
 
-from bench.common import PARTITIONS, Steal, create_topics, read_topic
+from bench.common import PARTITIONS, Steal, create_topics, free_port, read_topic
 from bench.systems import Run, System, start
 from bench.throughput import OUT_SCHEMA, parse_window, wait_done
 from bench.workloads import GRACE_MS, SENTINEL, encode, partition_of
@@ -90,6 +98,49 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+# rill's stage histograms, by what the latency table calls them.
+STAGES = {
+    "batch": "rill_batch_seconds",
+    "apply": "rill_redis_seconds",
+    "delivery": "rill_delivery_seconds",
+    "commit": "rill_commit_seconds",
+}
+
+
+def stages(metrics_text: str) -> dict[str, dict[str, float]]:
+    """Mean and p99 (its bucket's upper bound) in ms of each of rill's stage histograms."""
+    out: dict[str, dict[str, float]] = {}
+    families = {f.name: f for f in text_string_to_metric_families(metrics_text)}
+    for stage, name in STAGES.items():
+        family = families.get(name)
+        if family is None:
+            continue
+        buckets: list[tuple[float, float]] = []
+        total = count = 0.0
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                buckets.append((float(sample.labels["le"]), sample.value))
+            elif sample.name.endswith("_sum"):
+                total = sample.value
+            elif sample.name.endswith("_count"):
+                count = sample.value
+        if not count:
+            continue
+        buckets.sort()
+        p99 = next((le for le, n in buckets if n >= 0.99 * count), float("inf"))
+        out[stage] = {"mean_ms": round(total / count * 1000, 2), "p99_le_ms": p99 * 1000}
+    return out
+
+
+def scrape(port: int) -> str:
+    """The text of a worker's /metrics ('' when it does not answer)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+    except OSError:
+        return ""
+
+
 def measure(
     bootstrap: str, system: System, rate: float, seconds: float, redis: tuple[str, int]
 ) -> dict[str, Any]:
@@ -100,8 +151,16 @@ def measure(
     create_topics(bootstrap, [f"{name}-out"], log_append_time=True)
     create_topics(bootstrap, [f"{name}-out-dlq"])
     with tempfile.TemporaryDirectory(prefix="bench-state-") as state_dir:
+        port = free_port() if system.kind == "rill" else 0
         run = Run(
-            bootstrap, name, f"{name}-out", f"g-{name}", redis[0], state_dir, LATENCY_WINDOW_MS
+            bootstrap,
+            name,
+            f"{name}-out",
+            f"g-{name}",
+            redis[0],
+            state_dir,
+            LATENCY_WINDOW_MS,
+            metrics_port=port,
         )
         proc = start(system, run)
         time.sleep(8)  # start-up and group join, before the clock runs
@@ -109,7 +168,10 @@ def measure(
         steal = Steal()
         times = pace(bootstrap, name, rate, seconds)
         steal_pct = steal.percent()
+        finished_at = time.monotonic()
         wait_done(bootstrap, f"{name}-out", 1, proc, 30)
+        drain_s = time.monotonic() - finished_at
+        metrics_text = scrape(port) if port else ""
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(60)
@@ -143,7 +205,12 @@ def measure(
         "seconds": seconds,
         "results": len(lat),
         "steal_pct": steal_pct,
+        # Seconds from the last record sent until the sink stopped growing (3 s of quiet
+        # included): far above that the system fell behind the rate.
+        "drain_s": round(drain_s, 1),
     }
+    if metrics_text:
+        row["stages"] = stages(metrics_text)
     if lat:
         row.update(
             {

@@ -25,11 +25,16 @@ class System:
     guarantee: str = "at-least-once"
     windowed: bool = True
     overlap: bool = True  # RILL_STATE_OVERLAP
+    dedupe: bool = False  # RILL_DEDUPE_FIELD=order_id (issue 17: its cost against the floor)
+    count: int = 0  # records per count window (tumbling); 0: the 10 s time windows
+    table: bool = False  # joins each order with its customer's row (RILL_TABLE_*)
     processes: int = 1  # RILL_PROCESSES: group members in the one container
 
 
 FLOOR = System("floor (confluent-kafka + fastavro)", "floor", windowed=False)
 RILL_STATELESS = System("rill stateless", "rill", windowed=False)
+# The stateless job with each order joined with its customer's tier from a table.
+RILL_ENRICHED = System("rill stateless + table join", "rill", windowed=False, table=True)
 RILL_ALO = System("rill windowed at-least-once", "rill")
 RILL_EOS = System("rill windowed exactly-once", "rill", "exactly-once")
 # The same worker with the Redis round trip and the next batch's decode one after the other.
@@ -37,30 +42,54 @@ RILL_ALO_IN_TURN = System("rill windowed at-least-once, no overlap", "rill", ove
 # RILL_PROCESSES=2: a supervisor and two workers; records/s and CPU of the whole tree.
 RILL_STATELESS_2P = System("rill stateless, 2 processes", "rill", windowed=False, processes=2)
 RILL_ALO_2P = System("rill windowed at-least-once, 2 processes", "rill", processes=2)
+# The stateless job de-duplicating by order_id (every id distinct: the read, the ids written
+# with the apply, and the outputs kept in the outbox are the whole cost).
+RILL_DEDUPE = System("rill stateless, dedupe", "rill", windowed=False, dedupe=True)
+RILL_DEDUPE_EOS = System(
+    "rill stateless exactly-once, dedupe", "rill", "exactly-once", windowed=False, dedupe=True
+)
 QUIX_ALO = System("Quix Streams at-least-once", "quix")
 QUIX_EOS = System("Quix Streams exactly-once", "quix", "exactly-once")
+# The stateless job (filter, project, rename, Avro out) written for Quix Streams.
+QUIX_STATELESS = System("Quix Streams stateless", "quix", windowed=False)
+# The windowed job with tumbling count windows of COUNT_WINDOW records per customer.
+COUNT_WINDOW = 100
+RILL_COUNT = System("rill count windows at-least-once", "rill", count=COUNT_WINDOW)
+QUIX_COUNT = System("Quix Streams count windows at-least-once", "quix", count=COUNT_WINDOW)
 ALL = [
     FLOOR,
     RILL_STATELESS,
     RILL_STATELESS_2P,
+    QUIX_STATELESS,
+    RILL_ENRICHED,
+    RILL_DEDUPE,
+    RILL_DEDUPE_EOS,
     RILL_ALO,
     RILL_ALO_2P,
     RILL_ALO_IN_TURN,
     RILL_EOS,
     QUIX_ALO,
     QUIX_EOS,
+    RILL_COUNT,
+    QUIX_COUNT,
 ]
 # Short names for `bench/run.py --systems`.
 TAGS = {
     "floor": FLOOR,
     "stateless": RILL_STATELESS,
     "stateless-2p": RILL_STATELESS_2P,
+    "enrich": RILL_ENRICHED,
+    "quix-stateless": QUIX_STATELESS,
+    "dedupe": RILL_DEDUPE,
+    "dedupe-eos": RILL_DEDUPE_EOS,
     "alo": RILL_ALO,
     "alo-2p": RILL_ALO_2P,
     "alo-in-turn": RILL_ALO_IN_TURN,
     "eos": RILL_EOS,
     "quix-alo": QUIX_ALO,
     "quix-eos": QUIX_EOS,
+    "count": RILL_COUNT,
+    "quix-count": QUIX_COUNT,
 }
 
 
@@ -77,6 +106,8 @@ class Run:
     window_ms: int = WINDOW_MS
     emit: str = "final"  # final | update (each change of a window is emitted)
     session_timeout_ms: int = 45_000
+    metrics_port: int = 0  # rill's /metrics (0: off); the latency rows read it
+    table: str = ""  # the customers table's topic (RILL_ENRICHED)
 
 
 def rill_env(system: System, run: Run) -> dict[str, str]:
@@ -91,7 +122,7 @@ def rill_env(system: System, run: Run) -> dict[str, str]:
             "RILL_OUTPUT_TOPIC": run.output,
             "RILL_DLQ_TOPIC": f"{run.output}-dlq",
             "RILL_GROUP_ID": run.group,
-            "RILL_METRICS_PORT": "0",
+            "RILL_METRICS_PORT": str(run.metrics_port),
             "RILL_LOG_LEVEL": "warning",
             "RILL_PROCESSING_GUARANTEE": system.guarantee.replace("-", "_"),
             "RILL_PROCESSES": str(system.processes),
@@ -110,6 +141,9 @@ def rill_env(system: System, run: Run) -> dict[str, str]:
                 "RILL_STATE_OVERLAP": "true" if system.overlap else "false",
             }
         )
+        if system.count:
+            env["RILL_WINDOW_TYPE"] = "count_tumbling"
+            env["RILL_WINDOW_COUNT"] = str(system.count)
     else:
         env.update(
             {
@@ -122,6 +156,21 @@ def rill_env(system: System, run: Run) -> dict[str, str]:
                 "RILL_OUTPUT_SCHEMA_ID": "2",
             }
         )
+    if system.table:
+        env.update(
+            {
+                "RILL_TABLE_TOPIC": run.table,
+                "RILL_TABLE_FORMAT": "json",
+                "RILL_TABLE_KEY_FIELD": "customer_id",
+                "RILL_TABLE_JOIN": "inner",
+                "RILL_TABLE_AS": "",  # merged: the row's `tier` becomes a field of the order
+                "RILL_PROJECT": "order_id,customer_id,amount,currency,created_at,tier",
+                "RILL_OUTPUT_SCHEMA": str(ROOT / "bench/order_enriched.avsc"),
+                "RILL_OUTPUT_SCHEMA_ID": "3",
+            }
+        )
+    if system.dedupe:
+        env.update({"RILL_DEDUPE_FIELD": "order_id", "RILL_DEDUPE_WINDOW_MS": "3600000"})
     return env
 
 
@@ -169,4 +218,8 @@ def _spawn(system: System, run: Run) -> subprocess.Popen[bytes]:
     ]
     args += ["--grace-ms", str(GRACE_MS), "--emit", "current" if run.emit == "update" else "final"]
     args += ["--session-timeout-ms", str(run.session_timeout_ms)]
+    if not system.windowed:
+        args.append("--stateless")
+    if system.count:
+        args += ["--count", str(system.count)]
     return subprocess.Popen(args, cwd=ROOT)

@@ -5,8 +5,8 @@ the input it covered between its first and its last output, over that time (so g
 join and start-up are left out alike for every system): for a window result the input
 it covers is its count, for a stateless output one record, scaled from the orders
 that pass the filter to all input records. CPU is the process's user + system time
-(from /proc) over the same interval, per million input records; rill's windowed rows
-also give the CPU its private redis-server spent. Peak RSS is the process's VmHWM.
+(from /proc) over the same interval, per million input records; rill's windowed and
+dedupe rows also give the CPU its private redis-server spent. Peak RSS is the process's VmHWM.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import fastavro
@@ -29,6 +29,9 @@ from bench.workloads import SENTINEL, Window
 
 OUT_SCHEMA = fastavro.parse_schema(
     json.loads((ROOT / "service/schemas/order_out.avsc").read_text())
+)
+ENRICHED_SCHEMA = fastavro.parse_schema(
+    json.loads((ROOT / "bench/order_enriched.avsc").read_text())
 )
 SUM_TOLERANCE = 1e-9  # relative: float sums differ in the last bits with the order of addition
 
@@ -43,6 +46,10 @@ class Input:
     passing: int  # orders that pass the filter
     windows: dict[tuple[str, int], Window]
     order_ids: frozenset[str]
+    table: str = ""  # the customers table (a compacted topic): customer id -> {"tier": ...}
+    tiers: dict[str, str] | None = None  # order id -> the tier its output must carry
+    # The count-window job's reference: (customer, window number) -> window.
+    count_windows: dict[tuple[str, int], Window] = field(default_factory=dict)
 
 
 def parse_window(system: System, rec: SinkRecord) -> tuple[tuple[str, int], Window]:
@@ -92,25 +99,65 @@ def check_windows(
     }
 
 
-def check_projection(recs: list[SinkRecord], order_ids: frozenset[str]) -> dict[str, Any]:
-    """Every order that passes the filter comes out once (duplicates counted, not failed)."""
-    seen: set[str] = set()
+def numbered(system: System, recs: list[SinkRecord]) -> tuple[list[SinkRecord], int]:
+    """Count-window results with each window's start replaced by its number among its key's
+    windows (in start order: rill's is the first record's offset, Quix's its first time),
+    and how many results repeated a (key, start) already seen."""
+    by_key: dict[str, dict[int, SinkRecord]] = {}
     dup = 0
+    for rec in recs:
+        (key, start), _ = parse_window(system, rec)
+        starts = by_key.setdefault(key, {})
+        dup += start in starts
+        starts.setdefault(start, rec)
+    out = []
+    for starts in by_key.values():
+        for i, start in enumerate(sorted(starts)):
+            out.append((starts[start], i))
+    return [_renumbered(system, rec, i) for rec, i in out], dup
+
+
+def _renumbered(system: System, rec: SinkRecord, i: int) -> SinkRecord:
+    v = json.loads(rec.value)
+    v["window_start" if system.kind == "rill" else "start"] = i
+    return SinkRecord(rec.key, json.dumps(v).encode(), rec.ts_ms, rec.read_at)
+
+
+def check_count_windows(
+    system: System, recs: list[SinkRecord], ref: dict[tuple[str, int], Window]
+) -> dict[str, Any]:
+    """Each key's full count windows, in order, equal to the reference's."""
+    renumbered, dup = numbered(system, recs)
+    check = check_windows(system, renumbered, ref)
+    check["duplicates"] += dup
+    return check
+
+
+def check_projection(
+    recs: list[SinkRecord], order_ids: frozenset[str], tiers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Every order that passes the filter comes out once (duplicates counted, not failed);
+    with `tiers`, each carries its customer's tier from the table (else it is wrong)."""
+    seen: set[str] = set()
+    dup = wrong = 0
+    schema = OUT_SCHEMA if tiers is None else ENRICHED_SCHEMA
     for rec in recs:
         buf = io.BytesIO(rec.value)
         buf.seek(5)
-        oid = fastavro.schemaless_reader(buf, OUT_SCHEMA, None)["order_id"]
+        out = fastavro.schemaless_reader(buf, schema, None)
+        oid = out["order_id"]
         if oid.startswith("sentinel-"):
             continue
         dup += oid in seen
         seen.add(oid)
+        wrong += tiers is not None and out["tier"] != tiers.get(oid)
     missing, extra = len(order_ids - seen), len(seen - order_ids)
-    ok = missing == 0 and extra == 0
+    ok = missing == 0 and extra == 0 and wrong == 0
     return {
         "ok": ok,
         "expected": len(order_ids),
         "missing": missing,
-        "wrong": 0,
+        "wrong": wrong,
         "extra": extra,
         "duplicates": dup,
     }
@@ -147,13 +194,15 @@ def measure(
     bootstrap: str, system: System, inp: Input, redis: tuple[str, int], timeout_s: float
 ) -> dict[str, Any]:
     """Run one system over the input; its figures and its correctness check."""
-    tag = f"{system.kind}-{system.guarantee[:1]}{int(system.windowed)}"
+    tag = f"{system.kind}-{system.guarantee[:1]}{int(system.windowed)}{'d' * system.dedupe}"
     name = f"{inp.topic}-{tag}-{uuid.uuid4().hex[:4]}"
     create_topics(bootstrap, [name], log_append_time=True)
     create_topics(bootstrap, [f"{name}-dlq"])
     expected = len(inp.windows) if system.windowed else len(inp.order_ids)
+    if system.count:
+        expected = len(inp.count_windows)
     with tempfile.TemporaryDirectory(prefix="bench-state-") as state_dir:
-        run = Run(bootstrap, inp.topic, name, f"g-{name}", redis[0], state_dir)
+        run = Run(bootstrap, inp.topic, name, f"g-{name}", redis[0], state_dir, table=inp.table)
         proc = start(system, run)
         steal = Steal()
         watch = Watch([proc.pid], tree=system.processes > 1).start()
@@ -168,11 +217,12 @@ def measure(
         except subprocess.TimeoutExpired:
             proc.kill()
     recs = read_topic(bootstrap, name, 60)
-    check = (
-        check_windows(system, recs, inp.windows)
-        if system.windowed
-        else check_projection(recs, inp.order_ids)
-    )
+    if system.count:
+        check = check_count_windows(system, recs, inp.count_windows)
+    elif system.windowed:
+        check = check_windows(system, recs, inp.windows)
+    else:
+        check = check_projection(recs, inp.order_ids, inp.tiers if system.table else None)
     check["finished"] = finished
     row: dict[str, Any] = {
         "system": system.name,
@@ -200,7 +250,7 @@ def measure(
             "peak_rss_mb": round(watch.peak_mb, 1),
         }
     )
-    if system.kind == "rill" and system.windowed:
+    if system.kind == "rill" and (system.windowed or system.dedupe):
         row["redis_cpu_s_per_million"] = round(redis_cpu / input_records * 1e6, 1)
     row.update(steady(points, inp.records, watch))
     return row

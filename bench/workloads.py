@@ -5,8 +5,13 @@
 - `skewed`: 1,000 customers drawn from a Zipf-like law (weight 1/rank^1.1), an order
   every 2 ms of event time: about 5,000 records per 10 s window, a quarter of them on
   the hottest few keys.
+- `manykeys`: 50,000 customers, the same Zipf-like law, an order every 1 ms of event time,
+  and out of event-time order: each order's time is moved back by up to 1.5 s (less than
+  the 2 s grace, so none is late): about 10,000 records per 10 s window, most keys with a
+  single record in it (many windows per record: the state-heavy case).
 
-Event times increase with the offset in every partition, so no record is ever late for
+In `demo` and `skewed` event times increase with the offset in every partition; in
+`manykeys` they go back by up to 1.5 s, within the grace: no record is ever late for
 either system. Each partition ends with a sentinel record (key `~sentinel`) 60 s of
 event time after the last order: it closes every order window in both rill (watermark
 = max event time - grace) and Quix Streams (closing strategy "partition", same rule).
@@ -37,6 +42,8 @@ HEADER = b"\x00\x00\x00\x00\x01"  # Confluent wire format, fixed schema id 1
 SENTINEL = "~sentinel"
 WINDOW_MS = 10_000
 GRACE_MS = 2_000
+MANY_KEYS = 50_000
+DISORDER_MS = 1_500  # below GRACE_MS: out of order, never late
 SCHEMA = fastavro.parse_schema(json.loads((ROOT / "service/schemas/order.avsc").read_text()))
 
 
@@ -46,10 +53,12 @@ def partition_of(key: str) -> int:
 
 
 def skewed_orders(
-    count: int, start_ms: int, keys: int = 1_000, step_ms: float = 2
+    count: int, start_ms: int, keys: int = 1_000, step_ms: float = 2, disorder_ms: int = 0
 ) -> Iterator[dict[str, Any]]:
-    """`count` orders over `keys` customers with Zipf-like weights, seeded."""
+    """`count` orders over `keys` customers with Zipf-like weights, seeded; each order's
+    event time moved back by up to `disorder_ms` (0: in event-time order)."""
     rng = random.Random(11)
+    shift = random.Random(13)
     cum = list(accumulate(1 / (rank + 1) ** 1.1 for rank in range(keys)))
     names = [f"k-{i:04d}" for i in range(keys)]
     picks = rng.choices(names, cum_weights=cum, k=count)
@@ -61,17 +70,19 @@ def skewed_orders(
             "amount": round(rng.uniform(1, 500), 2),
             "currency": "EUR",
             "status": statuses[i % 4],
-            "created_at": start_ms + math.floor(i * step_ms),
+            "created_at": start_ms + math.floor(i * step_ms) - shift.randrange(disorder_ms + 1),
             "note": None,
         }
 
 
 def orders(workload: str, count: int) -> list[dict[str, Any]]:
     """The orders of a workload, event times ending a minute before now."""
-    span = {"demo": 0.25, "skewed": 0.002}[workload] * count * 1.2 + 120
+    span = {"demo": 0.25, "skewed": 0.002, "manykeys": 0.001}[workload] * count * 1.2 + 120
     start = int((time.time() - span) * 1000)
     if workload == "demo":
         return list(demo_orders(count, seed=99, start_ms=start))
+    if workload == "manykeys":
+        return list(skewed_orders(count, start, MANY_KEYS, step_ms=1, disorder_ms=DISORDER_MS))
     return list(skewed_orders(count, start))
 
 
@@ -155,3 +166,52 @@ def reference(
 def non_cancelled(rows: list[dict[str, Any]]) -> int:
     """How many orders pass the job's filter."""
     return sum(1 for o in rows if o["status"] != "cancelled")
+
+
+def count_reference(rows: list[dict[str, Any]], count: int) -> dict[tuple[str, int], Window]:
+    """The full count windows of `count` records per customer, numbered 0, 1, ... per key
+    (a key's records keep their order: one partition per key, produced in order)."""
+    per_key: dict[str, list[float]] = {}
+    for o in rows:
+        if o["status"] != "cancelled":
+            per_key.setdefault(o["customer_id"], []).append(o["amount"])
+    out: dict[tuple[str, int], Window] = {}
+    for key, amounts in per_key.items():
+        for i in range(len(amounts) // count):
+            chunk = amounts[i * count : (i + 1) * count]
+            out[(key, i)] = Window(count, sum(chunk), min(chunk), max(chunk))
+    return out
+
+
+def tier_of(customer_id: str) -> str:
+    """The tier the customers table gives a customer (a function of the id alone)."""
+    return f"tier-{zlib.crc32(customer_id.encode()) % 7}"
+
+
+def customers_table(
+    bootstrap: str, topic: str, rows: list[dict[str, Any]], others: int = 10_000
+) -> tuple[str, dict[str, str]]:
+    """The enrichment row's table: a compacted topic holding every customer of `rows` (and
+    the sentinel's), plus `others` customers no order names, written twice each (the
+    second value wins). Returns the topic and, per order id, the tier its output carries."""
+    from confluent_kafka.admin import AdminClient, NewTopic  # noqa: PLC0415 - only here
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    new = NewTopic(topic, PARTITIONS, 1, config={"cleanup.policy": "compact"})
+    for future in admin.create_topics([new], operation_timeout=30).values():
+        future.result()
+    customers = {o["customer_id"] for o in rows} | {SENTINEL}
+    customers |= {f"other-{i}" for i in range(others)}
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50})
+    for value in ("stale", None):
+        for cid in sorted(customers):
+            row = {"tier": tier_of(cid) if value is None else value, "name": cid}
+            while True:
+                try:
+                    producer.produce(topic, json.dumps(row).encode(), cid.encode())
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+    producer.flush(120)
+    tiers = {o["order_id"]: tier_of(o["customer_id"]) for o in rows}
+    return topic, tiers

@@ -87,7 +87,7 @@ def _cmd_produce_demo(settings: Settings, args: argparse.Namespace) -> int:
         step_ms=step_ms,
     )
     for i, order in enumerate(orders):
-        producer.send([OutRecord(topic, order["customer_id"].encode(), serde.encode(order))])
+        producer.send([OutRecord(topic, order[args.key].encode(), serde.encode(order))])
         if args.corrupt_every and i % args.corrupt_every == args.corrupt_every - 1:
             producer.send([OutRecord(topic, b"corrupt", b"\x00\x00\x00\x00\x01garbage")])
         sent += 1
@@ -221,6 +221,17 @@ def _cmd_check_config(settings: Settings, _args: argparse.Namespace) -> int:
     # Builds the plan only: no connection is opened (the worker opens them in `run`).
     plan = build_plan(settings)
     print(f"configuration is valid; pipeline steps: {[s.name for s in plan.steps]}")
+    if plan.join is not None:
+        j = plan.join
+        into = f"into {j.as_!r}" if j.as_ else "merged"
+        print(f"joined first with table {j.topic!r} by {j.key_name} ({j.kind}, {into})")
+    if plan.dedupe is not None:
+        d = plan.dedupe
+        print(
+            f"de-duplicated by {d.name} within {d.within_ms} ms (duplicates to the DLQ: {d.to_dlq})"
+        )
+    if plan.regroup is not None:
+        print(f"group_by {plan.regroup.name}: re-keyed through {plan.regroup.topic}")
     return 0
 
 
@@ -241,6 +252,12 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="mean event-time gap between orders (default: 1000/rate, or 250 without a rate)",
+    )
+    demo.add_argument(
+        "--key",
+        choices=("customer_id", "order_id"),
+        default="customer_id",
+        help="the field the orders are keyed (and so partitioned) by; order_id shows group_by",
     )
     demo.add_argument("--topic", help="default: the input topic")
     demo.add_argument("--partitions", type=int, default=4, help="if the topic is created")
@@ -283,7 +300,7 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--timeout", type=float, default=3.0)
     inspect.add_argument("--samples", type=int, default=2)
     inspect.add_argument("--json", action="store_true")
-    replay.add_argument("--stage", help="decode, transform, encode, late, produce")
+    replay.add_argument("--stage", help="decode, join, transform, encode, late, route, produce")
     replay.add_argument("--error-class")
     replay.add_argument("--source-partition", type=int)
     replay.add_argument("--min-offset", type=int)

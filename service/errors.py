@@ -27,7 +27,7 @@ class RecordError(RillError):
     """One record cannot be processed; it becomes a DLQ entry, never a crash.
 
     Args:
-        stage: where it failed (decode, transform, encode, late, produce).
+        stage: where it failed (decode, transform, encode, late, route, produce).
         message: the reason, for the DLQ header and the log line.
     """
 
@@ -137,6 +137,11 @@ class StateLostError(RillError):
 class StateLayoutError(FatalError):
     """Open window state was written under another aggregate layout (the message says
     which settings changed and what to do)."""
+
+
+class CopartitionError(FatalError):
+    """A windowed pipeline's input is not partitioned by its window key and
+    RILL_COPARTITION_CHECK is `fail`: windowing it would write partial results."""
 
 
 class EventTimeError(ValueError):

@@ -40,12 +40,17 @@ class InRecord:
 
 @dataclass(slots=True, frozen=True)
 class OutRecord:
-    """One record to produce: to the sink, the DLQ or a late topic."""
+    """One record to produce: to the sink, the DLQ, a late topic or the repartition topic.
+
+    `partition` is -1 where the producer's partitioner picks it; the repartition topic's
+    records name theirs (`processing.partitioning`).
+    """
 
     topic: str
     key: bytes | None
     value: bytes | None
     headers: Headers | None = None
+    partition: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +60,7 @@ class DlqEntry:
     Attributes:
         topic: where it goes: the DLQ topic, or the late topic for late records.
         key / value / headers: the original record's, untouched.
-        stage: where it failed (decode, transform, encode, late, produce).
+        stage: where it failed (decode, transform, encode, late, route, produce).
         error_class: the class of the error (of its cause, where there is one).
         message: the reason.
         attempts: how many times the step ran.
@@ -130,13 +135,34 @@ class Keyed:
     """A transformed record on its way into a window.
 
     `ts` is its event time where the batch already read and checked it (the aggregator
-    reads it from the value otherwise).
+    reads it from the value otherwise). `source` is, for a record group_by re-keyed, the
+    input partition and the position there it came from (`regroup.source_position`): a
+    record re-keyed twice (a batch redone after a crash) is applied once.
     """
 
     record: InRecord
     key: str
     value: Any
     ts: int | None = None
+    source: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """An input record that went through the steps (kept, keyed or filtered), with its id.
+
+    `outputs` are its encoded outputs in a stateless pipeline (they are delivered only
+    when the record is not a duplicate; a windowed pipeline's go on as `Keyed` items).
+    """
+
+    record: InRecord
+    id: str
+    outputs: tuple[OutRecord, ...] = ()
+
+    @property
+    def tp(self) -> TP:
+        """Its input partition."""
+        return self.record.topic, self.record.partition
 
 
 @dataclass(slots=True)
@@ -156,6 +182,10 @@ class BatchResult:
             completes (acknowledged once delivered).
         sent: the outputs were queued to the producer already (a retried delivery only
             waits again).
+        join_misses: records without a table row, by what became of them (`null`: a
+            left join went on, `drop`, `dlq`).
+        marks: a de-duplicating pipeline's records that went through the steps, with
+            their ids (the window step drops the duplicates among them).
     """
 
     outputs: list[OutRecord] = field(default_factory=list)
@@ -168,6 +198,13 @@ class BatchResult:
     keyed: list[Keyed] = field(default_factory=list)
     seqs: dict[tuple[str, int], int] = field(default_factory=dict)
     sent: bool = False
+    join_misses: dict[str, int] = field(default_factory=dict)
+    marks: list[Mark] = field(default_factory=list)
+
+    def rekeyed(self) -> int:
+        """How many outputs go to group_by's repartition topic (stage one), not the sink:
+        those that name their partition."""
+        return sum(1 for o in self.outputs if o.partition >= 0)
 
     def partitions(self) -> set[TP]:
         """The input partitions this batch delivers for."""

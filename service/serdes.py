@@ -98,6 +98,27 @@ def build_serdes(settings: Settings) -> Serdes:
     return Serdes(decoder, encoder, resolver)
 
 
+def table_serde(
+    table: SerdeSettings, registry: RegistrySettings
+) -> tuple[Serde, RegistryResolver | None]:
+    """The table's decoder, and with the registry wire format the resolver that fills its
+    schema cache (not started; `app.open_plan` starts it, the runtime asks it for the
+    writer schemas of each batch's rows)."""
+    if table.wire != "registry":
+        return side_serde(table), None
+    decoder, cache = _registry_decoder(table)
+    # A row's records cannot wait in Kafka for the registry as input records do: wait_s=0,
+    # so a row whose writer schema the registry does not give sends its record to the DLQ.
+    resolver = RegistryResolver(
+        registry.client_config(),
+        cache,
+        registry.retries,
+        retry_interval_s=registry.retry_interval_s,
+        wait_s=0,
+    )
+    return decoder, resolver
+
+
 def _prepare_protobuf(schema_type: str, _text: str) -> bool:
     # The reader type decodes every compatible writer version; the id must exist and be
     # a Protobuf schema.

@@ -11,13 +11,13 @@ components are text that sorts by (event time, offset): `pack_ordered`.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias
 
 import orjson
 
-from service.records import DlqEntry
+from service.records import DlqEntry, OutRecord
 
 Op: TypeAlias = Literal["add", "min", "max", "first", "last", "set"]
 Component: TypeAlias = int | float | str
@@ -86,6 +86,8 @@ class OutboxEntry:
     seq: int
     rows: list[WindowRow]
     dlq: list[DlqEntry]
+    # A stateless pipeline's outputs (one that de-duplicates keeps them in the outbox).
+    outputs: list[OutRecord] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,8 @@ class Claim:
     watermark: int
     outbox: list[OutboxEntry]
     seq: int = 0
+    # group_by: per input partition, the highest source position applied here.
+    marks: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +119,14 @@ class ApplyCall:
     # The outbox sequence the caller last saw (its claim's, then each reply's): a replay
     # of a call that ran finds Redis past it and answers `stale`; -1 checks nothing.
     seq: int = -1
+    # De-duplication: the ids kept, with their expiry time, recorded in the `seen` set;
+    # ids expiring at or below `trim_ms` are forgotten first.
+    seen: Mapping[str, int] = field(default_factory=dict)
+    trim_ms: int = NO_TIME
+    # A stateless pipeline's outputs of the call's records, kept in the outbox.
+    outputs: Sequence[OutRecord] = ()
+    # group_by: per input partition, the highest source position this call applies.
+    marks: Mapping[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

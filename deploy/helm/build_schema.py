@@ -185,6 +185,11 @@ def autoscaling() -> dict[str, Any]:
                 "description": "Partitions of kafka.topic; maxReplicas may not exceed it.",
             },
             "lagThreshold": integer(1),
+            "repartitionTopic": {
+                "type": "boolean",
+                "description": "Scale on the lag of <kafka.groupId>-repartition too (a Python "
+                "pipeline's group_by; implied by pipeline.group_by and env.RILL_GROUP_BY).",
+            },
             "behavior": obj({"scaleUp": scaling_rules(), "scaleDown": scaling_rules()}),
             "hpa": obj(
                 {

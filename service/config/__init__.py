@@ -17,7 +17,9 @@ from service.config.serde_settings import (
     Side,
 )
 from service.config.settings import Settings, load_settings
+from service.config.table_settings import TableSettings
 from service.config.views import (
+    DedupeSettings,
     ObservabilitySettings,
     PipelineSettings,
     RetrySettings,
@@ -29,6 +31,7 @@ __all__ = [
     "ENV_PREFIX",
     "SCHEMA_DIR",
     "ConsumerSettings",
+    "DedupeSettings",
     "InputSettings",
     "KafkaSettings",
     "ObservabilitySettings",
@@ -41,6 +44,7 @@ __all__ = [
     "Settings",
     "Side",
     "StateSettings",
+    "TableSettings",
     "TopicSettings",
     "WindowSettings",
     "load_settings",

@@ -30,6 +30,13 @@ def check_settings(s: Settings) -> None:
     if topics.input == topics.output:
         raise ValueError("output_topic equals input_topic, which would loop: set RILL_OUTPUT_TOPIC")
     check_window_settings(s)
+    if s.dedupe.dlq and not s.dedupe.id_field and not s.pipeline.app:
+        raise ValueError(
+            "dedupe_dlq is true but nothing is de-duplicated: set RILL_DEDUPE_FIELD to the "
+            "field holding each record's id (or unset RILL_DEDUPE_DLQ)"
+        )
+    check_routing(s)
+    check_table(s)
     check_security(s)
     if s.observability.health_stall_s * 1000 >= s.consumer.max_poll_interval_ms:
         raise ValueError(
@@ -54,7 +61,7 @@ def check_side(serde: SerdeSettings, registry_url: str | None) -> None:
         )
     if wire == "registry" and not registry_url:
         raise ValueError(f"{side}_wire is registry: set RILL_SCHEMA_REGISTRY_URL")
-    reader_optional = side == "input" and wire == "registry"
+    reader_optional = side in ("input", "table") and wire == "registry"
     if fmt == "avro" and schema is None and not reader_optional:
         raise ValueError(
             f"{side}_format is avro but {side}_schema is not set: set "
@@ -69,6 +76,24 @@ def check_side(serde: SerdeSettings, registry_url: str | None) -> None:
         raise ValueError(
             "output_wire registry with json needs RILL_OUTPUT_SCHEMA (a JSON Schema file)"
         )
+
+
+def check_table(s: Settings) -> None:
+    """A table to join: its own topic, a key field, a serde it can read."""
+    table, topics = s.table, s.topics
+    if table.topic is None:
+        return
+    if table.topic in (topics.input, topics.output, topics.dlq, topics.late):
+        raise ValueError(
+            "table_topic must be a topic of its own, not the input, output, DLQ or late "
+            "topic: set RILL_TABLE_TOPIC"
+        )
+    if not table.key_field and not s.pipeline.app:
+        raise ValueError(
+            "table_topic is set: set RILL_TABLE_KEY_FIELD to the input field whose value "
+            "is the table's key"
+        )
+    check_side(table, registry_url=s.registry.url)
 
 
 def check_security(s: Settings) -> None:
@@ -103,13 +128,47 @@ def check_security(s: Settings) -> None:
         )
 
 
+def check_routing(s: Settings) -> None:
+    """Route topics are given with a route, and are none of the topics rill reads or
+    sends records to the DLQ with."""
+    route, topics = s.routing, s.topics
+    if route.field and not route.topics:
+        raise ValueError(
+            "route_field is set but no topic may be routed to: set RILL_ROUTE_TOPICS to the "
+            "topics the field may name"
+        )
+    if route.topics and not route.field and not s.pipeline.app:
+        raise ValueError(
+            "route_topics is set but nothing routes: set RILL_ROUTE_FIELD (or RILL_APP to a "
+            "Pipeline that calls route())"
+        )
+    reserved = {topics.input: "input_topic", topics.dlq: "dlq_topic"}
+    if topics.late:
+        reserved[topics.late] = "late_topic"
+    for topic in route.allowed:
+        if topic in reserved:
+            raise ValueError(
+                f"route_topics names {topic!r}, the {reserved[topic]}: a route may not "
+                "write there; remove it from RILL_ROUTE_TOPICS"
+            )
+
+
 def check_window_settings(s: Settings) -> None:
     """The declarative window: the Python API's own check, naming the settings."""
     w = s.window
     if w.kind == "none":
         return
     try:
-        check_window(w.kind, w.size_ms, w.advance_ms, w.gap_ms, w.grace_ms, name=window_setting)
+        check_window(
+            w.kind,
+            w.size_ms,
+            w.advance_ms,
+            w.gap_ms,
+            w.grace_ms,
+            name=window_setting,
+            count=w.count,
+            count_advance=w.count_advance,
+        )
     except ConfigError as exc:
         raise ValueError(str(exc)) from exc
     if not w.aggregates:

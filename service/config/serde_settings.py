@@ -10,7 +10,7 @@ from pydantic import AfterValidator, SecretStr
 from service.config.declare import View, setting
 from service.config.kafka_settings import secret
 
-Side: TypeAlias = Literal["input", "output"]
+Side: TypeAlias = Literal["input", "output", "table"]
 Format: TypeAlias = Literal["avro", "json", "protobuf"]
 Wire: TypeAlias = Literal["plain", "confluent", "registry"]
 

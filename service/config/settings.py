@@ -29,10 +29,14 @@ from service.config.kafka_settings import (
     ProducerSettings,
     TopicSettings,
 )
+from service.config.routing_settings import RoutingSettings
 from service.config.serde_settings import InputSettings, OutputSettings, RegistrySettings
+from service.config.table_settings import TableSettings
 from service.config.views import (
+    DedupeSettings,
     ObservabilitySettings,
     PipelineSettings,
+    RepartitionSettings,
     RetrySettings,
     StateSettings,
     WindowSettings,
@@ -48,6 +52,10 @@ VIEWS: tuple[type[View], ...] = (
     RegistrySettings,
     PipelineSettings,
     WindowSettings,
+    DedupeSettings,
+    RoutingSettings,
+    TableSettings,
+    RepartitionSettings,
     ConsumerSettings,
     ProducerSettings,
     StateSettings,
@@ -145,6 +153,26 @@ class Settings(_Flat):
     def window(self) -> WindowSettings:
         """The declarative window step."""
         return WindowSettings.of(self)
+
+    @property
+    def dedupe(self) -> DedupeSettings:
+        """De-duplication by an id field."""
+        return DedupeSettings.of(self)
+
+    @property
+    def routing(self) -> RoutingSettings:
+        """Output routing and the co-partition check."""
+        return RoutingSettings.of(self)
+
+    @property
+    def table(self) -> TableSettings:
+        """The table records are enriched from (none unless RILL_TABLE_TOPIC)."""
+        return TableSettings.of(self)
+
+    @property
+    def repartition(self) -> RepartitionSettings:
+        """The repartition topic of `group_by`."""
+        return RepartitionSettings.of(self)
 
     @property
     def state(self) -> StateSettings:

@@ -15,7 +15,9 @@ from pydantic_settings import NoDecode
 from service.config.declare import View, setting
 
 FilterOp: TypeAlias = Literal["eq", "ne", "gt", "ge", "lt", "le", "in", "not_in", "exists"]
-WindowType: TypeAlias = Literal["none", "tumbling", "hopping", "sliding", "session"]
+WindowType: TypeAlias = Literal[
+    "none", "tumbling", "hopping", "sliding", "session", "count_tumbling", "count_hopping"
+]
 
 
 def _split_list(value: Any) -> Any:
@@ -57,6 +59,12 @@ class PipelineSettings(View):
     key_by: str | None = setting(
         "customer_id", "Field whose value becomes the output key (empty: keep the input key)."
     )
+    group_by: Annotated[str | None, BeforeValidator(_empty_is_none)] = setting(
+        None,
+        "Field whose value is the window key when the input is not keyed by it: records "
+        "are re-keyed through the repartition topic `<group_id>-repartition` "
+        "(docs/group-by.md; empty: window by the key as it is).",
+    )
     project: Annotated[list[str] | None, NoDecode, BeforeValidator(_split_list)] = setting(
         None, "Fields to keep, comma-separated (or a JSON list)."
     )
@@ -76,6 +84,15 @@ class WindowSettings(View):
     size_ms: int = setting(10_000, "Window size (tumbling, hopping, sliding).", ge=0)
     advance_ms: int = setting(0, "Hop of hopping windows (0 < advance <= size).", ge=0)
     gap_ms: int = setting(0, "Inactivity gap of session windows.", ge=0)
+    count: int = setting(
+        0,
+        "Records per window of a key (count_tumbling, count_hopping); a count window "
+        "closes when full, never by time (docs/count-windows.md).",
+        ge=0,
+    )
+    count_advance: int = setting(
+        0, "Records between the starts of two count_hopping windows (0 < advance <= count).", ge=0
+    )
     grace_ms: int = setting(
         2_000, "How far behind the max event time records are still on time.", ge=0
     )
@@ -102,6 +119,48 @@ class WindowSettings(View):
         "(`EventTimeError`), so one bad clock cannot make every later record late "
         "(0: no limit).",
         ge=0,
+    )
+
+
+class DedupeSettings(View):
+    """De-duplication: drop records whose id was seen within a time window (Redis keeps the ids)."""
+
+    flat_prefix: ClassVar[str] = "dedupe_"
+
+    id_field: Annotated[str | None, BeforeValidator(_empty_is_none)] = setting(
+        None,
+        "Field holding each record's id (dots reach nested fields); a record whose id was "
+        "seen within the window is dropped (empty: no de-duplication).",
+        name="dedupe_field",
+    )
+    window_ms: int = setting(
+        3_600_000,
+        "How long an id is remembered after the record that carried it (Kafka timestamps).",
+        gt=0,
+    )
+    dlq: bool = setting(
+        False, "A duplicate also goes to the DLQ (stage `duplicate`); else it is only counted."
+    )
+
+
+class RepartitionSettings(View):
+    """Repartition topic: where `group_by` re-keys records (`<group_id>-repartition`)."""
+
+    flat_prefix: ClassVar[str] = "repartition_"
+
+    partitions: int = setting(
+        0,
+        "Partitions of the repartition topic when rill creates it (0: as many as the "
+        "input topic). An existing topic keeps its count.",
+        ge=0,
+        le=10_000,
+    )
+    retention_ms: int = setting(
+        7 * 24 * 3600 * 1000,
+        "`retention.ms` of the repartition topic when rill creates it (cleanup policy "
+        "`delete`): how long re-keyed records wait for stage two, e.g. while every "
+        "worker is down (-1: forever).",
+        ge=-1,
     )
 
 

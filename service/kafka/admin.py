@@ -14,16 +14,21 @@ from service.kafka.logs import logged
 
 
 def ensure_topics(
-    conf: dict[str, Any], topics: Iterable[str], partitions: int, timeout_s: float = 30.0
+    conf: dict[str, Any],
+    topics: Iterable[str],
+    partitions: int,
+    timeout_s: float = 30.0,
+    config: dict[str, str] | None = None,
 ) -> None:
-    """Create each topic that does not exist yet (replication factor: broker default).
+    """Create each topic that does not exist yet (replication factor: broker default),
+    with these topic configs (`config`, e.g. `retention.ms`); an existing one is kept as is.
 
     Raises:
         RillError: a topic could not be created for another reason than existing.
     """
     admin = AdminClient(logged(conf, "admin"))
     futures = admin.create_topics(
-        [NewTopic(t, num_partitions=partitions) for t in set(topics)],
+        [NewTopic(t, num_partitions=partitions, config=config or {}) for t in set(topics)],
         operation_timeout=timeout_s,
     )
     for topic, future in futures.items():

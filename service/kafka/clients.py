@@ -38,11 +38,18 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
     return conf
 
 
-def producer_config(settings: Settings, transactional_id: str | None = None) -> dict[str, Any]:
-    """Idempotent batching producer for sink and DLQ.
+def producer_config(
+    settings: Settings, gapless: bool = False, *, transactional_id: str | None = None
+) -> dict[str, Any]:
+    """Idempotent batching producer for sink and DLQ (and group_by's repartition topic).
 
     Args:
-        settings: the parsed settings.
+        settings: the settings.
+        gapless: an error that would leave a gap in a partition's records (a record lost
+            while later ones were written) stops the producer instead (librdkafka
+            `enable.gapless.guarantee`). group_by at least once needs it: stage two skips
+            a record at or below the highest source position applied, which is sound only
+            while each input partition's records reach the repartition topic as a prefix.
         transactional_id: exactly-once: this id (a supervisor's child slot keeps one, so a
             restarted child fences its predecessor); None: a new one per process.
     """
@@ -61,6 +68,8 @@ def producer_config(settings: Settings, transactional_id: str | None = None) -> 
             "message.max.bytes": producer.message_max_bytes,
         }
     )
+    if gapless:
+        conf["enable.gapless.guarantee"] = True
     if kafka.exactly_once:
         # Unique per process: zombies are fenced by the group generation (KIP-447).
         conf["transactional.id"] = transactional_id or new_transactional_id(kafka.group_id)

@@ -89,7 +89,16 @@ class BatchProducer:
 
     def _delivered(self, err: KafkaError | None, msg: Any) -> None:
         if err is not None:
-            record = OutRecord(msg.topic(), msg.key(), msg.value(), msg.headers())
+            # The partition it went to (a repartition record's, named by rill) goes with
+            # it, so a retried record lands where it was meant to.
+            partition = msg.partition()
+            record = OutRecord(
+                msg.topic(),
+                msg.key(),
+                msg.value(),
+                msg.headers(),
+                partition if partition >= 0 else -1,
+            )
             self._failed.append(Failure(record, classify(err)))
 
     @property
@@ -105,7 +114,13 @@ class BatchProducer:
         for r in records:
             while True:
                 try:
-                    produce(r.topic, r.value, r.key, headers=cast("Any", r.headers))
+                    produce(
+                        r.topic,
+                        r.value,
+                        r.key,
+                        partition=r.partition,
+                        headers=cast("Any", r.headers),
+                    )
                     break
                 except BufferError:
                     poll(0.05)

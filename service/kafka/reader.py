@@ -102,13 +102,13 @@ def _offsets_since(
 def _high_watermarks(consumer: Consumer, tps: list[TopicPartition]) -> dict[int, int]:
     ends = {}
     for tp in tps:
-        low, high = _watermarks(consumer, tp)
+        low, high = watermarks(consumer, tp)
         if high > max(low, tp.offset):
             ends[tp.partition] = high
     return ends
 
 
-def _watermarks(consumer: Consumer, tp: TopicPartition, timeout_s: float = 30.0) -> tuple[int, int]:
+def watermarks(consumer: Consumer, tp: TopicPartition, timeout_s: float = 30.0) -> tuple[int, int]:
     """A partition's (low, high) offsets; a topic just created may have no leader yet
     (NOT_LEADER_FOR_PARTITION, LEADER_NOT_AVAILABLE): asked again with backoff."""
     deadline = time.monotonic() + timeout_s

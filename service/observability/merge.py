@@ -29,6 +29,9 @@ GAUGE_RULES: dict[str, Callable[[float, float], float]] = {
     "rill_paused": max,
     "process_max_fds": max,
     "python_info": max,
+    # Every child reads the whole table: loaded once all have, lag the furthest behind.
+    "rill_table_loaded": min,
+    "rill_table_lag": max,
 }
 # Families whose samples only grow while a process lives.
 MONOTONIC = frozenset({"counter", "histogram", "summary"})

@@ -37,11 +37,35 @@ class Metrics:
         self.records_out = Counter(
             "rill_records_out", "Records delivered to the sink", ["topic"], registry=r
         )
+        self.records_rekeyed = Counter(
+            "rill_records_rekeyed",
+            "Records group_by sent to the repartition topic (stage one; not sink records)",
+            ["topic"],
+            registry=r,
+        )
         self.records_dlq = Counter(
             "rill_records_dlq", "Records sent to the DLQ", ["topic", "stage", "reason"], registry=r
         )
         self.records_filtered = Counter(
             "rill_records_filtered", "Records dropped by a filter step", ["topic"], registry=r
+        )
+        self.table_loaded = Gauge(
+            "rill_table_loaded",
+            "1 once the table was read to its end at start (the worker waits for it)",
+            ["table"],
+            registry=r,
+        )
+        self.table_lag = Gauge(
+            "rill_table_lag",
+            "Records of the table's topic not in Redis yet (a table lagging the stream)",
+            ["table"],
+            registry=r,
+        )
+        self.table_misses = Counter(
+            "rill_table_misses",
+            "Records without a table row, by what became of them (null, drop, dlq)",
+            ["topic", "action"],
+            registry=r,
         )
         self.batch_seconds = Histogram(
             "rill_batch_seconds",
@@ -69,6 +93,25 @@ class Metrics:
         )
         self.records_late = Counter(
             "rill_records_late", "Records behind the watermark", ["topic"], registry=r
+        )
+        self.records_duplicate = Counter(
+            "rill_records_duplicate",
+            "Records dropped as duplicates of an id seen within the dedupe window",
+            ["topic"],
+            registry=r,
+        )
+        self.records_not_copartitioned = Counter(
+            "rill_records_not_copartitioned",
+            "Window input from a partition its window key does not hash to (murmur2 or "
+            "CRC32): partial windows; re-key with group_by",
+            ["topic"],
+            registry=r,
+        )
+        self.records_routed = Counter(
+            "rill_records_routed",
+            "Outputs delivered to each routed topic (RILL_ROUTE_*)",
+            ["topic", "output"],
+            registry=r,
         )
         self.records_replayed = Counter(
             "rill_records_replayed",
@@ -156,6 +199,8 @@ class Metrics:
             self.records_late.labels(topic).inc(applied.late)
         if applied.skipped:
             self.records_replayed.labels(topic).inc(applied.skipped)
+        if applied.duplicates:
+            self.records_duplicate.labels(topic).inc(applied.duplicates)
         closed = sum(1 for r in applied.results if r.final)
         if closed:
             self.windows_closed.labels(topic).inc(closed)
@@ -213,10 +258,15 @@ class Metrics:
     def count_batch(self, topic: str, result: BatchResult, delivered: int) -> None:
         """Add one batch's counts."""
         self.records_in.labels(topic).inc(result.consumed)
-        if delivered:
-            self.records_out.labels(topic).inc(delivered)
+        rekeyed = result.rekeyed() if delivered else 0
+        if delivered > rekeyed:
+            self.records_out.labels(topic).inc(delivered - rekeyed)
+        if rekeyed:
+            self.records_rekeyed.labels(topic).inc(rekeyed)
         if result.filtered:
             self.records_filtered.labels(topic).inc(result.filtered)
+        for action, n in result.join_misses.items():
+            self.table_misses.labels(topic, action).inc(n)
         for (stage, reason), n in result.dlq_reasons.items():
             self.records_dlq.labels(topic, stage, reason).inc(n)
         if result.consumed:  # window results closed by the idle tick are not a batch

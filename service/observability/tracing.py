@@ -128,6 +128,7 @@ class BatchTracer:
                 r.key,
                 r.value,
                 [*(h for h in r.headers or [] if h[0] not in _TRACE_HEADERS), *extra],
+                r.partition,
             )
             for r in records
         ]

@@ -26,6 +26,8 @@ CHART_AUTOSCALING: dict[str, Any] = {
     "maxReplicas": 4,
     "partitions": 4,
     "lagThreshold": 1000,
+    # group_by's repartition topic as a second lag source (the plan models one topic).
+    "repartitionTopic": False,
     "behavior": {
         "scaleUp": {
             "stabilizationWindowSeconds": 0,

@@ -84,6 +84,8 @@ _OPS: dict[str, tuple[Op, ...]] = {
     "first": ("first",),
     "last": ("last",),
     "custom": ("set",),
+    # Internal (not parseable): the record's input offset, kept by count windows.
+    "offset": ("max",),
 }
 
 
@@ -158,6 +160,9 @@ def _components_source(aggs: Sequence[Aggregation]) -> list[str]:
             continue
         if agg.fn == "custom":
             items.append('""')  # the window engine folds it from the stored accumulator
+            continue
+        if agg.fn == "offset":
+            items.append("offset")
             continue
         var = fetched.get(agg.field)
         if var is None:  # each field read once, where the generic loop first reads it

@@ -14,10 +14,11 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from service.errors import FatalError, RecordError, RillError
-from service.processing.aggregates import Aggregation, kernel
+from service.processing import count_windows
+from service.processing.aggregates import kernel
+from service.processing.count_windows import KeyWindows, Pending
+from service.processing.reducers import Reducers, Slot
 from service.processing.windows import (
     PartitionBatch,
     PartitionClock,
@@ -25,11 +26,9 @@ from service.processing.windows import (
     WindowResult,
     event_time,
 )
-from service.records import TP, DlqEntry, InRecord, Keyed
+from service.records import TP, DlqEntry, InRecord, Keyed, OutRecord
 from service.window_state import NO_TIME, ApplyCall, ApplyReply, Claim, Component, WindowRow
 
-# A user reducer's accumulator of one window: (key, start, end, component index).
-Slot = tuple[str, int, int, int]
 DlqOf = Callable[[InRecord, RecordError], DlqEntry]
 
 
@@ -46,6 +45,8 @@ class Owned:
     seq: int = 0
     last_record_wall_ms: int = 0
     watermark_at_last_record: int = NO_TIME
+    # group_by: per input partition, the highest source position applied (`Keyed.source`).
+    marks: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -59,10 +60,13 @@ class Prepared:
     calls: dict[TP, ApplyCall] = field(default_factory=dict)
     clocks: dict[TP, PartitionClock] = field(default_factory=dict)
     pending: dict[TP, dict[Slot, Any]] = field(default_factory=dict)
+    counts: dict[TP, Pending] = field(default_factory=dict)
     dlq: list[DlqEntry] = field(default_factory=list)
     late: int = 0
     skipped: int = 0
     records: bool = True
+    # group_by: per partition, the source marks its call moves forward.
+    marks: dict[TP, dict[int, int]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -83,6 +87,12 @@ class WindowOutcome:
     # outbox sequence this worker saw it reach (the next claim must find at least that).
     lost: list[TP] = field(default_factory=list)
     reached: dict[TP, int] = field(default_factory=dict)
+    # De-duplication: a stateless batch's outputs (with their partitions), the
+    # (partition, offset) of each duplicate dropped, and how many.
+    outputs: list[OutRecord] = field(default_factory=list)
+    output_tps: list[TP] = field(default_factory=list)
+    dropped: set[tuple[TP, int]] = field(default_factory=set)
+    duplicates: int = 0
 
     @property
     def again(self) -> list[TP]:
@@ -97,6 +107,8 @@ class Outbox:
     results: list[WindowResult]
     dlq: list[DlqEntry]
     seq: int
+    # A de-duplicating stateless pipeline's outputs (its outbox keeps them).
+    outputs: list[OutRecord] = field(default_factory=list)
 
 
 def is_idle(owned: Owned, at_end: bool, now_wall_ms: int, timeout_ms: int) -> bool:
@@ -126,22 +138,18 @@ class Aggregator:
     def __init__(self, plan: WindowPlan, dlq_of: DlqOf) -> None:
         self.plan = plan
         self.dlq_of = dlq_of
-        self.kernel = kernel(tuple(plan.aggregations))
+        self.kernel = kernel(plan.stored)
         self.owned: dict[TP, Owned] = {}
-        # User reducers fold in Python: their accumulators of open windows are cached
-        # here (this worker is the fenced owner) and written to the store with each batch.
-        self._custom: list[tuple[Aggregation, int]] = []
-        index = 0
-        for agg in plan.aggregations:
-            if agg.custom is not None:
-                self._custom.append((agg, index))
-            index += len(agg.ops)
-        self._accs: dict[TP, dict[Slot, Any]] = {}
+        # Count windows: each owned partition's open windows per key (count_windows.py).
+        self._counts: dict[TP, dict[str, KeyWindows]] | None = {} if plan.spec.counted else None
+        # User reducers fold in Python, from accumulators cached by the owner.
+        self._reducers = Reducers(plan.aggregations)
 
     @property
     def needs_state(self) -> bool:
-        """A claim must load the open windows (user reducers fold from them)."""
-        return bool(self._custom)
+        """A claim must load the open windows (user reducers fold from them; count
+        windows follow each key's)."""
+        return bool(self._reducers) or self._counts is not None
 
     def claimed(
         self,
@@ -158,13 +166,12 @@ class Aggregator:
             seq=claim.seq,
             last_record_wall_ms=now_wall_ms,
             watermark_at_last_record=claim.watermark,
+            marks=dict(claim.marks),
         )
-        if self._custom:
-            accs: dict[Slot, Any] = {}
-            for (key, start, end), comps in (state or {}).items():
-                for _, index in self._custom:
-                    accs[(key, start, end, index)] = orjson.loads(str(comps[index]))
-            self._accs[tp] = accs
+        if self._reducers:
+            self._reducers.claimed(tp, state or {})
+        if self._counts is not None:
+            self._counts[tp] = count_windows.from_state(state or {}, self.plan.spec.count)
 
     def outbox(self, claim: Claim, after_seq: int = 0) -> Outbox:
         """The results and DLQ entries of a claim's outbox after `after_seq` (delivered).
@@ -175,11 +182,13 @@ class Aggregator:
         """
         found: list[WindowResult] = []
         dlq: list[DlqEntry] = []
+        outputs: list[OutRecord] = []
         for entry in claim.outbox:
             if entry.seq > after_seq:
                 found.extend(self.results_of(entry.rows))
                 dlq.extend(entry.dlq)
-        return Outbox(found, dlq, claim.seq)
+                outputs.extend(entry.outputs)
+        return Outbox(found, dlq, claim.seq, outputs)
 
     def acknowledge(self, tp: TP, seq: int) -> None:
         """Outputs up to `seq` of `tp` are delivered."""
@@ -191,7 +200,9 @@ class Aggregator:
         """Forget partitions this worker no longer owns."""
         for tp in tps:
             self.owned.pop(tp, None)
-            self._accs.pop(tp, None)
+            self._reducers.revoke(tp)
+            if self._counts is not None:
+                self._counts.pop(tp, None)
 
     def restart_idle_clocks(self, now_wall_ms: int) -> None:
         """Time spent paused by back-pressure is not idleness: count idle time from now."""
@@ -223,15 +234,19 @@ class Aggregator:
             owned = self.owned.get(tp)
             if owned is None:
                 raise RillError(f"record of {tp}, which this worker does not own")
-            if rec.offset <= owned.applied:
+            if rec.offset <= owned.applied or self._again(item, tp, owned, out.marks):
                 out.skipped += 1
                 continue
             batch = batches.get(tp)
             if batch is None:
                 batch = batches[tp] = PartitionBatch(first_offset=rec.offset)
                 out.clocks[tp] = PartitionClock(owned.clock.max_ts, owned.clock.watermark)
+                if self._counts is not None:
+                    out.counts[tp] = Pending(self._counts[tp])
             batch.last_offset = rec.offset
-            error = self._window_one(item, batch, out.clocks[tp], out.pending.setdefault(tp, {}))
+            error = self._window_one(
+                item, batch, out.clocks[tp], out.pending.setdefault(tp, {}), out.counts.get(tp)
+            )
             if error is not None:
                 dropped.setdefault(tp, []).append(self.dlq_of(rec, error))
                 out.late += error.stage == "late"
@@ -240,7 +255,7 @@ class Aggregator:
         for tp, batch in batches.items():
             batch.last_offset = max(batch.last_offset, (last_offsets or {}).get(tp, -1))
             kept = [*dropped.get(tp, []), *(carry or {}).get(tp, [])]
-            out.calls[tp] = self._call(tp, batch, out.clocks[tp], kept)
+            out.calls[tp] = self._call(tp, batch, out.clocks[tp], kept, out.marks.get(tp))
         return out
 
     def prepare_tick(self, now_wall_ms: int, at_end: Collection[TP]) -> Prepared:
@@ -257,7 +272,7 @@ class Aggregator:
         """
         out = Prepared(records=False)
         timeout = self.plan.idle_timeout_ms
-        if timeout <= 0:
+        if timeout <= 0 or self._counts is not None:  # count windows never close by time
             return out
         for tp, owned in self.owned.items():
             if not is_idle(owned, tp in at_end, now_wall_ms, timeout):
@@ -303,6 +318,7 @@ class Aggregator:
                 owned.last_record_wall_ms = now_wall_ms
                 owned.watermark_at_last_record = owned.clock.watermark
             owned.applied = max(owned.applied, applied.applied)
+            owned.marks.update(prepared.marks.get(tp, {}))
             owned.seq = applied.seq
             owned.clock.watermark = max(owned.clock.watermark, applied.watermark)
             out.seqs[tp] = applied.seq
@@ -310,22 +326,47 @@ class Aggregator:
             found = self.results_of(applied.rows)
             out.results.extend(found)
             out.tps.extend([tp] * len(found))
+            counts = prepared.counts.get(tp)
+            if counts is not None and self._counts is not None:
+                count_windows.settled(self._counts[tp], counts.changed)
             accs = prepared.pending.get(tp)
             if accs:
-                cache = self._accs.setdefault(tp, {})
-                cache.update(accs)
-                watermark = owned.clock.watermark
-                for slot in [s for s in cache if s[2] <= watermark]:
-                    del cache[slot]
+                self._keep_accs(tp, accs)
         return out
 
+    def _keep_accs(self, tp: TP, accs: Mapping[Slot, Any]) -> None:
+        """Cache a batch's reducer accumulators; forget those of closed windows."""
+        if self._counts is not None:
+            still = set(count_windows.open_slots(self._counts[tp]))
+            self._reducers.keep(tp, accs, lambda slot: slot[:3] not in still)
+        else:
+            watermark = self.owned[tp].clock.watermark
+            self._reducers.keep(tp, accs, lambda slot: slot[2] <= watermark)
+
     def results_of(self, rows: Iterable[WindowRow]) -> list[WindowResult]:
-        """Window results of the store's rows."""
+        """Window results of the store's rows.
+
+        A count window's row ends one past its last record's offset, and its hidden
+        components are not results.
+        """
         results = self.kernel.results
-        return [WindowResult(r.key, r.start, r.end, results(r.comps), r.final) for r in rows]
+        if self._counts is None:
+            return [WindowResult(r.key, r.start, r.end, results(r.comps), r.final) for r in rows]
+        found = []
+        for r in rows:
+            values = results(r.comps)
+            del values[count_windows.RECORDS]
+            end = int(values.pop(count_windows.LAST_OFFSET)) + 1
+            found.append(WindowResult(r.key, r.start, end, values, r.final))
+        return found
 
     def _call(
-        self, tp: TP, batch: PartitionBatch, clock: PartitionClock, dlq: list[DlqEntry]
+        self,
+        tp: TP,
+        batch: PartitionBatch,
+        clock: PartitionClock,
+        dlq: list[DlqEntry],
+        marks: dict[int, int] | None = None,
     ) -> ApplyCall:
         owned = self.owned[tp]
         return ApplyCall(
@@ -338,7 +379,25 @@ class Aggregator:
             deltas=batch.as_deltas(self.plan.spec, self.kernel.fold),
             dlq=dlq,
             seq=owned.seq,
+            marks=marks or {},
         )
+
+    @staticmethod
+    def _again(item: Keyed, tp: TP, owned: Owned, marks: dict[TP, dict[int, int]]) -> bool:
+        """A record group_by re-keyed twice (a batch redone after a crash, at least once):
+        its source position is at or below the highest one applied from that input
+        partition. Each input partition's records reach a repartition partition in order,
+        so that is the test; the marks move forward in the batch and, applied, in Redis."""
+        if item.source is None:
+            return False
+        src, pos = item.source
+        seen = marks.get(tp)
+        if seen is None:
+            seen = marks[tp] = {}
+        if pos <= seen.get(src, owned.marks.get(src, -1)):
+            return True
+        seen[src] = pos
+        return False
 
     def _window_one(
         self,
@@ -346,64 +405,42 @@ class Aggregator:
         batch: PartitionBatch,
         clock: PartitionClock,
         pending: dict[Slot, Any],
+        counts: Pending | None,
     ) -> RecordError | None:
-        """Window one record into the batch; returns why it cannot be, if so."""
-        plan, rec = self.plan, item.record
+        """Window one record into the batch; returns why it cannot be, if so.
+
+        A count window takes records in offset order, without an event time: first/last
+        order by offset, nothing is late.
+        """
+        plan, spec, rec = self.plan, self.plan.spec, item.record
+        after: KeyWindows = ()
         try:
-            ts = item.ts
-            if ts is None:
-                ts = event_time(item.value, plan.time_field, rec.timestamp_ms)
-            comps = self.kernel.components(item.value, ts, rec.offset)
-            if not clock.observe(ts, plan.spec.grace_ms):
-                return RecordError(
-                    "late",
-                    f"event time {ts} is behind the watermark {clock.watermark} "
-                    f"(grace {plan.spec.grace_ms} ms)",
-                )
-            spans = plan.spec.assign(ts)
-            if self._custom:
-                folded = self._fold(
+            if counts is not None:
+                spans, after = counts.assign(item.key, rec.offset, spec.count, spec.step)
+                comps = self.kernel.components(item.value, 0, rec.offset)
+            else:
+                ts = item.ts
+                if ts is None:
+                    ts = event_time(item.value, plan.time_field, rec.timestamp_ms)
+                comps = self.kernel.components(item.value, ts, rec.offset)
+                if not clock.observe(ts, spec.grace_ms):
+                    return RecordError(
+                        "late",
+                        f"event time {ts} is behind the watermark {clock.watermark} "
+                        f"(grace {spec.grace_ms} ms)",
+                    )
+                spans = spec.assign(ts)
+            if self._reducers:
+                folded = self._reducers.fold(
                     rec.topic_partition(), item.key, spans, item.value, comps, pending
                 )
             else:
                 folded = [(span, comps) for span in spans]
         except RecordError as exc:
             return exc
+        if counts is not None:
+            counts.keep(item.key, after)
         fold = self.kernel.fold
         for span, span_comps in folded:
             batch.add(fold, item.key, span, span_comps)
         return None
-
-    def _fold(
-        self,
-        tp: TP,
-        key: str,
-        spans: Sequence[tuple[int, int]],
-        value: Any,
-        comps: list[Component],
-        pending: dict[Slot, Any],
-    ) -> list[tuple[tuple[int, int], list[Component]]]:
-        """Fold one record into the user accumulators of its windows (into `pending`)."""
-        cache = self._accs.get(tp, {})
-        new: dict[Slot, Any] = {}
-        out = []
-        for span in spans:
-            span_comps = list(comps)
-            for agg, index in self._custom:
-                assert agg.custom is not None
-                slot = (key, span[0], span[1], index)
-                if slot in pending:
-                    acc = pending[slot]
-                elif slot in cache:
-                    acc = cache[slot]
-                else:
-                    acc = agg.custom.initializer()
-                try:
-                    acc = agg.custom.reducer(acc, value)
-                    span_comps[index] = orjson.dumps(acc).decode()
-                except Exception as exc:
-                    raise RecordError("transform", f"reducer {agg.name}: {exc}") from exc
-                new[slot] = acc
-            out.append((span, span_comps))
-        pending.update(new)
-        return out

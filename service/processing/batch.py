@@ -5,18 +5,22 @@ Every input record ends in exactly one place: outputs, the DLQ, or the filtered 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeAlias
 
 import orjson
 
 from service.errors import RecordError
-from service.processing.chain import Chain, ItemError, Step, chain
+from service.processing.chain import Chain, ItemError, Items, Step, chain
+from service.processing.dedupe import DedupePlan, record_id
 from service.processing.dlq import add_to_dlq
+from service.processing.join import DROPPED, JoinPlan, Rows, distinct_keys, join_record, table_key
+from service.processing.regroup import Regroup, from_repartition, rekey, to_repartition
+from service.processing.routing import Router, route_items
 from service.processing.sizes import fit_dlq, too_large
 from service.processing.windows import WindowPlan, WindowResult, check_future, event_time
-from service.records import TP, BatchResult, DlqEntry, InRecord, Keyed, OutRecord
+from service.records import TP, BatchResult, DlqEntry, InRecord, Keyed, Mark, OutRecord
 from service.serde import Serde
 
 
@@ -39,6 +43,14 @@ class Plan:
     # The schema registry edge (fills the decoder's schema cache before each batch);
     # held here so the worker finds it, never called by the pure functions.
     resolver: Any = None
+    # Picks each output's topic (RILL_ROUTE_*, `Pipeline.route`); None: the sink topic.
+    router: Router | None = None
+    # Enrichment from a table: the record is joined first, before the steps.
+    join: JoinPlan | None = None
+    # De-duplication by an id (None: none); see `processing.dedupe`.
+    dedupe: DedupePlan | None = None
+    # Re-keying through the repartition topic (`group_by`; windowed pipelines only).
+    regroup: Regroup | None = None
     # The steps as one function, written out once (`processing.chain`).
     chain: Chain = field(init=False, repr=False, compare=False)
 
@@ -73,13 +85,57 @@ def _transform(
                 return None, error, attempts
 
 
-def process_batch(records: Sequence[InRecord], plan: Plan, now_ms: int) -> BatchResult:
-    """Decode, transform and encode a batch; failures become DLQ records with reasons.
+# A decoded record and its table key (None without a join), or why it cannot be decoded.
+Decoded: TypeAlias = tuple[Any, bytes | None] | RecordError
+_NO_ROWS: Mapping[bytes, bytes] = {}
+
+
+def decode_one(plan: Plan, record: InRecord) -> Decoded:
+    """One record's size check and decode, and its table key when the plan joins a table."""
+    size = len(record.value) if record.value is not None else 0
+    if size > plan.max_record_bytes:
+        return RecordError(
+            "decode", f"record of {size} bytes exceeds max_record_bytes={plan.max_record_bytes}"
+        )
+    try:
+        value = plan.decoder.decode(record.value)
+        return value, table_key(plan.join, value) if plan.join is not None else None
+    except RecordError as exc:
+        return exc
+
+
+def decode_batch(records: Sequence[InRecord], plan: Plan) -> tuple[list[Decoded], list[bytes]]:
+    """Decode a batch ahead of `process_batch`, for its table lookup.
+
+    Returns:
+        Each record decoded (as `process_batch` takes it), and the batch's distinct table
+        keys: the one lookup the runtime makes for the batch.
+    """
+    decoded = [decode_one(plan, record) for record in records]
+    keys = distinct_keys(d[1] for d in decoded if not isinstance(d, RecordError))
+    return decoded, keys
+
+
+def process_batch(
+    records: Sequence[InRecord],
+    plan: Plan,
+    now_ms: int,
+    decoded: Sequence[Decoded] | None = None,
+    rows: Rows = _NO_ROWS,
+) -> BatchResult:
+    """Decode, join, transform and encode a batch; failures become DLQ records with reasons.
+
+    With `plan.regroup` (group_by) a batch may hold records of both topics: those of the
+    input topic go through decode and the steps to the repartition topic (stage one,
+    outputs like any other), those of the repartition topic into the window (stage two).
 
     Args:
         records: the batch, in consume order.
         plan: serdes, steps, topics and limits.
         now_ms: wall clock for the DLQ timestamp header.
+        decoded: the records already decoded (`decode_batch`), else decoded here.
+        rows: with a join, the table rows of the batch's keys (`decode_batch`'s keys
+            looked up at the edge); a key absent has no row.
 
     Returns:
         Outputs, DLQ records, counts and the offsets to commit.
@@ -90,58 +146,150 @@ def process_batch(records: Sequence[InRecord], plan: Plan, now_ms: int) -> Batch
     def to_dlq(record: InRecord, error: RecordError, attempts: int = 1) -> None:
         add_to_dlq(result, [dlq_entry(plan, record, error, now_ms, attempts)])
 
-    for record in records:
+    regroup = plan.regroup
+    for i, record in enumerate(records):
         next_offsets[(record.topic, record.partition)] = record.offset + 1
-        size = len(record.value) if record.value is not None else 0
-        if size > plan.max_record_bytes:
-            to_dlq(
-                record,
-                RecordError(
-                    "decode",
-                    f"record of {size} bytes exceeds max_record_bytes={plan.max_record_bytes}",
-                ),
-            )
+        if regroup is not None and _regrouped(result, record, regroup.topic, to_dlq):
             continue
-        try:
-            value = plan.decoder.decode(record.value)
-        except RecordError as exc:
-            to_dlq(record, exc)
+        got = decoded[i] if decoded is not None else decode_one(plan, record)
+        value = _joined(result, plan.join, got, rows)
+        if isinstance(value, RecordError):
+            to_dlq(record, value)
+            continue
+        if value is DROPPED:
+            continue
+        dedupe_id = _dedupe_id(plan, value)
+        if isinstance(dedupe_id, RecordError):
+            to_dlq(record, dedupe_id)
             continue
         items, error, attempts = _transform(plan, record, value)
         if error is not None or items is None:
             to_dlq(record, error or RecordError("transform", "no result"), attempts)
             continue
         if not items:
+            # A filtered record is judged too: its duplicates are duplicates.
+            result.marks.extend([Mark(record, dedupe_id)] if plan.dedupe else [])
             result.filtered += 1
             continue
-        if plan.window is not None:
-            keyed, failed = to_window(plan.window, record, items, now_ms)
-        else:
-            keyed, failed = [], _item_errors(items)
+        keyed, failed, topics = _sort(plan, record, items, now_ms)
         if failed:
             if len(failed) == len(items):
                 to_dlq(record, _whole(failed, len(items)), attempts)
                 continue
             add_to_dlq(result, item_entries(plan, record, failed, len(items), attempts, now_ms))
-        if plan.window is not None:
+        # A windowed record's items go to the window, or with group_by first to the
+        # repartition topic (stage one: its outputs, like a stateless record's).
+        windowed = plan.window is not None and regroup is None
+        encoded = [] if windowed else _encoded(plan, items, topics, keyed)
+        if isinstance(encoded, RecordError):
+            to_dlq(record, encoded, attempts)
+            continue
+        if windowed:
             result.keyed.extend(keyed)
-            continue
-        try:
-            encoded = [
-                OutRecord(plan.output_topic, encode_key(k), plan.encoder.encode(v), None)
-                for k, v in items
-                if not isinstance(k, ItemError)
-            ]
-        except RecordError as exc:
-            to_dlq(record, exc, attempts)
-            continue
-        why = _oversize(encoded, plan)
-        if why is not None:
-            to_dlq(record, RecordError("encode", why), attempts)
+        if plan.dedupe is not None:
+            # Judged by the window step (against Redis): a duplicate's keyed items and
+            # item DLQ entries are dropped there, a stateless record's outputs delivered
+            # from there unless it is one (and kept in the outbox).
+            result.marks.append(Mark(record, dedupe_id, tuple(encoded)))
             continue
         outputs.extend(encoded)
         sources.extend([(record.topic, record.partition)] * len(encoded))
     return result
+
+
+def _dedupe_id(plan: Plan, value: Any) -> str | RecordError:
+    """A decoded record's dedupe id ('' without de-duplication), or why it has none."""
+    if plan.dedupe is None:
+        return ""
+    try:
+        return record_id(plan.dedupe, value)
+    except RecordError as exc:
+        return exc
+
+
+def _encoded(
+    plan: Plan, items: Items, topics: list[str | None] | None, keyed: Sequence[Keyed]
+) -> list[OutRecord] | RecordError:
+    """A record's outputs: its items for the sink or their routed topics, or (group_by)
+    its keyed items for the repartition topic; or why they cannot be produced."""
+    try:
+        if plan.regroup is not None:
+            encoded = to_repartition(plan.regroup, keyed)
+        else:
+            encoded = _encode(plan, items, topics)
+    except RecordError as exc:
+        return exc
+    why = _oversize(encoded, plan)
+    return RecordError("encode", why) if why is not None else encoded
+
+
+def _sort(
+    plan: Plan, record: InRecord, items: Items, now_ms: int
+) -> tuple[list[Keyed], list[Failed], list[str | None] | None]:
+    """A record's items: those for the window, those that fail, and each one's topic
+    (None: every item goes to the sink topic)."""
+    if plan.window is not None:
+        keyed, failed = to_window(plan.window, record, items, now_ms, plan.regroup)
+        return keyed, failed, None
+    failed = _item_errors(items)
+    if plan.router is None:
+        return [], failed, None
+    topics, unrouted = route_items(plan.router, items, _failed_key)
+    if unrouted:
+        failed = sorted(failed + unrouted, key=lambda f: f[0])
+    return [], failed, topics
+
+
+def _encode(plan: Plan, items: Items, topics: list[str | None] | None) -> list[OutRecord]:
+    """The outputs of a record's items that go on, each to the sink or its routed topic."""
+    encode = plan.encoder.encode
+    if topics is None:
+        topic = plan.output_topic
+        return [
+            OutRecord(topic, encode_key(k), encode(v), None)
+            for k, v in items
+            if not isinstance(k, ItemError)
+        ]
+    return [
+        OutRecord(t, encode_key(k), encode(v), None)
+        for (k, v), t in zip(items, topics, strict=True)
+        if t is not None
+    ]
+
+
+def _joined(result: BatchResult, join: JoinPlan | None, got: Decoded, rows: Rows) -> Any:
+    """A decoded record joined with its row (without a join: as it is); the error that
+    sends it to the DLQ, or `DROPPED`. A record without a row is counted by what becomes
+    of it (`BatchResult.join_misses`)."""
+    if isinstance(got, RecordError):
+        return got
+    value, key = got
+    if join is None:
+        return value
+    if key is None or key not in rows:
+        action = "null" if join.kind == "left" else join.missing
+        result.join_misses[action] = result.join_misses.get(action, 0) + 1
+    try:
+        return join_record(join, value, key, rows)
+    except RecordError as exc:
+        return exc
+
+
+def _regrouped(
+    result: BatchResult,
+    record: InRecord,
+    topic: str,
+    to_dlq: Callable[[InRecord, RecordError], None],
+) -> bool:
+    """Stage two of group_by: a record of the repartition `topic` into the window (or the
+    DLQ); False for a record of the input topic (stage one)."""
+    if record.topic != topic:
+        return False
+    try:
+        result.keyed.append(from_repartition(record))
+    except RecordError as exc:
+        to_dlq(record, exc)
+    return True
 
 
 def _oversize(encoded: Sequence[OutRecord], plan: Plan) -> str | None:
@@ -173,32 +321,44 @@ def window_key(key: Any) -> str | None:
 Failed = tuple[int, Any, Any, RecordError]
 
 
+def _failed_key(key: Any) -> bool:
+    return isinstance(key, ItemError)
+
+
 def _item_errors(items: Sequence[tuple[Any, Any]]) -> list[Failed]:
     return [(i, None, v, k.error) for i, (k, v) in enumerate(items) if isinstance(k, ItemError)]
 
 
 def to_window(
-    window: WindowPlan, record: InRecord, items: Sequence[tuple[Any, Any]], now_ms: int
+    window: WindowPlan,
+    record: InRecord,
+    items: Sequence[tuple[Any, Any]],
+    now_ms: int,
+    regroup: Regroup | None = None,
 ) -> tuple[list[Keyed], list[Failed]]:
-    """A record's items on their way into the window, each under its own key.
+    """A record's items on their way into the window, each under its own key (with
+    `regroup`, group_by's key: the item's own key is replaced).
 
     An item without a key, or with an event time no window can take (missing, not
     finite, outside the years 1-9999, more than `window.max_future_ms` ahead of the wall
-    clock) does not reach the window.
+    clock) does not reach the window. Count windows read no event time.
 
     Returns:
         (items for the window, items that fail and why).
     """
+    if regroup is not None:
+        items = rekey(regroup, list(items))
     keyed: list[Keyed] = []
     failed: list[Failed] = []
     time_field, kafka_ts = window.time_field, record.timestamp_ms
     latest = now_ms + window.max_future_ms if window.max_future_ms > 0 else None
+    timed = not window.spec.counted
     for index, (key, value) in enumerate(items):
         error: RecordError | None = None
         ts = 0
         if key is None or isinstance(key, ItemError):
             error = key.error if key is not None else RecordError("transform", NULL_KEY)
-        else:
+        elif timed:
             try:
                 ts = event_time(value, time_field, kafka_ts)
             except RecordError as exc:
@@ -262,17 +422,20 @@ def emit(
     plan: Plan,
     now_ms: int,
 ) -> None:
-    """Window results into a batch: encoded to the sink, or to the DLQ when the serde refuses.
+    """Window results into a batch: encoded to the sink (or the topic their route names),
+    or to the DLQ when the route or the serde refuses.
 
     The one path for window results, whether a batch, an idle tick or a reconcile made them.
     `tps[i]` is the input partition whose state made `windows[i]`.
     """
     dlq: list[DlqEntry] = []
+    router = plan.router
     for res, tp in zip(windows, tps, strict=True):
         value = res.as_record()
         key = res.key.encode()
         try:
-            out = OutRecord(plan.output_topic, key, plan.encoder.encode(value))
+            topic = plan.output_topic if router is None else router.topic(value)
+            out = OutRecord(topic, key, plan.encoder.encode(value))
             why = too_large(out, plan.max_message_bytes)
             if why is not None:
                 raise RecordError("encode", why)
@@ -283,7 +446,7 @@ def emit(
                 orjson.dumps(value, default=str),
                 None,
                 exc.stage,
-                type(exc).__name__,
+                type(exc.__cause__ or exc).__name__,
                 str(exc),
                 timestamp_ms=now_ms,
                 source_topic=plan.output_topic,

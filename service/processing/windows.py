@@ -10,6 +10,9 @@ window never receives another record.
   holding the key's records in that range. Stored as per-timestamp buckets.
 - session(gap): records of a key whose consecutive event times differ by less than `gap`;
   the window is `[first, last + gap)`.
+- count_tumbling(count) / count_hopping(count, advance): windows of `count` records of a
+  key, in the partition's offset order, a new one every `advance` records (tumbling:
+  every `count`). No event time: they close when full (`count_windows.py`).
 
 Aggregates are lists of components, each merged by one associative operation (`add`,
 `min`, `max`, `first`, `last`); the Redis script merges them the same way. Numeric
@@ -30,10 +33,21 @@ from typing import Any, Literal, TypeAlias
 
 from service.errors import ConfigError, EventTimeError, RecordError
 from service.processing.aggregates import Aggregation, Fold
+from service.processing.count_windows import HIDDEN
 from service.window_state import Component, Delta
 
-WindowKind: TypeAlias = Literal["tumbling", "hopping", "sliding", "session"]
-WINDOW_KINDS: tuple[WindowKind, ...] = ("tumbling", "hopping", "sliding", "session")
+WindowKind: TypeAlias = Literal[
+    "tumbling", "hopping", "sliding", "session", "count_tumbling", "count_hopping"
+]
+WINDOW_KINDS: tuple[WindowKind, ...] = (
+    "tumbling",
+    "hopping",
+    "sliding",
+    "session",
+    "count_tumbling",
+    "count_hopping",
+)
+COUNT_KINDS: tuple[WindowKind, ...] = ("count_tumbling", "count_hopping")
 EMIT_MODES = ("final", "update")
 # Event times a datetime can hold (0001-01-01 to 9999-12-31, UTC): the range every
 # encoding of a time (first/last ordering, Avro timestamp-millis, ISO text) represents.
@@ -53,6 +67,8 @@ def check_window(
     gap_ms: int,
     grace_ms: int,
     name: Callable[[str], str] = _arg,
+    count: int = 0,
+    count_advance: int = 0,
 ) -> None:
     """Refuse a window definition that cannot assign records.
 
@@ -66,6 +82,8 @@ def check_window(
         gap_ms: the inactivity gap that closes a session.
         grace_ms: how long after its end a window still takes late records.
         name: how to name an argument in the message (`advance_ms`, or a setting).
+        count: records per window (count_tumbling, count_hopping).
+        count_advance: records between the starts of two windows (count_hopping).
 
     Raises:
         ConfigError: naming the argument and how to fix it.
@@ -88,6 +106,17 @@ def check_window(
             f"a session window needs {name('gap_ms')} > 0 (got {gap_ms}): set the inactivity "
             "gap that closes a session"
         )
+    if kind in COUNT_KINDS and count <= 0:
+        raise ConfigError(
+            f"a {kind} window needs {name('count')} > 0 (got {count}): set the number of "
+            "records per window"
+        )
+    if kind == "count_hopping" and not 0 < count_advance <= count:
+        raise ConfigError(
+            f"a count_hopping window needs 0 < {name('count_advance')} <= {name('count')} "
+            f"(got {count_advance} and {count}): set how many records apart windows start, "
+            "e.g. half the count"
+        )
     if grace_ms < 0:
         raise ConfigError(f"{name('grace_ms')} must be >= 0 (got {grace_ms}): use 0 for no grace")
 
@@ -105,12 +134,35 @@ class WindowSpec:
     advance_ms: int = 0
     gap_ms: int = 0
     grace_ms: int = 0
+    count: int = 0
+    count_advance: int = 0
 
     def __post_init__(self) -> None:
-        check_window(self.kind, self.size_ms, self.advance_ms, self.gap_ms, self.grace_ms)
+        check_window(
+            self.kind,
+            self.size_ms,
+            self.advance_ms,
+            self.gap_ms,
+            self.grace_ms,
+            count=self.count,
+            count_advance=self.count_advance,
+        )
+
+    @property
+    def counted(self) -> bool:
+        """Count windows: assigned by `count_windows.CountWindows`, never by time."""
+        return self.kind in COUNT_KINDS
+
+    @property
+    def step(self) -> int:
+        """Records between the starts of two count windows (tumbling: the count)."""
+        return self.count_advance if self.kind == "count_hopping" else self.count
 
     def assign(self, ts: int) -> list[tuple[int, int]]:
-        """The `[start, end)` windows (or sliding buckets / session seeds) of event time ts."""
+        """The `[start, end)` windows (or sliding buckets / session seeds) of event time ts.
+
+        Count windows are not assigned by time (`count_windows.CountWindows`).
+        """
         if self.kind == "tumbling":
             start = ts - ts % self.size_ms
             return [(start, start + self.size_ms)]
@@ -304,6 +356,18 @@ class WindowPlan:
             raise ConfigError(
                 f"max_future_ms must be >= 0 (got {self.max_future_ms}): use 0 for no limit"
             )
+        taken = {agg.name for agg in HIDDEN} & {agg.name for agg in self.aggregations}
+        if self.spec.counted and taken:
+            raise ConfigError(
+                f"aggregate name {sorted(taken)[0]!r} is rill's own in a count window: "
+                "name it otherwise (`... as name`)"
+            )
+
+    @property
+    def stored(self) -> tuple[Aggregation, ...]:
+        """The aggregates whose components the store keeps: the user's, and for count
+        windows the last offset and the record count after them (`count_windows.HIDDEN`)."""
+        return (*self.aggregations, *HIDDEN) if self.spec.counted else self.aggregations
 
 
 @dataclass(frozen=True, slots=True)

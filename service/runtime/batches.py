@@ -68,6 +68,20 @@ def window_input(
     return keyed, carry, last
 
 
+def drop_duplicates(result: BatchResult, dropped: set[tuple[TP, int]]) -> None:
+    """Drop the DLQ entries the batch made of records found duplicates (some of a record's
+    items failed, the others went on): a duplicate is dropped whole."""
+    kept = [
+        e
+        for e in result.dlq
+        if ((e.source_topic, e.source_partition), e.source_offset) not in dropped
+    ]
+    if len(kept) == len(result.dlq):
+        return
+    result.dlq, result.dlq_reasons = [], {}
+    add_to_dlq(result, kept)
+
+
 def settle(pending: Pending, applied: WindowOutcome, engine: Windows, plan: Plan) -> None:
     """The window step's outcome into the batch: results, DLQ entries, sequences.
 
@@ -76,7 +90,11 @@ def settle(pending: Pending, applied: WindowOutcome, engine: Windows, plan: Plan
     from the committed offset and the outbox.
     """
     result = pending.result
+    if applied.dropped:
+        drop_duplicates(result, applied.dropped)
     emit(result, applied.results, applied.tps, plan, pending.now)
+    result.outputs.extend(applied.outputs)
+    result.sources.extend(applied.output_tps)
     add_to_dlq(result, applied.dlq)
     gone = applied.fenced | set(applied.again) | engine.not_owned(result.next_offsets)
     if gone:
@@ -85,6 +103,7 @@ def settle(pending: Pending, applied: WindowOutcome, engine: Windows, plan: Plan
     if applied.skipped:
         log.warning(
             "records at or below the applied offset skipped: a replay after a restart, "
-            "or offsets reset / the topic recreated (window state already has them)",
+            "a record group_by re-keyed twice (at least once), or offsets reset / the "
+            "topic recreated (window state already has them)",
             skipped=applied.skipped,
         )

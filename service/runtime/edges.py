@@ -7,13 +7,14 @@ tests use the real broker.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from service.config import Settings
 from service.kafka.producer import Failure, OffsetMeta
 from service.kafka.progress import Progress
+from service.processing.join import JoinPlan
 from service.processing.windows import WindowPlan
 from service.records import TP, DlqEntry, InRecord, OutRecord
 from service.state.store import WindowStore
@@ -105,6 +106,43 @@ class Producer(Protocol):
         ...
 
 
+class Table(Protocol):
+    """A table materialized in Redis from its topic, followed while the worker runs
+    (`runtime.real_edges.MaterializedTable`; an in-memory twin in tests/support)."""
+
+    def start(self) -> object:
+        """Begin reading the table's topic from the beginning."""
+        ...
+
+    def loaded(self) -> bool:
+        """Read and written up to the ends the topic had at start."""
+        ...
+
+    def status(self) -> str:
+        """How far the reading is (for /readyz)."""
+        ...
+
+    def lag(self) -> int | None:
+        """Records of the table's topic not in Redis yet (None: not known yet)."""
+        ...
+
+    def check(self) -> None:
+        """Raise what stopped the reading, if something did."""
+        ...
+
+    def get(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
+        """The rows of some keys in one round trip; keys without a row are absent."""
+        ...
+
+    def ping(self) -> bool:
+        """Its Redis answers."""
+        ...
+
+    def close(self) -> None:
+        """Stop reading, drop the clients."""
+        ...
+
+
 PartitionsCallback = Callable[[list[TP]], None]
 StatsCallback = Callable[[dict[str, Any]], None]
 
@@ -114,13 +152,22 @@ class Edges:
     """How a worker opens its clients: the real ones by default, in-memory twins in unit tests.
 
     Attributes:
-        consumer: (settings, on_assign, on_revoke, on_stats) -> an unstarted group consumer.
-        producer: settings -> a started producer.
-        store: (settings, window plan) -> a connected window store.
-        create_topics: settings -> None, makes sure the topics exist.
+        consumer: (settings, topics, on_assign, on_revoke, on_stats) -> an unstarted group
+            consumer of those topics (the input, and the repartition topic of group_by).
+        producer: (settings, gapless) -> a started producer; gapless: an error that would
+            leave a gap in a partition stops it (group_by at least once).
+        store: (settings, window plan or None) -> a connected window store.
+        create_topics: (settings, repartition topic or None) -> the partition counts of the
+            input topic and of the repartition topic, as the broker has them (a topic not
+            known is absent); makes sure the topics exist.
+        table: (settings, join) -> an unstarted table (None: pipelines with a table
+            join cannot run on these edges).
     """
 
-    consumer: Callable[[Settings, PartitionsCallback, PartitionsCallback, StatsCallback], Consumer]
-    producer: Callable[[Settings], Producer]
-    store: Callable[[Settings, WindowPlan], WindowStore]
-    create_topics: Callable[[Settings], None]
+    consumer: Callable[
+        [Settings, list[str], PartitionsCallback, PartitionsCallback, StatsCallback], Consumer
+    ]
+    producer: Callable[[Settings, bool], Producer]
+    store: Callable[[Settings, WindowPlan | None], WindowStore]
+    create_topics: Callable[[Settings, str | None], dict[str, int]]
+    table: Callable[[Settings, JoinPlan], Table] | None = None

@@ -28,6 +28,7 @@ from service.errors import (
 from service.kafka.producer import Failure, OffsetMeta
 from service.processing.batch import Plan, emit
 from service.processing.dlq import add_to_dlq, render
+from service.processing.regroup import resent
 from service.records import TP, BatchResult
 from service.runtime.batches import now_ms
 from service.runtime.edges import Consumer, Producer
@@ -114,6 +115,8 @@ class _Base:
     def _reemit(self, tp: TP, left: Outbox, next_offsets: dict[TP, int]) -> BatchResult:
         batch = BatchResult(next_offsets=next_offsets, seqs={tp: left.seq})
         emit(batch, left.results, [tp] * len(left.results), self.plan, now_ms())
+        batch.outputs.extend(left.outputs)
+        batch.sources.extend([tp] * len(left.outputs))
         add_to_dlq(batch, left.dlq)
         return batch
 
@@ -174,10 +177,11 @@ class AtLeastOnce(_Base):
             batch.sent = True
         # 2. Wait for every delivery report (DeliveryError while deliveries are outstanding).
         failed = producer.flush(self.timeout_s)
-        # 3. Transient refusals (broker away, timed out) are queued again: retry later.
+        # 3. Transient refusals (broker away, timed out) are queued again: retry later
+        #    (a repartition record marked, as later ones may have landed before it).
         transient = [f for f in failed if not f.refused]
         if transient:
-            producer.send(f.record for f in transient)
+            producer.send(resent(f.record) for f in transient)
             raise DeliveryError(f"{len(transient)} deliveries failed for now: {transient[0].error}")
         # 4. What Kafka refused for good (too large, invalid) goes to the DLQ, never away;
         #    if the DLQ does not take it either, it is queued again and retried.
@@ -227,7 +231,7 @@ class AtLeastOnce(_Base):
         _committed, meta = self.consumer.committed([tp])[tp]
         reached = outbox_seq(meta)
         left = self.engine.assign(tp, now_ms(), expect=reached)
-        if left.results or left.dlq:
+        if left.results or left.dlq or left.outputs:
             self._deliver_claimed(tp, self._reemit(tp, left, {}))
             log.info(
                 "outbox re-emitted",
@@ -356,7 +360,7 @@ class ExactlyOnce(_Base):
         applied = self.engine.owned[tp].applied
         behind = applied >= 0 and applied + 1 > committed
         offset = max(committed, applied + 1)
-        if left.results or left.dlq or behind or left.seq > delivered:
+        if left.results or left.dlq or left.outputs or behind or left.seq > delivered:
             # One transaction: what no committed one delivered, and the offset past the
             # applied records with the sequence Redis reached. Also when there is nothing
             # to re-emit: records applied but not committed (a lost reply, a crash) are

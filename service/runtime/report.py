@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import structlog
 
@@ -21,11 +22,15 @@ class Report:
         metrics: the worker's metrics.
         topic: the input topic (the label of every count).
         summary_interval_s: how often the summary line comes out.
+        routed: outputs are routed (RILL_ROUTE_*): count them per output topic too.
     """
 
-    def __init__(self, metrics: Metrics, topic: str, summary_interval_s: float) -> None:
+    def __init__(
+        self, metrics: Metrics, topic: str, summary_interval_s: float, routed: bool = False
+    ) -> None:
         self.metrics = metrics
         self.topic = topic
+        self.routed = routed
         self.summary_interval_s = summary_interval_s
         # Kafka timestamp of the last record processed per partition (lag in seconds).
         self.last_ts: dict[TP, int] = {}
@@ -37,11 +42,14 @@ class Report:
         """Every delivery (batch, tick, reconcile) counted in one place."""
         self.metrics.commit_seconds.observe(delivered.commit_s)
         self.metrics.count_batch(self.topic, result, delivered.outputs)
+        if self.routed and result.outputs:
+            for output, n in Counter(o.topic for o in result.outputs).items():
+                self.metrics.records_routed.labels(self.topic, output).inc(n)
         if delivered.moved:
             self.metrics.records_dlq.labels(self.topic, "produce", "refused").inc(delivered.moved)
         totals = self._totals
         totals["in"] += result.consumed
-        totals["out"] += delivered.outputs
+        totals["out"] += delivered.outputs - result.rekeyed()
         totals["dlq"] += len(result.dlq) + delivered.moved
         totals["filtered"] += result.filtered
 
@@ -54,12 +62,17 @@ class Report:
         )
         # Records are in offset order per partition: the last one of each wins.
         self.last_ts.update({(r.topic, r.partition): r.timestamp_ms for r in records})
+        self.dlq_lines(result)
+        log.debug("batch", **result.extra())
+
+    def dlq_lines(self, result: BatchResult) -> None:
+        """A line per DLQ entry of a delivery (a batch, or the window results of an idle
+        tick), a few per reason under a flood."""
         sampler = self._dlq_lines
         for entry in result.dlq:
             if sampler.allow((entry.stage, entry.error_class)):
                 log.warning("record to DLQ", **entry.reason())
         self.dlq_counts()
-        log.debug("batch", **result.extra())
 
     def dlq_counts(self, force: bool = False) -> None:
         """Under a flood a few lines per DLQ reason: the rest come out here as counts."""

@@ -17,12 +17,14 @@ from typing import Any
 import structlog
 
 from service.errors import TransientError
-from service.processing.batch import Plan, process_batch
+from service.processing.batch import Plan
 from service.records import TP, BatchResult, InRecord, first_offsets
 from service.runtime.backpressure import BackPressure
 from service.runtime.batches import Pending, now_ms, settle, window_input
 from service.runtime.claims import Claims
-from service.runtime.edges import Consumer
+from service.runtime.copartition import CopartitionCheck
+from service.runtime.edges import Consumer, Table
+from service.runtime.enrichment import process
 from service.runtime.gates import drop_replayed, hold, hold_unresolved, release_schema_held
 from service.runtime.guarantee import Delivered, Guarantee
 from service.runtime.observers import Observers
@@ -45,6 +47,9 @@ class Worker:
             inline).
         overlap: the round trip of batch N runs while N+1 is fetched (RILL_STATE_OVERLAP).
         observers: settings, metrics, health, tracer, report and the stop event.
+        copartition: checks window input against the partition it came from.
+        table: the table records are joined with (`enrichment.NoTable` without a join),
+            read to its end already.
     """
 
     def __init__(
@@ -56,9 +61,12 @@ class Worker:
         submit: Submit,
         overlap: bool,
         observers: Observers,
+        copartition: CopartitionCheck,
+        table: Table,
     ) -> None:
         self.plan, self.consumer, self.guarantee, self.engine = plan, consumer, guarantee, engine
         self.submit, self.overlap, self.obs = submit, overlap, observers
+        self.copartition, self.table = copartition, table
         obs = observers
         self.settings, self.metrics, self.report = obs.settings, obs.metrics, obs.report
         self.partitions = Partitions()
@@ -85,11 +93,15 @@ class Worker:
         """Partitions assigned: claimed (and reconciled) by the loop right after; a
         reconcile commits in a transaction, which must not wait on this very rebalance."""
         self._settle_flight()
-        self.partitions.assigned(tps, claim=self.engine.claims)
+        # With group_by the input's partitions only re-key: active at once, no claim.
+        claimed = [tp for tp in tps if self.engine.windows(tp)]
+        self.partitions.assigned(claimed, claim=True)
+        self.partitions.assigned([tp for tp in tps if tp not in claimed], claim=False)
         self.metrics.rebalances.labels("assign").inc()
         self.metrics.assigned_partitions.set(len(self.partitions))
-        if self.engine.claims or self.backpressure.paused:
-            self.consumer.pause(tps)
+        paused = tps if self.backpressure.paused else claimed
+        if paused:
+            self.consumer.pause(paused)
 
     def on_revoke(self, tps: list[TP]) -> None:
         """Partitions taken away: whatever their state, forgotten everywhere."""
@@ -119,7 +131,10 @@ class Worker:
         self.metrics.partition_lag(lags, time.time(), self.report.last_ts)
 
     def ready(self) -> tuple[bool, str]:
-        """/readyz: every partition claimed and none held or fenced, and Redis answers."""
+        """/readyz: the table read to its end, every partition claimed and none held or
+        fenced, and Redis answers."""
+        if not self.table.loaded():
+            return False, self.table.status()
         ready, why = self.partitions.ready()
         if ready and not self.engine.ping():
             return False, "Redis does not answer"
@@ -173,7 +188,8 @@ class Worker:
             self._finish()
             return
         started = time.perf_counter()
-        result = process_batch(records, self.plan, now_ms())
+        result = process(records, self.plan, now_ms(), self.table, self.backpressure, self.consumer)
+        self.copartition.check(result.keyed)
         if self._round_trip_failed():
             # Redis failed the earlier batch's round trip: this batch goes back to Kafka
             # (fetched again once Redis answers, counted as lag meanwhile).
@@ -182,7 +198,9 @@ class Worker:
             return
         self._finish(later=records)
         keyed, carry, last = window_input(result, self.engine, self.guarantee.carries_dlq)
-        flight = self.engine.begin(keyed, carry, last, self.submit)
+        begin = partial(self.engine.begin, keyed, carry, last, self.submit, result.marks)
+        # With de-duplication `begin` reads the batch's ids from Redis first.
+        flight = self.backpressure.run("redis", begin, self.consumer)
         owners = {tp: self.partitions.generation(tp) for tp in result.partitions()}
         span = self.obs.tracer.start(records)
         self._pending = Pending(records, result, owners, now_ms(), started, flight, span)
@@ -193,6 +211,11 @@ class Worker:
         """Close windows of idle partitions by wall clock: a batch without records, on the
         batch's path. First the owned partitions' state is kept alive (and found gone)."""
         self._finish()
+        self.table.check()  # a table no longer followed stops the worker
+        if self.plan.join is not None:
+            lag = self.table.lag()
+            if lag is not None:
+                self.metrics.table_lag.labels(self.plan.join.topic).set(lag)
         lost, fenced = self.backpressure.run("redis", self.engine.keep_alive, self.consumer)
         self.claims.again(lost, [])
         self.claims.fenced(fenced, [])
@@ -234,6 +257,8 @@ class Worker:
             if pending.records:
                 seconds = time.perf_counter() - pending.started
                 self.report.batch(pending.records, result, seconds)
+            elif result.dlq:  # window results of an idle tick the route or serde refused
+                self.report.dlq_lines(result)
         finally:
             self._finishing = ()
             self.obs.tracer.end(pending.span)

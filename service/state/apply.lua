@@ -1,12 +1,15 @@
 -- Apply one batch of one input partition to its window state, atomically.
 -- KEYS: 1 meta (hash), 2 idx (zset: window id -> end), 3 state (hash: window id -> comps),
---       4 outbox (hash: seq -> window rows / DLQ entries), 5 bykey (zset: each record
---       key's windows by start, sessions and sliding buckets). No other key is touched.
+--       4 outbox (hash: seq -> window rows / DLQ entries / outputs), 5 bykey (zset: each
+--       record key's windows by start, sessions and sliding buckets), 6 seen (zset: dedupe
+--       id -> expiry time). No other key is touched.
 -- ARGV: 1 epoch, 2 its claim number, 3 first offset (-1: no records), 4 last offset,
 --       5 max event time, 6 watermark candidate, 7 kind, 8 size ms (sliding), 9 emit
 --       mode, 10 ops, 11 ttl s, 12 outbox seq acknowledged, 13 DLQ entries blob,
---       14 the outbox seq the caller last saw (-1: not checked), 15.. deltas: key, start,
---       end, comps
+--       14 the outbox seq the caller last saw (-1: not checked), 15 dedupe ids kept
+--       (JSON [id, expiry, ...], '' none), 16 forget ids expiring at or below this time,
+--       17 outputs blob (a stateless pipeline's), 18 group_by's source marks
+--       (`<input partition>=<position>,...`, '' none), 19.. deltas: key, start, end, comps
 -- Replies {'ok', seq, wm, applied, rows, open windows}, {'stale', applied, seq},
 --         {'fenced', epoch} or {'lost'} (prelude.lua: ownership).
 -- A call is `stale` when it (or a later one) already ran: its outbox sequence moved past
@@ -15,7 +18,7 @@
 -- The sequence BEHIND what the caller saw means Redis forgot writes it acknowledged
 -- (a failover to a replica that missed them): `lost`.
 -- (prelude.lua comes first: layout helpers, the merge rule, the ack loop.)
-local meta, idx, state, outbox, bykey = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local meta, idx, state, outbox, bykey, seen_ids = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 
 local who = ownership(meta, ARGV[1], ARGV[2])
 if who == 'lost' then return {'lost'} end
@@ -42,7 +45,7 @@ if ack >= 0 then drop_acked(outbox, ack) end
 
 -- 1. Merge the deltas.
 local touched, touched_keys, order = {}, {}, {}
-local i = 15
+local i = 19
 while i <= #ARGV do
   local key, s, e = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   local comps = split(ARGV[i + 3])
@@ -69,7 +72,14 @@ while i <= #ARGV do
   local old = redis.call('HGET', state, wid)
   if old then comps = merge(ops, split(old), comps) end
   redis.call('HSET', state, wid, table.concat(comps, SEP))
-  redis.call('ZADD', idx, e, wid)
+  if kind == 'count_tumbling' or kind == 'count_hopping' then
+    -- A count window closes (step 4) in the apply that fills it, never by time: its last
+    -- component counts its records, `size` is the records per window (codec.StateLayout;
+    -- processing/count_windows.py).
+    redis.call('ZADD', idx, tonumber(comps[#comps]) >= size and '-inf' or '+inf', wid)
+  else
+    redis.call('ZADD', idx, e, wid)
+  end
   if kind == 'session' or kind == 'sliding' then
     redis.call('ZADD', bykey, 0, by_key_member(key, s, wid))
   end
@@ -144,14 +154,27 @@ for _, wid in ipairs(evict) do
   redis.call('ZREM', bykey, by_key_member(key, s, wid))
 end
 
--- 5. Record the applied offset, the clock and the outbox, atomically with the state.
+-- 5. Record the applied offset, the clock, the dedupe ids kept and the outbox, atomically
+-- with the state: a call that is not applied (stale, fenced, lost, or never sent) leaves
+-- no id behind, so no record is ever taken for a duplicate of one that was not applied.
+redis.call('ZREMRANGEBYSCORE', seen_ids, '-inf', ARGV[16])
+if ARGV[15] ~= '' then
+  local kept = cjson.decode(ARGV[15])
+  for j = 1, #kept, 2 do redis.call('ZADD', seen_ids, kept[j + 1], kept[j]) end
+end
 local seq = redis.call('HINCRBY', meta, 'seq', 1)
 if #out > 0 then redis.call('HSET', outbox, outbox_field(seq, 'o'), cjson.encode(out)) end
 if ARGV[13] ~= '' then redis.call('HSET', outbox, outbox_field(seq, 'l'), ARGV[13]) end
+if ARGV[17] ~= '' then redis.call('HSET', outbox, outbox_field(seq, 'r'), ARGV[17]) end
 local fields = {'max_ts', fmt(max_ts), 'wm', fmt(wm)}
 if tonumber(ARGV[4]) >= 0 then
   fields[#fields + 1] = 'applied'; fields[#fields + 1] = ARGV[4]
   applied = tonumber(ARGV[4])
+end
+-- group_by: the highest source position applied per input partition (only the owner
+-- writes, and only higher ones: a record re-keyed twice is skipped by the next owner too).
+for src, pos in string.gmatch(ARGV[18], '([^=,]+)=([^,]+)') do
+  fields[#fields + 1] = 'src:' .. src; fields[#fields + 1] = pos
 end
 redis.call('HSET', meta, unpack(fields))
 for _, k in ipairs(KEYS) do redis.call('EXPIRE', k, ttl) end

@@ -1,9 +1,10 @@
 -- Take ownership of one input partition's state: a new fencing epoch; return the clock,
 -- the applied offset, the outbox sequence and every outbox entry not yet acknowledged.
--- KEYS: 1 meta, 2 idx, 3 state, 4 outbox, 5 bykey (every key of the partition).
+-- KEYS: 1 meta, 2 idx, 3 state, 4 outbox, 5 bykey, 6 seen (every key of the partition).
 -- ARGV: 1 ttl s, 2 token (random, per claim), 3 layout (codec.layout_of),
 --       4 outbox sequence Kafka's committed offsets say was reached (0: none).
--- Replies {'ok', epoch, applied, max_ts, wm, seq, HGETALL outbox};
+-- Replies {'ok', epoch, applied, max_ts, wm, seq, HGETALL outbox, marks} (marks:
+--         group_by's `src:<partition>`, position pairs of meta);
 --         {'lost', seq}: Redis's state is behind Kafka's (emptied, evicted, expired, or
 --                        failed over to a replica that missed writes); nothing written;
 --         {'layout', recorded}: open state was written under another layout; nothing written.
@@ -39,5 +40,12 @@ local epoch = string.format('%.0f', claims * 16777216 + tonumber(ARGV[2]))
 redis.call('HSET', meta, 'claims', string.format('%.0f', claims), 'epoch', epoch, 'layout', layout)
 for _, k in ipairs(KEYS) do redis.call('EXPIRE', k, ttl) end
 local m = redis.call('HMGET', meta, 'applied', 'max_ts', 'wm', 'seq')
+local marks = {}
+local all = redis.call('HGETALL', meta)
+for j = 1, #all, 2 do
+  if string.sub(all[j], 1, 4) == 'src:' then
+    marks[#marks + 1] = all[j]; marks[#marks + 1] = all[j + 1]
+  end
+end
 return {'ok', epoch, m[1] or '-1', m[2] or '', m[3] or '', m[4] or '0',
-        redis.call('HGETALL', outbox)}
+        redis.call('HGETALL', outbox), marks}

@@ -12,12 +12,17 @@ touches a single slot, and every key a script touches is in its KEYS)::
                                                     sliding: "x|<id>" -> time to evict
     <prefix>:{<group>:<topic>:<partition>}:state    hash: window id -> components
     <prefix>:{<group>:<topic>:<partition>}:outbox   hash: "<seq>:o" -> rows (JSON),
-                                                          "<seq>:l" -> DLQ entries (JSON)
+                                                          "<seq>:l" -> DLQ entries (JSON),
+                                                          "<seq>:r" -> outputs (JSON)
     <prefix>:{<group>:<topic>:<partition>}:bykey    zset (all scores 0, read by lex range):
                                                     "<len>:<key>|<start:ordered>|<window id>"
                                                     (sessions, sliding buckets)
+    <prefix>:{<group>:<topic>:<partition>}:seen     zset: dedupe id -> expiry time (ms):
+                                                    the ids a de-duplicating pipeline kept
 
 A window id is `<start>|<end>|<key>`: the key comes last, so it may hold any character.
+A count window's is `<first offset>|<first item>|<key>` (`processing/count_windows.py`),
+and its idx score is `+inf` until it holds its count, then `-inf` (closed at once).
 Components are joined by the unit separator (0x1F); floats are written with `repr`, so
 they round-trip exactly, integers as plain digits (exact at any size: the scripts add and
 compare them as decimal text, prelude.lua). First/last components are
@@ -43,7 +48,7 @@ from typing import Any, Final
 import orjson
 
 from service.processing.dlq import reason_of
-from service.records import TP, DlqEntry
+from service.records import TP, DlqEntry, OutRecord
 from service.window_state import (
     NO_TIME,
     ORDERED_TIME_CHARS,
@@ -63,6 +68,7 @@ LAYOUT_VERSION: Final = "2"
 EVICT_MARK: Final = "x|"
 ROWS_PART: Final = "o"
 DLQ_PART: Final = "l"
+OUTPUTS_PART: Final = "r"
 NUMERIC_OPS: Final = frozenset({"add", "min", "max"})
 _TAG_UNSAFE = re.compile(r"[{}]")
 _INTEGER = re.compile(r"-?[0-9]+")
@@ -131,6 +137,7 @@ class PartitionKeys:
         outbox: hash of outbox entries not yet acknowledged.
         by_key: sorted set of each record key's windows by start (sessions, sliding
             buckets), read by lex range (`by_key_member`).
+        seen: sorted set of the dedupe ids kept, scored by the time they expire.
     """
 
     meta: str
@@ -138,10 +145,11 @@ class PartitionKeys:
     state: str
     outbox: str
     by_key: str
+    seen: str
 
     def all(self) -> list[str]:
         """Every key, in the order the claim and apply scripts take them (their KEYS)."""
-        return [self.meta, self.index, self.state, self.outbox, self.by_key]
+        return [self.meta, self.index, self.state, self.outbox, self.by_key, self.seen]
 
 
 def by_key_member(key: str, start: int, wid: str) -> str:
@@ -180,7 +188,12 @@ def partition_keys(prefix: str, group: str, topic: str, partition: int) -> Parti
     tag = _TAG_UNSAFE.sub("_", f"{group}:{topic}:{partition}")
     base = f"{_TAG_UNSAFE.sub('_', prefix)}:{{{tag}}}:"
     return PartitionKeys(
-        f"{base}meta", f"{base}idx", f"{base}state", f"{base}outbox", f"{base}bykey"
+        f"{base}meta",
+        f"{base}idx",
+        f"{base}state",
+        f"{base}outbox",
+        f"{base}bykey",
+        f"{base}seen",
     )
 
 
@@ -190,11 +203,14 @@ class StateLayout:
 
     Attributes:
         prefix / group: the first parts of every key.
-        kind: the window kind (tumbling, hopping, sliding, session).
-        size_ms: the window size (the script needs it for sliding windows).
+        kind: the window kind (tumbling, hopping, sliding, session, count_tumbling,
+            count_hopping).
+        size_ms: the window size (the script needs it for sliding windows); of count
+            windows, the records per window (the script closes a window that holds them).
         emit: `final` (closed windows only) or `update` (every change).
         ops: the merge operation of each component.
         ttl_s: safety TTL on every key.
+        advance: of count_hopping windows, the records between two windows' starts.
     """
 
     prefix: str
@@ -204,6 +220,7 @@ class StateLayout:
     emit: str
     ops: tuple[Op, ...]
     ttl_s: int
+    advance: int = 0
 
     def keys(self, tp: TP) -> PartitionKeys:
         """The keys of one input partition."""
@@ -215,20 +232,34 @@ def layout_of(layout: StateLayout) -> str:
 
     The components (ops), the window kind and size: state written under one layout is
     wrong under another (a merge of other components, windows of another size), so a
-    claim that finds another layout with windows open refuses (`describe_layout`).
+    claim that finds another layout with windows open refuses (`describe_layout`). Of
+    count windows, `size_ms` is the records per window, and count_hopping adds the
+    advance (the open windows of a key are spaced by it).
     """
     ops = ",".join(layout.ops)
-    return f"v{LAYOUT_VERSION};kind={layout.kind};size_ms={layout.size_ms};ops={ops}"
+    text = f"v{LAYOUT_VERSION};kind={layout.kind};size_ms={layout.size_ms};ops={ops}"
+    return f"{text};advance={layout.advance}" if layout.kind == "count_hopping" else text
 
 
 def describe_layout(text: str) -> str:
     """A recorded layout in the settings' words (for the mismatch message)."""
     parts = dict(p.partition("=")[::2] for p in text.split(";") if "=" in p)
     ops = parts.get("ops", "?")
+    kind = parts.get("kind", "?")
+    if kind.startswith("count_"):
+        advance = f", RILL_WINDOW_COUNT_ADVANCE={parts['advance']}" if "advance" in parts else ""
+        return (
+            f"RILL_WINDOW_TYPE={kind}, RILL_WINDOW_COUNT={parts.get('size_ms', '?')}{advance}, "
+            f"aggregate components [{ops}]"
+        )
     return (
         f"RILL_WINDOW_TYPE={parts.get('kind', '?')}, "
         f"RILL_WINDOW_SIZE_MS={parts.get('size_ms', '?')}, aggregate components [{ops}]"
     )
+
+
+# group_by's source marks in meta: `src:<input partition>` -> highest source position.
+MARK_PREFIX = "src:"
 
 
 def claim_argv(layout: StateLayout, token: int, expect_seq: int) -> list[str | int]:
@@ -261,6 +292,10 @@ def apply_argv(layout: StateLayout, call: ApplyCall) -> list[str | int]:
         call.ack_seq,
         encode_dlq_entries(call.dlq).decode() if call.dlq else "",
         call.seq,
+        encode_seen(call.seen),
+        call.trim_ms,
+        encode_outputs(call.outputs).decode() if call.outputs else "",
+        ",".join(f"{src}={pos}" for src, pos in sorted(call.marks.items())),
     ]
     for d in call.deltas:
         argv.extend((d.key, d.start, d.end, encode_components(d.comps)))
@@ -270,8 +305,54 @@ def apply_argv(layout: StateLayout, call: ApplyCall) -> list[str | int]:
 # --- outbox -------------------------------------------------------------------------------
 
 
+def encode_seen(ids: Mapping[str, int]) -> str:
+    """Dedupe ids with their expiry times for apply.lua: a JSON list `[id, expiry, ...]`
+    (an id may hold any character)."""
+    flat: list[str | int] = []
+    for name, expiry in ids.items():
+        flat.extend((name, expiry))
+    return orjson.dumps(flat).decode() if flat else ""
+
+
+def decode_seen(ids: Sequence[str], scores: Sequence[Any]) -> dict[str, int]:
+    """ZMSCORE's answer for `ids`: the expiry time of each id remembered."""
+    return {
+        name: int(float(score))
+        for name, score in zip(ids, scores, strict=True)
+        if score is not None
+    }
+
+
+def encode_outputs(records: Iterable[OutRecord]) -> bytes:
+    """A stateless batch's outputs as one outbox blob: JSON `[topic, key, value,
+    headers]` lists, bytes in base64."""
+    return orjson.dumps(
+        [
+            [
+                r.topic,
+                _b64(r.key),
+                _b64(r.value),
+                None if r.headers is None else [[k, _b64(v)] for k, v in r.headers],
+            ]
+            for r in records
+        ]
+    )
+
+
+def decode_outputs(blob: bytes | str) -> list[OutRecord]:
+    """The inverse of `encode_outputs`."""
+    if not blob:
+        return []
+    out = []
+    for topic, key, value, headers in orjson.loads(blob):
+        hdrs = None if headers is None else [(k, _unb64(v)) for k, v in headers]
+        out.append(OutRecord(topic, _unb64(key), _unb64(value), hdrs))
+    return out
+
+
 def outbox_field(seq: int, part: str) -> str:
-    """The outbox hash field of entry `seq`: `<seq>:o` (rows) or `<seq>:l` (DLQ entries)."""
+    """The outbox hash field of entry `seq`: `<seq>:o` (rows), `<seq>:l` (DLQ entries) or
+    `<seq>:r` (a stateless pipeline's outputs)."""
     return f"{seq}:{part}"
 
 
@@ -282,7 +363,7 @@ def parse_outbox_field(name: str | bytes) -> tuple[int, str]:
         ValueError: not an outbox field.
     """
     seq, sep, part = _text(name).partition(":")
-    if not sep or part not in (ROWS_PART, DLQ_PART):
+    if not sep or part not in (ROWS_PART, DLQ_PART, OUTPUTS_PART):
         raise ValueError(f"not an outbox field: {name!r}")
     return int(seq), part
 
@@ -410,8 +491,9 @@ def decode_applied(ops: Sequence[Op], reply: Sequence[Any]) -> ApplyReply:
 
 def decode_claim(ops: Sequence[Op], reply: Sequence[Any]) -> Claim:
     """The claim script's `ok` reply after its status: `{epoch, applied, max_ts, wm, seq,
-    HGETALL outbox}`."""
-    epoch, applied, max_ts, wm, seq, flat = reply
+    HGETALL outbox, marks}` (marks: group_by's source marks, `src:<partition>`, value)."""
+    epoch, applied, max_ts, wm, seq, flat, *rest = reply
+    marks = rest[0] if rest else []
     return Claim(
         epoch=int(epoch),
         applied=int(applied),
@@ -419,6 +501,10 @@ def decode_claim(ops: Sequence[Op], reply: Sequence[Any]) -> Claim:
         watermark=_time(wm),
         outbox=decode_outbox(ops, dict(zip(flat[::2], flat[1::2], strict=True))),
         seq=int(seq),
+        marks={
+            int(_text(name)[len(MARK_PREFIX) :]): int(_text(pos))
+            for name, pos in zip(marks[::2], marks[1::2], strict=True)
+        },
     )
 
 
@@ -426,13 +512,19 @@ def decode_outbox(ops: Sequence[Op], raw: Mapping[Any, Any]) -> list[OutboxEntry
     """Outbox hash fields -> entries, by sequence number."""
     rows: dict[int, list[WindowRow]] = {}
     dlq: dict[int, list[DlqEntry]] = {}
+    outputs: dict[int, list[OutRecord]] = {}
     for name, value in raw.items():
         seq, part = parse_outbox_field(name)
         if part == ROWS_PART:
             rows[seq] = decode_rows(ops, orjson.loads(value))
+        elif part == OUTPUTS_PART:
+            outputs[seq] = decode_outputs(value)
         else:
             dlq[seq] = decode_dlq_entries(value)
-    return [OutboxEntry(seq, rows.get(seq, []), dlq.get(seq, [])) for seq in sorted({*rows, *dlq})]
+    return [
+        OutboxEntry(seq, rows.get(seq, []), dlq.get(seq, []), outputs.get(seq, []))
+        for seq in sorted({*rows, *dlq, *outputs})
+    ]
 
 
 def decode_state(

@@ -141,7 +141,7 @@ local function key_windows(bykey, key, lo, hi)
   return out
 end
 
--- Outbox fields: "<seq>:o" (window rows), "<seq>:l" (DLQ entries).
+-- Outbox fields: "<seq>:o" (window rows), "<seq>:l" (DLQ entries), "<seq>:r" (outputs).
 local function outbox_field(seq, part) return seq .. ':' .. part end
 
 -- The caller still holds the partition's fencing epoch.

@@ -202,6 +202,32 @@ class RedisWindowStore:
             for tp, reply in zip(order, replies, strict=True)
         }
 
+    def seen(self, ids: Mapping[TP, Sequence[str]]) -> dict[TP, dict[str, int]]:
+        """The expiry time of each of `ids` that `tp`'s dedupe set remembers, per partition.
+
+        One pipelined round trip (ZMSCORE per partition, each in its partition's slot).
+        A read, not a write: the caller owns the partitions, and an apply based on a read
+        that another claim overtook answers `fenced` (or `lost`).
+
+        Raises:
+            StateError: Redis failed (transient).
+        """
+        order = [tp for tp in ids if ids[tp]]
+        if not order:
+            return {}
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for tp in order:
+                pipe.execute_command("ZMSCORE", self.keys(tp).seen, *ids[tp])
+            replies = list(pipe.execute())
+        except REDIS_ERRORS as exc:
+            raise mapped(exc, "dedupe read") from exc
+        self.round_trips += 1
+        return {
+            tp: codec.decode_seen(ids[tp], scores)
+            for tp, scores in zip(order, replies, strict=True)
+        }
+
     def _pipelined(self, script_: Any, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         """One script over many partitions in one pipelined round trip; the replies."""
         if script_.sha not in self._loaded:

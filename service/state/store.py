@@ -8,7 +8,7 @@ in-process on fakeredis. The runtime sees only this Protocol and the plain value
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from service.records import TP
@@ -56,6 +56,11 @@ class WindowStore(Protocol):
         A partition whose state or claim is gone answers `lost` (nothing of it written);
         the other partitions' replies stand.
         """
+        ...
+
+    def seen(self, ids: Mapping[TP, Sequence[str]]) -> dict[TP, dict[str, int]]:
+        """Per partition, the expiry time of each of `ids` its dedupe set remembers (one
+        round trip)."""
         ...
 
     def ack(self, tp: TP, epoch: int, seq: int) -> None:

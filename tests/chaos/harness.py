@@ -23,6 +23,7 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from service.processing import dlq
+from tests.chaos.apps import route_of
 from tests.chaos.feed import SCHEMA_PATH, Item, Special, SteppedFeed, decode, stream
 from tests.chaos.fleet import Fleet
 from tests.chaos.stack import ChaosStack
@@ -95,6 +96,8 @@ class Scenario:
     extra: Sequence[Special] = ()
     holds: bool = False  # partitions held by design after the fault: missing is not lost
     settings: dict[str, Any] = field(default_factory=dict)
+    # Window results routed by key over the sink and a second topic (tests/chaos/apps.py).
+    routed: bool = False
 
 
 def _ends(consumer: Consumer, topic: str) -> dict[int, int]:
@@ -206,6 +209,10 @@ def run(stack: ChaosStack, logs: Path, scenario: Scenario, mode: str) -> Row:
         **{**PIPELINE, **scenario.settings},
     )
     topics = [env["RILL_INPUT_TOPIC"], env["RILL_OUTPUT_TOPIC"], env["RILL_DLQ_TOPIC"]]
+    sinks = [topics[1]]
+    if scenario.routed:
+        sinks.append(f"routed-{unique}")
+        env.update(RILL_APP="tests.chaos.apps:routed", RILL_ROUTE_TOPICS=",".join(sinks))
     create_topics(stack.bootstrap, topics, partitions=PARTITIONS)
     items: list[Item] = stream(RECORDS, seed=11, extra=scenario.extra)
     cuts = [len(items) * (k + 1) // (scenario.steps + 1) for k in range(scenario.steps)]
@@ -265,7 +272,11 @@ def run(stack: ChaosStack, logs: Path, scenario: Scenario, mode: str) -> Row:
             for r in recs
             if r.offset >= committed.get(r.partition, 0) or r.partition in stuck
         }
-    judge(row, model, emissions(stack.bootstrap, topics[1]), sources, expected, committed, held)
+    results = [(t, e) for t in sinks for e in emissions(stack.bootstrap, t)]
+    astray = sum(1 for t, (w, _v) in results if len(sinks) > 1 and route_of(w[0], sinks) != t)
+    if astray:
+        row.problems.append(f"{astray} window results in another topic than their route's")
+    judge(row, model, [e for _t, e in results], sources, expected, committed, held)
     row.problems.extend(ctx.notes)
     row.worker_exits = len(fleet.unexpected_exits)
     if fleet.unexpected_exits:

@@ -107,6 +107,36 @@ def judge(
     return row
 
 
+def judge_dedupe(
+    row: Row,
+    ids: set[str],
+    dups: set[Source],
+    bad: set[Source],
+    sink: Counter[str],
+    dup_entries: Sequence[Source],
+    other_entries: Sequence[Source],
+) -> Row:
+    """Fill a dedupe row: every distinct id in the sink, exactly the input's duplicates
+    (by position) in the DLQ with stage `duplicate`, the poison records with theirs.
+
+    `lost` counts ids missing from the sink and DLQ entries missing; `DLQ unexpected`
+    counts records dropped as duplicates that are not (or DLQ'd under another stage);
+    duplicates (extra copies) fail exactly-once rows only.
+    """
+    row.sink_duplicates = sum(n - 1 for n in sink.values())
+    got_dups, got_other = Counter(dup_entries), Counter(other_entries)
+    row.dlq_duplicates = sum(n - 1 for n in got_dups.values()) + sum(
+        n - 1 for n in got_other.values()
+    )
+    row.dlq_lost = len(dups - set(got_dups)) + len(bad - set(got_other))
+    row.dlq_unexpected = len(set(got_dups) - dups) + len(set(got_other) - bad)
+    row.records_lost = len(ids - set(sink)) + row.dlq_lost
+    if set(sink) - ids:
+        row.problems.append(f"{len(set(sink) - ids)} ids in the sink that no input holds")
+    row.evidence.append(f"{len(ids)} ids, {len(dups)} duplicates, {len(bad)} poison")
+    return row
+
+
 HEADER = (
     "| scenario | mode | records in | faults | lost | sink dup | DLQ dup | DLQ lost "
     "| DLQ unexpected | windows wrong | windows missing | windows | late DLQ | worker exits "
@@ -147,6 +177,13 @@ def document(rows: Sequence[Row]) -> str:
         "late and bad-input records). `lost`: input records missing from the windows\n"
         "(counts below the model, or windows missing) or from the DLQ. `DLQ unexpected`:\n"
         "records in the DLQ that belong in a window.\n\n"
+        "`dedupe` rows: a stateless de-duplicating pipeline (tests/chaos/dedupe.py) on JSON\n"
+        "events keyed by id, a fifth of them sent again once or twice (soon after, or\n"
+        "thousands of records later), and poison. The input's duplicates are the later\n"
+        "copies of an id in its partition, by position. `lost`: ids missing from the sink,\n"
+        "or duplicates / poison missing from the DLQ; `DLQ unexpected`: records dropped as\n"
+        "duplicates that are not (or DLQ'd under another stage); `sink dup` / `DLQ dup`:\n"
+        "extra copies (at-least-once redelivery; a failure in exactly-once).\n\n"
         "`live-*` rows (tests/chaos/test_live.py): live traffic, event time = wall clock at\n"
         "produce time, bursts with lulls longer than the idle timeout so that idle ticks\n"
         "close the windows; every window of the input must be emitted and equal the model\n"

@@ -181,3 +181,23 @@ def test_dashboard_has_a_namespace_variable_used_by_every_query() -> None:
     exprs = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
     assert exprs
     assert all('namespace=~"$namespace"' in e for e in exprs)
+
+
+def test_group_by_scales_on_the_repartition_topics_lag_too() -> None:
+    """With group_by (declared, by env, or flagged for a Python pipeline) KEDA has a Kafka
+    trigger and the HPA an External metric for `<groupId>-repartition` besides the input."""
+    for keda_set in (
+        "pipeline.group_by=customer_id",
+        "env.RILL_GROUP_BY=customer_id",
+        "autoscaling.repartitionTopic=true",
+    ):
+        docs = rendered("autoscaling.enabled=true", keda_set)
+        triggers = docs["ScaledObject"]["spec"]["triggers"]
+        assert [t["metadata"]["topic"] for t in triggers] == ["orders", "rill-repartition"]
+        assert {t["metadata"]["consumerGroup"] for t in triggers} == {"rill"}
+    hpa = rendered("env.RILL_GROUP_BY=customer_id", "kafka.groupId=shop", profile="hpa")
+    metrics = hpa["HorizontalPodAutoscaler"]["spec"]["metrics"]
+    topics = [m["external"]["metric"]["selector"]["matchLabels"]["topic"] for m in metrics]
+    assert topics == ["orders", "shop-repartition"]
+    plain = rendered("autoscaling.enabled=true")
+    assert len(plain["ScaledObject"]["spec"]["triggers"]) == 1, "no group_by: the input alone"

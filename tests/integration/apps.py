@@ -28,3 +28,17 @@ def _block_on_marker(order: dict[str, Any]) -> dict[str, Any]:
 strict = Pipeline("strict").key_by(lambda o: o["id"]).map(_strict_amount)
 lenient = Pipeline("lenient").key_by(lambda o: o["id"]).map(_lenient_amount)
 blocking = Pipeline("blocking").map(_block_on_marker)
+
+
+def _by_size(window: dict[str, Any]) -> str:
+    """Window results of 5 orders or more go to one topic, smaller ones to another."""
+    return "big-windows" if window["count"] >= 5 else "small-windows"
+
+
+# Windows per customer, each result routed by its count (route topics from the env).
+routed_windows = (
+    Pipeline("routed-windows")
+    .key_by(lambda o: o["customer_id"])
+    .window("tumbling", size_ms=1000, time_field="ts", idle_timeout_ms=0, aggregates=["count"])
+    .route(_by_size)
+)

@@ -40,6 +40,26 @@ def test_outbox_fields_parse_with_the_codec(client: RedisClient, kind: str) -> N
     contract.check_outbox(client, kind)
 
 
+@pytest.mark.parametrize("kind", [*KINDS, "none"])
+def test_dedupe_ids_and_outputs_are_recorded_only_by_an_applied_call(
+    client: RedisClient, kind: str
+) -> None:
+    """`seen` holds the kept ids by expiry, trimmed; stale or fenced calls record none;
+    `<seq>:r` outputs decode as sent and return with the next claim."""
+    contract.check_dedupe_ids(client, kind)
+
+
+@pytest.mark.parametrize("kind", ["count_tumbling", "count_hopping"])
+def test_a_count_window_closes_in_the_apply_that_fills_it(client: RedisClient, kind: str) -> None:
+    """A count window never closes by the watermark, only when its count is reached."""
+    contract.check_count_window_closes_when_full(client, kind)
+
+
+def test_source_marks_are_written_and_claimed_back(client: RedisClient) -> None:
+    """group_by's source marks: written by apply into meta, handed back by the next claim."""
+    contract.check_source_marks(client)
+
+
 @settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -109,6 +129,7 @@ def test_every_key_a_script_touches_is_in_its_keys(kind: str, endpoints: Endpoin
     try:
         contract.check_keys_and_members(client, kind)
         contract.check_outbox(client, kind)
+        contract.check_dedupe_ids(client, kind)
     finally:
         lines = monitor.stop(client)
         client.close()

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from service.state.client import RedisClient
 from service.state.codec import StateLayout
@@ -64,3 +65,21 @@ def test_custom_reducer_state_moves_to_a_new_owner_and_fences_the_old(
 ) -> None:
     """A user reducer's accumulator lives in Redis: a new owner continues it; the old is fenced."""
     props.check_custom_reducer_moves_to_a_new_owner(make_store)
+
+
+@pytest.mark.parametrize("emit", props.EMITS)
+@pytest.mark.parametrize("kind", list(props.COUNT_SPECS))
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(raw=props.records_st, cuts=props.cuts_st, handovers=st.sets(st.integers(0, 6)))
+def test_count_windows_equal_reference_model(
+    make_store: props.StoreFactory,
+    kind: str,
+    emit: str,
+    raw: list[tuple[int, str, int, int]],
+    cuts: list[int],
+    handovers: set[int],
+) -> None:
+    """Count windows in real Redis equal the naive model across owner changes and replays."""
+    props.check_count_windows_equal_model(make_store, kind, emit, raw, cuts, handovers)

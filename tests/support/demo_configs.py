@@ -15,3 +15,7 @@ PROJECTION_SETTINGS: dict[str, Any] = {
     "output_wire": "confluent",
     "output_schema_id": 2,
 }
+
+# The demo as `make demo` runs it: orders keyed by order id (`produce-demo --key
+# order_id`), windowed per customer through group_by's repartition topic.
+GROUP_BY_SETTINGS: dict[str, Any] = {"group_by": "customer_id"}

@@ -17,9 +17,10 @@ import fakeredis
 from service.app import build_plan
 from service.config import Settings, load_settings
 from service.errors import StateError
+from service.processing.join import JoinPlan
 from service.processing.windows import WindowPlan
 from service.records import TP, OutRecord
-from service.runtime.edges import Edges
+from service.runtime.edges import Edges, Table
 from service.runtime.real_edges import state_layout
 from service.runtime.service import Service
 from service.state.store import WindowStore
@@ -39,7 +40,7 @@ WINDOWED = {
 
 
 def settings_for(guarantee: str = "at_least_once", **extra: Any) -> Settings:
-    base: dict[str, Any] = {"window_type": "none", **extra}
+    base: dict[str, Any] = {"window_type": "none", "filter_field": "", "key_by": "k", **extra}
     return load_settings(
         input_topic=IN,
         output_topic=OUT,
@@ -48,8 +49,6 @@ def settings_for(guarantee: str = "at_least_once", **extra: Any) -> Settings:
         input_wire="plain",
         output_format="json",
         output_wire="plain",
-        filter_field="",
-        key_by="k",
         metrics_port=0,
         processing_guarantee=guarantee,
         retry_base_s=0.001,
@@ -72,11 +71,16 @@ class Run:
         store: Callable[[WindowStore], WindowStore] = lambda s: s,
         done: Callable[[MemoryBroker], bool] = lambda _b: True,
         deadline_s: float = 30.0,
+        input_partitions: int | None = None,
+        table: Callable[[Settings, JoinPlan], Table] | None = None,
     ) -> None:
         self.producer = producer or MemoryProducer(broker)
         self.broker = broker
         self.done = done
         self.deadline = time.monotonic() + deadline_s
+        # What create_topics tells the worker of its input (None: the co-partition check is off).
+        self.input_partitions = input_partitions
+        self.table = table
         self.worker = Service(
             settings, build_plan(settings), edges=self._edges(broker, server, store)
         )
@@ -114,16 +118,29 @@ class Run:
         server: fakeredis.FakeServer,
         wrap: Callable[[WindowStore], WindowStore],
     ) -> Edges:
-        def consumer(s: Settings, on_assign: Any, on_revoke: Any, _stats: Any) -> MemoryConsumer:
+        def consumer(
+            s: Settings, topics: list[str], on_assign: Any, on_revoke: Any, _stats: Any
+        ) -> MemoryConsumer:
             self.consumer = MemoryConsumer(
-                broker, s.input_topic, on_assign, on_revoke, self._idle, self._closing
+                broker, topics, on_assign, on_revoke, self._idle, self._closing
             )
             return self.consumer
 
-        def store(s: Settings, window: WindowPlan) -> WindowStore:
+        def store(s: Settings, window: WindowPlan | None) -> WindowStore:
             return wrap(MemoryWindowStore(state_layout(s, window), server))
 
-        return Edges(consumer, lambda _s: self.producer, store, lambda _s: None)
+        def create_topics(s: Settings, repartition: str | None) -> dict[str, int]:
+            # The input's count (None: the co-partition check is off), and group_by's
+            # repartition topic: RILL_REPARTITION_PARTITIONS, else the input's.
+            counts = {} if self.input_partitions is None else {s.input_topic: self.input_partitions}
+            if repartition is None:
+                return counts
+            if repartition not in broker.partitions:
+                wanted = s.repartition.partitions or broker.partitions.get(s.input_topic, 1)
+                broker.create(repartition, wanted)
+            return {**counts, repartition: broker.partitions[repartition]}
+
+        return Edges(consumer, lambda _s, _gapless: self.producer, store, create_topics, self.table)
 
 
 def feed(broker: MemoryBroker, events: list[dict[str, Any]], partitions: int = 2) -> None:

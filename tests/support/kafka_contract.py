@@ -250,6 +250,20 @@ class KafkaContract:
             producer.close()
         assert kafka.read(topic, 3) == sent
 
+    def test_a_record_naming_its_partition_lands_there(self, kafka: KafkaBackend) -> None:
+        """send + flush: a record that names its partition (group_by's repartition records)
+        is in that partition, whatever its key, in the order sent."""
+        topic, group = kafka.topic(3), kafka.group()
+        producer = kafka.producer(group, exactly_once=False)
+        try:
+            producer.send([replace(r, partition=2) for r in records(topic, 3)])
+            assert producer.flush(30) == []
+        finally:
+            producer.close()
+        with Member(kafka, topic, group) as consumer:
+            got = poll(consumer, 3)
+        assert [(r.partition, r.key) for r in got] == [(2, b"k0"), (2, b"k1"), (2, b"k2")]
+
     def test_dlq_entries_keep_their_bytes_and_carry_their_reason(self, kafka: KafkaBackend) -> None:
         """send_dlq: the original key, value and headers, plus the rill.* reason headers."""
         topic = kafka.topic(1)

@@ -1,9 +1,11 @@
 """An in-memory twin of the Kafka edge, for unit tests of the runtime's pure logic.
 
 It implements `service.runtime.edges.Consumer` and `Producer` over plain lists: one group,
-every partition assigned to the one consumer, transactions all-or-nothing. Faults are
-injected on cue (`refuse`, `fail_flushes`, `fail_transactions`). Integration tests use the
-real broker; this twin only lets the commit order and the worker loop be tested without one.
+every partition of its topics (the input, and group_by's repartition topic) assigned to
+the one consumer; a record that names its partition lands there (else in partition 0);
+transactions all-or-nothing. Faults are injected on cue (`refuse`, `fail_flushes`,
+`fail_transactions`). Integration tests use the real broker; this twin only lets the
+commit order and the worker loop be tested without one.
 """
 
 from __future__ import annotations
@@ -48,11 +50,11 @@ class MemoryBroker:
 
 
 class MemoryConsumer:
-    """One group member that owns every partition of `topic`.
+    """One group member that owns every partition of its topics.
 
     Args:
         broker: where the records are.
-        topic: the input topic.
+        topic: the input topic, or every topic it subscribes to.
         on_assign / on_revoke: the worker's callbacks.
         on_idle: called when a poll finds every partition read to its end and none
             paused (e.g. to stop the worker).
@@ -62,14 +64,14 @@ class MemoryConsumer:
     def __init__(
         self,
         broker: MemoryBroker,
-        topic: str,
+        topic: str | list[str],
         on_assign: Callable[[list[TP]], None],
         on_revoke: Callable[[list[TP]], None],
         on_idle: Callable[[], None] | None = None,
         on_close: Callable[[], None] | None = None,
     ) -> None:
         self.broker = broker
-        self.topic = topic
+        self.topics = [topic] if isinstance(topic, str) else list(topic)
         self.on_assign = on_assign
         self.on_revoke = on_revoke
         self.on_idle = on_idle
@@ -83,7 +85,9 @@ class MemoryConsumer:
     def start(self) -> MemoryConsumer:
         """Assign every partition; as in Kafka, fetching starts from the offset committed
         when the assign callback has returned (a reconcile may commit in it)."""
-        pairs = [(self.topic, p) for p in range(self.broker.partitions.get(self.topic, 1))]
+        pairs = [
+            (topic, p) for topic in self.topics for p in range(self.broker.partitions.get(topic, 1))
+        ]
         self.broker.in_rebalance = True
         try:
             self.on_assign(pairs)
@@ -220,7 +224,7 @@ class MemoryProducer:
         for record in self.queued:
             error = self.refuse(record)
             if error is None:
-                self.broker.append(record)
+                self.broker.append(record, max(record.partition, 0))
             else:
                 failed.append(Failure(record, error))
         self.queued = []
@@ -245,7 +249,7 @@ class MemoryProducer:
         if refused:
             raise TransactionRefusedError(refused)
         for record in batch:
-            self.broker.append(record)
+            self.broker.append(record, max(record.partition, 0))
         self.broker.committed.update(offsets)
         self.transactions += 1
 

@@ -17,7 +17,7 @@ from redis.cluster import RedisCluster
 
 from service import window_state
 from service.processing.aggregates import merge
-from service.records import TP, DlqEntry
+from service.records import TP, DlqEntry, OutRecord
 from service.state import codec
 from service.state.client import RedisClient
 from service.state.codec import StateLayout
@@ -26,6 +26,7 @@ from service.window_state import ApplyCall, Claim, Component, Delta, Op
 
 ALL_OPS: tuple[Op, ...] = ("add", "min", "max", "first", "last", "set")
 META_FIELDS = {"epoch", "claims", "layout", "applied", "max_ts", "wm", "seq"}
+# and group_by's source marks, `src:<input partition>` (check_source_marks)
 RECORD_KEYS = ["a", "b|c", "ü k", "{x}"]  # separators, non-ASCII and braces in keys
 TP_UNDER_TEST: TP = ("orders{1}", 3)
 
@@ -172,6 +173,27 @@ def check_outbox(client: RedisClient, kind: str) -> None:
     }
 
 
+def check_source_marks(client: RedisClient) -> None:
+    """group_by's source marks: each apply writes its own to meta (`src:<partition>`), and
+    the next claim hands every one back as the codec reads it."""
+    store = _store(client, "tumbling")
+    keys = store.keys(TP_UNDER_TEST)
+    claim = store.claim(TP_UNDER_TEST)
+    assert claim.marks == {}
+    big = 5 * 2**32 + 7  # a position past 2^53: kept exactly, as text
+    first = _call(claim, 0, 1, 0, [], marks={0: 5, 3: big})
+    reply = store.apply({TP_UNDER_TEST: first})[TP_UNDER_TEST]
+    assert reply.status == "ok"
+    second = _call(claim, 2, 3, 0, [], marks={0: 9}, seq=reply.seq)
+    assert store.apply({TP_UNDER_TEST: second})[TP_UNDER_TEST].status == "ok"
+    meta = {_text(k): _text(v) for k, v in client.hgetall(keys.meta).items()}
+    assert {k: v for k, v in meta.items() if k.startswith(codec.MARK_PREFIX)} == {
+        "src:0": "9",
+        "src:3": str(big),
+    }
+    assert store.claim(TP_UNDER_TEST).marks == {0: 9, 3: big}
+
+
 def check_script_merge_equals_python(
     client: RedisClient, a: list[Component], b: list[Component]
 ) -> None:
@@ -184,3 +206,71 @@ def check_script_merge_equals_python(
     expected = merge(ALL_OPS, a, b)
     got = store.load_state(TP_UNDER_TEST)[("k", 0, 100)]
     assert got == codec.decode_components(ALL_OPS, codec.encode_components(expected))
+
+
+SEEN_IDS = {"a": 100, "b|{x}": 200, "ü id": 300}  # separators, braces, non-ASCII
+OUTPUTS = [
+    OutRecord("out", b"\x00k", b'{"v":1}', [("h", b"\xff"), ("none", None)]),
+    OutRecord("out", None, None),
+]
+
+
+def check_dedupe_ids(client: RedisClient, kind: str) -> None:
+    """The `seen` set holds the ids an applied call kept, scored by expiry, trimmed at the
+    call's time; a stale or fenced call records none; `<seq>:r` outbox entries (a stateless
+    pipeline's outputs) decode as sent and come back with the next claim."""
+    store = _store(client, kind)
+    keys, tp = store.keys(TP_UNDER_TEST), TP_UNDER_TEST
+    claim = store.claim(tp)
+    call = _call(claim, 0, 2, 0, [], seen=SEEN_IDS, outputs=OUTPUTS, seq=claim.seq)
+    reply = store.apply({tp: call})[tp]
+    assert reply.status == "ok"
+    assert keys.seen in _present(client, store)
+    assert _present(client, store) <= set(keys.all()), "a key the scripts were not given"
+    raw = client.zrange(keys.seen, 0, -1, withscores=True)
+    assert {_text(m): int(s) for m, s in raw} == SEEN_IDS
+    assert store.seen({tp: [*SEEN_IDS, "never"]}) == {tp: SEEN_IDS}
+    field = codec.outbox_field(reply.seq, codec.OUTPUTS_PART).encode()
+    assert codec.decode_outputs(client.hget(keys.outbox, field) or b"") == OUTPUTS
+
+    # Trimmed at 200: ids expiring at or before it go; the new one is added.
+    later = _call(claim, 3, 3, 0, [], seen={"c": 400}, trim_ms=200, seq=reply.seq)
+    done = store.apply({tp: later})[tp]
+    assert done.status == "ok"
+    assert store.seen({tp: [*SEEN_IDS, "c"]}) == {tp: {"ü id": 300, "c": 400}}
+
+    # A replay of the call (its reply lost) is stale and records nothing.
+    replay = _call(claim, 3, 3, 0, [], seen={"d": 500}, seq=reply.seq)
+    assert store.apply({tp: replay})[tp].status == "stale"
+    # A newer claim fences the old owner: its call records nothing either.
+    newer = store.claim(tp)
+    fenced = _call(claim, 4, 4, 0, [], seen={"e": 600}, seq=done.seq)
+    assert store.apply({tp: fenced})[tp].status == "fenced"
+    assert store.seen({tp: ["d", "e"]}) == {tp: {}}
+    [entry] = [e for e in newer.outbox if e.seq == reply.seq]
+    assert entry.outputs == OUTPUTS
+
+
+def check_count_window_closes_when_full(client: RedisClient, kind: str) -> None:
+    """A count window (its last component counts its records) stays open whatever the
+    watermark, index score `+inf`, and closes in the apply that brings it to its count
+    (`size_ms`), emitted in final mode and gone from the state and index."""
+    ops: tuple[Op, ...] = ("add", "max", "add")  # sum, last offset, records
+    layout = StateLayout(
+        f"contract-{uuid.uuid4().hex[:8]}", "g{0}", kind, 3, "final", ops, 600, advance=1
+    )
+    store = RedisWindowStore(client, layout)
+    keys = store.keys(TP_UNDER_TEST)
+    claim = store.claim(TP_UNDER_TEST)
+    assert client.hget(keys.meta, "layout") is not None
+    partial = _call(claim, 5, 6, 10**15, [Delta("a|b", 5, 0, [10, 6, 2])], seq=claim.seq)
+    reply = store.apply({TP_UNDER_TEST: partial})[TP_UNDER_TEST]
+    assert (reply.status, reply.rows, reply.open_windows) == ("ok", [], 1)
+    wid = codec.window_id("a|b", 5, 0)
+    assert client.zscore(keys.index, wid) == float("inf")
+    full = _call(claim, 7, 7, 0, [Delta("a|b", 5, 0, [1, 7, 1])], seq=reply.seq)
+    reply = store.apply({TP_UNDER_TEST: full})[TP_UNDER_TEST]
+    assert reply.status == "ok"
+    assert reply.rows == [window_state.WindowRow(True, "a|b", 5, 0, [11, 7, 3])]
+    assert reply.open_windows == 0
+    assert client.hlen(keys.state) == 0

@@ -129,3 +129,27 @@ def same_values(a: dict[str, Any], b: dict[str, Any]) -> bool:
         else a[k] == b[k]
         for k in a
     )
+
+
+def run_count_model(records: Sequence[Rec], count: int, step: int) -> ModelResult:
+    """Count windows, naively: a key's records in offset order, window j is its records
+    j*step .. j*step + count - 1; full windows are closed, partial ones open.
+
+    A window is named as rill names it: (key, first record's offset, last offset + 1);
+    first/last follow offsets (count windows have no event time).
+    """
+    by_key: dict[tuple[int, str], list[Rec]] = defaultdict(list)
+    for r in sorted(records, key=lambda r: (r.partition, r.offset)):
+        by_key[(r.partition, r.key)].append(r)
+    windows: dict[tuple[str, int, int], dict[str, Any]] = {}
+    closed: set[tuple[str, int, int]] = set()
+    for (_, key), recs in by_key.items():
+        for begin in range(0, len(recs), step):
+            members = recs[begin : begin + count]
+            name = (key, members[0].offset, members[-1].offset + 1)
+            windows[name] = _aggregate(
+                [Rec(r.partition, r.offset, r.key, 0, r.amount) for r in members]
+            )
+            if len(members) == count:
+                closed.add(name)
+    return ModelResult(windows, closed, set())

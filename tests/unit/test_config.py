@@ -39,6 +39,13 @@ def test_defaults_are_the_demo_pipeline() -> None:
             {"window_type": "hopping", "window_size_ms": 100, "window_advance_ms": 200},
             "RILL_WINDOW_ADVANCE_MS",
         ),
+        ({"window_type": "count_tumbling"}, "RILL_WINDOW_COUNT"),
+        ({"window_type": "count_hopping", "window_count": 10}, "RILL_WINDOW_COUNT_ADVANCE"),
+        (
+            {"window_type": "count_hopping", "window_count": 10, "window_count_advance": 11},
+            "RILL_WINDOW_COUNT_ADVANCE",
+        ),
+        ({"window_type": "count_tumbling", "window_count": -1}, "RILL_WINDOW_COUNT"),
         ({"window_type": "daily"}, "RILL_WINDOW_TYPE"),
         ({"window_emit": "often"}, "RILL_WINDOW_EMIT"),
         ({"aggregates": "median:amount"}, "RILL_AGGREGATES"),

@@ -155,11 +155,12 @@ def test_claim_reply_groups_outbox_fields_by_seq() -> None:
 
 
 def test_layout_names_the_keys_of_a_partition() -> None:
-    """StateLayout.keys: the partition's five hash-tagged keys, in the scripts' KEYS order."""
+    """StateLayout.keys: the partition's six hash-tagged keys, in the scripts' KEYS order."""
     layout = codec.StateLayout("rill", "g", "session", 0, "final", OPS, 60)
     keys = layout.keys(("orders", 3))
     assert keys.all() == [
-        f"rill:{{g:orders:3}}:{name}" for name in ("meta", "idx", "state", "outbox", "bykey")
+        f"rill:{{g:orders:3}}:{name}"
+        for name in ("meta", "idx", "state", "outbox", "bykey", "seen")
     ]
 
 

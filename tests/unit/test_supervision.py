@@ -174,7 +174,8 @@ def test_a_slots_transactional_id_is_used_as_given() -> None:
     """Exactly-once: the producer takes the slot's transactional id; without one each
     process draws a new id."""
     settings = load_settings(processing_guarantee="exactly_once")
-    assert producer_config(settings, "rill-g-abc-p1")["transactional.id"] == "rill-g-abc-p1"
+    conf = producer_config(settings, transactional_id="rill-g-abc-p1")
+    assert conf["transactional.id"] == "rill-g-abc-p1"
     first = producer_config(settings)["transactional.id"]
     assert first.startswith("rill-rill-")
     assert first != producer_config(settings)["transactional.id"]

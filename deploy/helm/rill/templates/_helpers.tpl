@@ -148,3 +148,14 @@ job: {{ printf "%s/%s" .Release.Namespace (include "rill.name" .) | quote }}
 {{- end -}}
 {{- join "," $out -}}
 {{- end -}}
+
+{{/* The topics whose lag scales the workers: kafka.topic, and group_by's repartition
+topic `<groupId>-repartition` when the pipeline re-keys (pipeline.group_by,
+env.RILL_GROUP_BY, or autoscaling.repartitionTopic for a Python pipeline's group_by). */}}
+{{- define "rill.lagTopics" -}}
+{{- $topics := list .Values.kafka.topic -}}
+{{- if or (index .Values.pipeline "group_by") (index .Values.env "RILL_GROUP_BY") .Values.autoscaling.repartitionTopic -}}
+{{- $topics = append $topics (printf "%s-repartition" .Values.kafka.groupId) -}}
+{{- end -}}
+{{- toJson $topics -}}
+{{- end -}}
