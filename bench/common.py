@@ -26,24 +26,32 @@ TICKS = os.sysconf("SC_CLK_TCK")
 CREATED: list[str] = []  # every topic this run made, deleted at its end
 
 
-def create_topics(bootstrap: str, names: list[str], log_append_time: bool = False) -> None:
+def create_topics(
+    bootstrap: str, names: list[str], log_append_time: bool = False, partitions: int = PARTITIONS
+) -> None:
     """Create topics of PARTITIONS partitions; sinks stamp LogAppendTime on each record."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     config = {"message.timestamp.type": "LogAppendTime"} if log_append_time else {}
-    topics = [NewTopic(n, PARTITIONS, 1, config=config) for n in names]
+    topics = [NewTopic(n, partitions, 1, config=config) for n in names]
     CREATED.extend(names)
     for future in admin.create_topics(topics, operation_timeout=30).values():
         future.result()
 
 
 def delete_topics(bootstrap: str, names: list[str]) -> None:
-    """Delete topics (the run's own), and the changelog topics Quix made for their groups."""
+    """Delete topics (the run's own), and the changelog and repartition topics rill and Quix
+    made for their groups."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = admin.list_topics(timeout=10).topics
     doomed = [
         t
         for t in existing
-        if any(t == n or (t.startswith("changelog__") and n in t) for n in names)
+        if any(
+            t == n
+            or (t.startswith(("changelog__", "repartition__")) and n in t)
+            or t == f"g-{n}-repartition"
+            for n in names
+        )
     ]
     if doomed:
         for future in admin.delete_topics(doomed, operation_timeout=30).values():

@@ -46,12 +46,14 @@ from bench.systems import (  # noqa: E402
     QUIX_ALO,
     QUIX_COUNT,
     QUIX_EOS,
+    QUIX_REKEY,
     QUIX_STATELESS,
     RILL_ALO,
     RILL_ALO_IN_TURN,
     RILL_COUNT,
     RILL_ENRICHED,
     RILL_EOS,
+    RILL_REKEY,
     RILL_STATELESS,
     TAGS,
     System,
@@ -71,6 +73,10 @@ METHOD = [
     "- Count windows (rill `count_tumbling`, Quix `tumbling_count_window`): the windowed job "
     "with windows of 100 orders per customer, emitted when full; checked window by window, "
     "each key's windows in order (not run on `manykeys`, whose times go back).",
+    "- Re-keyed rows (rill `RILL_GROUP_BY=customer_id`, Quix `group_by('customer_id')`): the "
+    "windowed job over the same orders keyed by order id in one partition, windows per "
+    "customer through each system's repartition topic (one partition, so the closing "
+    "sentinel comes after every order there too); checked against the same reference.",
     "- Stateless job (rill `RILL_WINDOW_TYPE=none`, Quix `bench/quix_job.py --stateless`): "
     "drop cancelled orders, keep five fields, rename amount to total, Confluent-wire Avro out.",
     "- Enrichment (`rill stateless + table join`): the stateless job with each order joined "
@@ -118,22 +124,30 @@ METHOD = [
 ]
 
 
-def prepare(bootstrap: str, workload: str, records: int, table: bool = False) -> throughput.Input:
+def prepare(
+    bootstrap: str, workload: str, records: int, table: bool = False, rekey: bool = False
+) -> throughput.Input:
     """Create and fill a workload's input topic (and the customers table, for the
-    enrichment row)."""
+    enrichment row; the same orders keyed by order id in one partition, for the re-keyed
+    rows)."""
     rows = wl.orders(workload, records)
     topic = f"bench-{workload}-{uuid.uuid4().hex[:6]}"
     create_topics(bootstrap, [topic])
     wl.produce(bootstrap, topic, rows)
     ids = frozenset(o["order_id"] for o in rows if o["status"] != "cancelled")
     windows, counted = wl.reference(rows), wl.count_reference(rows, COUNT_WINDOW)
-    if not table:
-        return throughput.Input(
-            workload, topic, records, len(ids), windows, ids, count_windows=counted
-        )
-    name, tiers = wl.customers_table(bootstrap, f"{topic}-customers", rows)
-    CREATED.append(name)
-    return throughput.Input(workload, topic, records, len(ids), windows, ids, name, tiers, counted)
+    by_order = ""
+    if rekey:
+        by_order = f"{topic}-by-order"
+        create_topics(bootstrap, [by_order], partitions=1)
+        wl.produce(bootstrap, by_order, rows, by_order=True)
+    name, tiers = "", None
+    if table:
+        name, tiers = wl.customers_table(bootstrap, f"{topic}-customers", rows)
+        CREATED.append(name)
+    return throughput.Input(
+        workload, topic, records, len(ids), windows, ids, name, tiers, counted, by_order
+    )
 
 
 def ratios(rows: list[dict[str, Any]]) -> None:
@@ -144,6 +158,7 @@ def ratios(rows: list[dict[str, Any]]) -> None:
         RILL_EOS.name: QUIX_EOS.name,
         RILL_STATELESS.name: QUIX_STATELESS.name,
         RILL_COUNT.name: QUIX_COUNT.name,
+        RILL_REKEY.name: QUIX_REKEY.name,
     }
     for row in rows:
         same = {
@@ -249,7 +264,8 @@ def run_throughput(args: argparse.Namespace, bootstrap: str, redis: tuple[str, i
     rows = []
     systems = chosen(args)
     for workload in args.workloads.split(","):
-        inp = prepare(bootstrap, workload, args.records, RILL_ENRICHED in systems)
+        rekey = any(s.rekey for s in systems)
+        inp = prepare(bootstrap, workload, args.records, RILL_ENRICHED in systems, rekey)
         # Count windows need each key's records in time order to number Quix's windows.
         here = [s for s in systems if not (s.count and workload == "manykeys")]
         samples: dict[str, list[dict[str, Any]]] = {s.name: [] for s in here}

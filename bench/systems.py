@@ -28,6 +28,8 @@ class System:
     dedupe: bool = False  # RILL_DEDUPE_FIELD=order_id (issue 17: its cost against the floor)
     count: int = 0  # records per count window (tumbling); 0: the 10 s time windows
     table: bool = False  # joins each order with its customer's row (RILL_TABLE_*)
+    # Input keyed by order id, windows per customer through a repartition topic (group_by).
+    rekey: bool = False
     processes: int = 1  # RILL_PROCESSES: group members in the one container
 
 
@@ -56,6 +58,8 @@ QUIX_STATELESS = System("Quix Streams stateless", "quix", windowed=False)
 COUNT_WINDOW = 100
 RILL_COUNT = System("rill count windows at-least-once", "rill", count=COUNT_WINDOW)
 QUIX_COUNT = System("Quix Streams count windows at-least-once", "quix", count=COUNT_WINDOW)
+RILL_REKEY = System("rill re-keyed (group_by) at-least-once", "rill", rekey=True)
+QUIX_REKEY = System("Quix Streams group_by at-least-once", "quix", rekey=True)
 ALL = [
     FLOOR,
     RILL_STATELESS,
@@ -72,6 +76,8 @@ ALL = [
     QUIX_EOS,
     RILL_COUNT,
     QUIX_COUNT,
+    RILL_REKEY,
+    QUIX_REKEY,
 ]
 # Short names for `bench/run.py --systems`.
 TAGS = {
@@ -90,6 +96,8 @@ TAGS = {
     "quix-eos": QUIX_EOS,
     "count": RILL_COUNT,
     "quix-count": QUIX_COUNT,
+    "rekey": RILL_REKEY,
+    "quix-rekey": QUIX_REKEY,
 }
 
 
@@ -141,6 +149,8 @@ def rill_env(system: System, run: Run) -> dict[str, str]:
                 "RILL_STATE_OVERLAP": "true" if system.overlap else "false",
             }
         )
+        if system.rekey:
+            env["RILL_GROUP_BY"] = "customer_id"
         if system.count:
             env["RILL_WINDOW_TYPE"] = "count_tumbling"
             env["RILL_WINDOW_COUNT"] = str(system.count)
@@ -222,4 +232,6 @@ def _spawn(system: System, run: Run) -> subprocess.Popen[bytes]:
         args.append("--stateless")
     if system.count:
         args += ["--count", str(system.count)]
+    if system.rekey:
+        args.append("--group-by")
     return subprocess.Popen(args, cwd=ROOT)

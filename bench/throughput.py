@@ -50,6 +50,8 @@ class Input:
     tiers: dict[str, str] | None = None  # order id -> the tier its output must carry
     # The count-window job's reference: (customer, window number) -> window.
     count_windows: dict[tuple[str, int], Window] = field(default_factory=dict)
+    # The same orders keyed by order id in one partition (the re-keyed rows' input).
+    rekeyed_topic: str = ""
 
 
 def parse_window(system: System, rec: SinkRecord) -> tuple[tuple[str, int], Window]:
@@ -202,7 +204,15 @@ def measure(
     if system.count:
         expected = len(inp.count_windows)
     with tempfile.TemporaryDirectory(prefix="bench-state-") as state_dir:
-        run = Run(bootstrap, inp.topic, name, f"g-{name}", redis[0], state_dir, table=inp.table)
+        run = Run(
+            bootstrap,
+            inp.rekeyed_topic if system.rekey else inp.topic,
+            name,
+            f"g-{name}",
+            redis[0],
+            state_dir,
+            table=inp.table,
+        )
         proc = start(system, run)
         steal = Steal()
         watch = Watch([proc.pid], tree=system.processes > 1).start()

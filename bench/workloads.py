@@ -94,22 +94,30 @@ def encode(order: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-def produce(bootstrap: str, topic: str, rows: list[dict[str, Any]], sentinel: bool = True) -> None:
-    """Write orders (and the sentinels) to a topic, partition by key, timestamp = created_at."""
+def produce(
+    bootstrap: str,
+    topic: str,
+    rows: list[dict[str, Any]],
+    sentinel: bool = True,
+    by_order: bool = False,
+) -> None:
+    """Write orders (and the sentinels) to a topic, partition by key, timestamp = created_at.
+
+    `by_order`: every order to partition 0 keyed by its order id (the re-keyed rows' input:
+    one partition, so the sentinel comes after every order in the repartition topic too).
+    """
     producer = Producer(
         {"bootstrap.servers": bootstrap, "linger.ms": 50, "compression.type": "lz4"}
     )
 
-    def send(order: dict[str, Any]) -> None:
-        key = order["customer_id"]
+    def send(order: dict[str, Any], partition: int | None = None) -> None:
+        key = order["order_id" if by_order else "customer_id"]
+        if partition is None:
+            partition = 0 if by_order else partition_of(key)
         while True:
             try:
                 producer.produce(
-                    topic,
-                    encode(order),
-                    key.encode(),
-                    partition=partition_of(key),
-                    timestamp=order["created_at"],
+                    topic, encode(order), key.encode(), partition, timestamp=order["created_at"]
                 )
                 return
             except BufferError:
@@ -119,7 +127,7 @@ def produce(bootstrap: str, topic: str, rows: list[dict[str, Any]], sentinel: bo
         send(order)
     if sentinel and rows:
         last = rows[-1]["created_at"] + 60_000
-        for p in range(PARTITIONS):
+        for p in range(1 if by_order else PARTITIONS):
             order = dict(
                 rows[-1],
                 order_id=f"sentinel-{p}",
@@ -127,8 +135,7 @@ def produce(bootstrap: str, topic: str, rows: list[dict[str, Any]], sentinel: bo
                 status="created",
                 created_at=last,
             )
-            key = order["customer_id"]
-            producer.produce(topic, encode(order), key.encode(), partition=p, timestamp=last)
+            send(order, p)
     producer.flush(120)
 
 

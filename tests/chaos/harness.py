@@ -40,6 +40,7 @@ DRAIN_TIMEOUT_S = 180.0
 HELD_WAIT_S = 60.0
 FUTURE_MS = 86_400_000
 SESSION_TIMEOUT_MS = 6000
+REDIS_STALL_S = 20  # a Redis SIGSTOP, well past the workers' Redis socket timeout (5 s)
 MODES = ("at_least_once", "exactly_once")
 
 PIPELINE: dict[str, Any] = {

@@ -1,5 +1,6 @@
 """The group_by chaos row: orders keyed by order id, windowed per customer through the
-repartition topic, while workers are SIGKILLed; judged against a model of the input.
+repartition topic, while Redis is stalled (SIGSTOP past the workers' socket timeout, then
+SIGCONT) and then workers are SIGKILLed; judged against a model of the input.
 
 Stage one is judged by the repartition topic: every valid input event in it (exactly
 once in exactly-once; at least once, a redone batch re-keys some twice). Stage two by the
@@ -24,7 +25,15 @@ from confluent_kafka import Consumer, TopicPartition
 from service.processing.regroup import EVENT_TIME_HEADER, SOURCE_HEADER
 from tests.chaos.feed import SteppedFeed, decode, encode, stream
 from tests.chaos.fleet import Fleet
-from tests.chaos.harness import PARTITIONS, PIPELINE, RECORDS, Probe, dlq_sources, emissions
+from tests.chaos.harness import (
+    PARTITIONS,
+    PIPELINE,
+    RECORDS,
+    REDIS_STALL_S,
+    Probe,
+    dlq_sources,
+    emissions,
+)
 from tests.chaos.harness import RATE as FEED_RATE
 from tests.chaos.stack import ChaosStack
 from tests.chaos.verdict import Row, judge
@@ -34,6 +43,9 @@ from tests.support.window_model import ModelResult, Rec, run_model
 GRACE_MS = 100_000_000  # > the stream's event-time span (10 ms per event)
 FAR_MS = 1_000_000_000
 KILLS = 4
+# The stall comes first: a worker restarted while Redis does not answer exits at its
+# start-up Redis check, as in any pipeline (not this row's subject).
+FAULTS = ["stall"] + ["kill"] * KILLS
 SETTINGS = {**PIPELINE, "key_by": "", "group_by": "customer_id", "window_grace_ms": GRACE_MS}
 
 
@@ -109,7 +121,8 @@ def _verdict(stack: ChaosStack, row: Row, mode: str, topics: list[str]) -> Model
 
 
 def run_regrouped(stack: ChaosStack, logs: Path, mode: str) -> Row:
-    """Feed, kill a worker KILLS times mid-stream, drain, close the windows, judge."""
+    """Feed, stall Redis once and kill a worker KILLS times mid-stream, drain, close the
+    windows, judge."""
     started = time.monotonic()
     unique = uuid.uuid4().hex[:10]
     env = worker_env(
@@ -125,9 +138,10 @@ def run_regrouped(stack: ChaosStack, logs: Path, mode: str) -> Row:
     create_topics(stack.bootstrap, [source, sink, dlq], partitions=PARTITIONS)
     # The chaos events, keyed by their position (an order id), not by customer.
     items = [(f"order-{i}".encode(), value) for i, (_key, value) in enumerate(stream(RECORDS, 12))]
-    cuts = [len(items) * (k + 1) // (KILLS + 1) for k in range(KILLS)]
+    cuts = [len(items) * (k + 1) // (len(FAULTS) + 1) for k in range(len(FAULTS))]
     feed = SteppedFeed(stack.bootstrap, source, items, FEED_RATE, cuts)
-    row = Row("group-by", mode, records_in=len(items), faults=f"{KILLS} x SIGKILL, re-keyed")
+    faults = f"Redis SIGSTOP {REDIS_STALL_S} s, {KILLS} x SIGKILL, re-keyed"
+    row = Row("group-by", mode, records_in=len(items), faults=faults)
     fleet = Fleet(env, logs)
     probe = Probe(stack.bootstrap, env["RILL_GROUP_ID"])
     try:
@@ -141,8 +155,11 @@ def run_regrouped(stack: ChaosStack, logs: Path, mode: str) -> Row:
             end = cuts[k + 1] if k + 1 < len(cuts) else len(items)
             fleet.wait(lambda at=(cut + end) // 2: feed.produced >= at, 600)
             if not fleet.wait(partial(_grew, probe, repartition, seen), 180):
-                row.problems.append(f"stage one wrote nothing before kill {k + 1} within 180 s")
-            fleet.kill_random()
+                row.problems.append(f"stage one wrote nothing before fault {k + 1} within 180 s")
+            if FAULTS[k] == "stall":
+                stack.stall_redis(REDIS_STALL_S, fleet.pause)
+            else:
+                fleet.kill_random()
         fleet.wait(feed.finished, 900)
         feed.join()
         if not _drained(stack.bootstrap, env["RILL_GROUP_ID"], [source, repartition], 300):

@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,3 +141,12 @@ class ChaosStack:
         """Send a signal to redis-server (SIGSTOP freezes it, SIGCONT thaws it)."""
         pid = int((self.state_dir / "redis" / "redis.pid").read_text().strip())
         os.kill(pid, sig)
+
+    def stall_redis(self, seconds: float, meanwhile: Callable[[float], None]) -> None:
+        """Freeze redis-server (SIGSTOP) for `seconds`, spent in `meanwhile` (a fleet's
+        `pause`, which supervises the workers), then thaw it (SIGCONT) whatever happens."""
+        self.signal_redis(signal.SIGSTOP)
+        try:
+            meanwhile(seconds)
+        finally:
+            self.signal_redis(signal.SIGCONT)

@@ -7,7 +7,6 @@ Run by `make chaos` (RILL_CHAOS=1) on the suite's own broker and Redis.
 from __future__ import annotations
 
 import random
-import signal
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 
 from tests.chaos import dedupe, harness
 from tests.chaos.feed import specials
-from tests.chaos.harness import MODES, SESSION_TIMEOUT_MS, Run, Scenario
+from tests.chaos.harness import MODES, REDIS_STALL_S, SESSION_TIMEOUT_MS, Run, Scenario
 from tests.chaos.regroup import run_regrouped
 from tests.chaos.stack import ChaosStack
 from tests.chaos.verdict import RESULTS, Row, document
@@ -28,11 +27,7 @@ def _kill(run: Run, step: int) -> None:
 
 
 def _freeze_redis(run: Run, step: int) -> None:
-    run.stack.signal_redis(signal.SIGSTOP)
-    try:
-        run.fleet.pause(20)
-    finally:
-        run.stack.signal_redis(signal.SIGCONT)
+    run.stack.stall_redis(REDIS_STALL_S, run.fleet.pause)
 
 
 def _lose_redis(run: Run, step: int) -> None:
@@ -95,7 +90,7 @@ def _kill_or_freeze(run: Run, step: int) -> None:
 
 SCENARIOS = [
     Scenario("sigkill", "10 x SIGKILL a random worker, restarted", 2, 10, _kill),
-    Scenario("redis-sigstop", "Redis SIGSTOP 20 s, SIGCONT", 2, 1, _freeze_redis),
+    Scenario("redis-sigstop", f"Redis SIGSTOP {REDIS_STALL_S} s, SIGCONT", 2, 1, _freeze_redis),
     Scenario("redis-empty", "Redis restarted empty (no AOF)", 2, 1, _lose_redis, holds=True),
     Scenario("broker-restart", "broker stopped and started", 2, 1, _restart_broker),
     Scenario("scale", "workers 1 → 3 → 2 under load", 1, 2, _scale),
@@ -121,7 +116,8 @@ SCENARIOS = [
 
 DEDUPE = Scenario(
     "dedupe",
-    "dedupe drops exactly the duplicates the input holds: Redis SIGSTOP 20 s, 3 x SIGKILL",
+    "dedupe drops exactly the duplicates the input holds: "
+    f"Redis SIGSTOP {REDIS_STALL_S} s, 3 x SIGKILL",
     2,
     4,
     _kill_or_freeze,
@@ -159,11 +155,13 @@ def test_dedupe_drops_exactly_the_duplicates_the_input_holds(
     )
 
 
+@pytest.mark.parametrize("mode", MODES)
 def test_rekeyed_windows_exact(
     stack: ChaosStack, table: list[Row], tmp_path: Path, mode: str
 ) -> None:
-    """group_by under SIGKILLs: every window exact (each event counted once, in both
-    modes); in exactly-once every event re-keyed once and every window emitted once."""
+    """group_by under a Redis stall and SIGKILLs: every window exact (each event counted
+    once, in both modes); in exactly-once every event re-keyed once and every window
+    emitted once."""
     row = run_regrouped(stack, tmp_path, mode)
     table.append(row)
     RESULTS.write_text(document(table))

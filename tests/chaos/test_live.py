@@ -30,11 +30,7 @@ STALL_S = REDIS_TIMEOUT_S + 1.5
 def _stall(run: LiveRun) -> None:
     """Redis frozen past the workers' socket timeout: scripts under way run after
     SIGCONT, but their replies were given up."""
-    run.stack.signal_redis(signal.SIGSTOP)
-    try:
-        run.fleet.pause(STALL_S)
-    finally:
-        run.stack.signal_redis(signal.SIGCONT)
+    run.stack.stall_redis(STALL_S, run.fleet.pause)
 
 
 def _kill(run: LiveRun) -> None:
