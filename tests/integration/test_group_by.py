@@ -221,13 +221,17 @@ def test_the_repartition_topic_is_created_with_its_partitions_and_retention(
         dlq_topic=env["RILL_DLQ_TOPIC"],
         repartition_retention_ms=3_600_000,
     )
-    assert real_edges.create_topics(settings, topic) == {topic: 3}, "the input's count"
+    source = settings.topics.input
+    counts = real_edges.create_topics(settings, topic)
+    assert counts == {source: 3, topic: 3}, "the input's count"
     admin = AdminClient({"bootstrap.servers": endpoints.bootstrap})
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
     configs = admin.describe_configs([resource])[resource].result(timeout=30)
     assert configs["cleanup.policy"].value == "delete"
     assert configs["retention.ms"].value == "3600000"
     again = load_settings(**{**settings.model_dump(), "repartition_partitions": 6})
-    assert real_edges.create_topics(again, topic) == {topic: 3}, "an existing topic is kept"
+    counts = real_edges.create_topics(again, topic)
+    assert counts == {source: 3, topic: 3}, "an existing topic is kept"
     other = f"{unique}-other-repartition"
-    assert real_edges.create_topics(again, other) == {other: 6}, "RILL_REPARTITION_PARTITIONS"
+    counts = real_edges.create_topics(again, other)
+    assert counts == {source: 3, other: 6}, "RILL_REPARTITION_PARTITIONS"
