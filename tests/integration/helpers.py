@@ -172,3 +172,18 @@ def header(record: InRecord, name: str) -> str | None:
         if key == name and value is not None:
             return value.decode()
     return None
+
+
+def emitted_windows(sink: Iterable[Any]) -> tuple[dict[tuple[str, int, int], Any], int]:
+    """The window results read from a sink, by (key, start, end), and how many repeated one
+    already read; a repeat must carry the same values (asserted here)."""
+    emitted: dict[tuple[str, int, int], dict[str, Any]] = {}
+    duplicates = 0
+    for rec in sink:
+        v = json.loads(rec.value or b"")
+        window = (v.pop("key"), v.pop("window_start"), v.pop("window_end"))
+        if window in emitted:
+            duplicates += 1
+            assert emitted[window] == v, f"window {window} emitted with two values"
+        emitted[window] = v
+    return emitted, duplicates

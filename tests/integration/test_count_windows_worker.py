@@ -6,7 +6,6 @@ import json
 import random
 import signal
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -14,6 +13,7 @@ from tests.integration.conftest import Endpoints
 from tests.integration.helpers import (
     HeldFeed,
     create_topics,
+    emitted_windows,
     read_all,
     read_once,
     start_worker,
@@ -125,15 +125,7 @@ def test_sigkill_mid_stream_counts_every_record_once(
         feed.release()
         stop_worker(a)
         stop_worker(b)
-    emitted: dict[tuple[str, int, int], dict[str, Any]] = {}
-    duplicates = 0
-    for rec in sink:
-        v = json.loads(rec.value or b"")
-        name = (v.pop("key"), v.pop("window_start"), v.pop("window_end"))
-        if name in emitted:
-            duplicates += 1
-            assert emitted[name] == v, f"window {name} emitted with two values"
-        emitted[name] = v
+    emitted, duplicates = emitted_windows(sink)
     assert set(emitted) == model.closed, "every full window, none partial, none extra"
     wrong = [w for w in model.closed if not same_values(emitted[w], model.windows[w])]
     assert wrong == [], f"{len(wrong)} windows differ from the model, e.g. {wrong[:3]}"

@@ -15,6 +15,7 @@ from tests.integration.conftest import Endpoints
 from tests.integration.helpers import (
     HeldFeed,
     create_topics,
+    emitted_windows,
     header,
     read_all,
     read_once,
@@ -129,15 +130,7 @@ def test_sigkill_mid_run_counts_no_window_twice(
         feed.release()
         stop_worker(a)
         stop_worker(b)
-    emitted: dict[tuple[str, int, int], dict[str, Any]] = {}
-    duplicates = 0
-    for rec in sink:
-        v = json.loads(rec.value or b"")
-        window = (v.pop("key"), v.pop("window_start"), v.pop("window_end"))
-        if window in emitted:
-            duplicates += 1
-            assert emitted[window] == v, f"window {window} emitted with two values"
-        emitted[window] = v
+    emitted, duplicates = emitted_windows(sink)
     assert set(emitted) == model.closed, "no window missing, none extra"
     wrong = [w for w in model.closed if not same_values(emitted[w], model.windows[w])]
     assert wrong == [], f"{len(wrong)} windows differ from the model, e.g. {wrong[:3]}"
