@@ -104,14 +104,24 @@ def decode_one(plan: Plan, record: InRecord) -> Decoded:
         return exc
 
 
+# In `decode_batch`'s list in place of a repartition record (never read for it).
+_STAGE_TWO: Decoded = RecordError("decode", "a repartition record is not decoded with the input")
+
+
 def decode_batch(records: Sequence[InRecord], plan: Plan) -> tuple[list[Decoded], list[bytes]]:
     """Decode a batch ahead of `process_batch`, for its table lookup.
+
+    Records of group_by's repartition topic are not decoded here: they were joined in
+    stage one, and `process_batch` takes them into the window before reading this list.
 
     Returns:
         Each record decoded (as `process_batch` takes it), and the batch's distinct table
         keys: the one lookup the runtime makes for the batch.
     """
-    decoded = [decode_one(plan, record) for record in records]
+    skip = plan.regroup.topic if plan.regroup is not None else None
+    decoded = [
+        _STAGE_TWO if record.topic == skip else decode_one(plan, record) for record in records
+    ]
     keys = distinct_keys(d[1] for d in decoded if not isinstance(d, RecordError))
     return decoded, keys
 

@@ -15,11 +15,12 @@ import pytest
 from service.app import build_plan
 from service.config import load_settings
 from service.demo import demo_orders
-from service.errors import ConfigError, DeliveryError, RillError
+from service.errors import ConfigError, DeliveryError, RecordError, RillError
 from service.kafka.clients import producer_config
 from service.pipeline import Pipeline
 from service.processing import dlq
-from service.processing.batch import Plan, process_batch
+from service.processing.batch import Plan, decode_batch, process_batch
+from service.processing.join import JoinPlan
 from service.processing.partitioning import java_partition
 from service.processing.regroup import (
     EVENT_TIME_HEADER,
@@ -395,3 +396,21 @@ def test_group_by_with_dedupe_is_refused_at_start() -> None:
     """Dedupe keeps ids per input partition, which group_by leaves without state: refused."""
     with pytest.raises(ConfigError, match="group_by and dedupe"):
         _plan(dedupe_field="order_id")
+
+
+def test_a_join_does_not_decode_repartition_records_with_the_input_decoder() -> None:
+    """decode_batch leaves stage-two records to process_batch: no wasted failed decode."""
+    plan = replace(_plan(), join=JoinPlan("customers", lambda r: r.get("customer_id"), None))
+    stage_two = InRecord(plan.regroup.topic, 0, 0, b"c-1", b'{"not": "the input"}', None, 0)
+    calls: list[bytes | None] = []
+    decoder = plan.decoder
+
+    class Counting:
+        def decode(self, value: bytes | None) -> Any:
+            calls.append(value)
+            return decoder.decode(value)
+
+    decoded, keys = decode_batch([stage_two], replace(plan, decoder=Counting()))
+    assert calls == []
+    assert keys == []
+    assert isinstance(decoded[0], RecordError)
