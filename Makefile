@@ -63,10 +63,16 @@ chart: install tools ## The chart tier: helm lint/template of deploy/helm (build
 # The unit tier alone must cover the runtime core (the seams make it testable without I/O).
 UNIT_COVERAGE := --cov=service/runtime --cov=service/processing --cov-report=term --cov-fail-under=80
 
+# The integration tier's files on three xdist workers (its tests mostly wait on the broker
+# and worker processes; tests/conftest.py keeps each file on one worker). The k8s tier runs
+# after it, alone: its closed loop measures replicas against a rate of the machine.
+INTEGRATION_WORKERS := -n 3 --dist loadgroup --durations=10
+
 test: lint tools up k8s-up ## Lint, then the unit, chart, integration and k8s tiers (real broker, Redis, control plane)
 	$(PY) -m pytest tests/unit $(UNIT_COVERAGE)
 	$(PY) -m pytest tests/chart
-	set -a; source .rill/local.env; set +a; $(PY) -m pytest tests --ignore=tests/unit --ignore=tests/chart
+	set -a; source .rill/local.env; set +a; $(PY) -m pytest tests/integration $(INTEGRATION_WORKERS)
+	set -a; source .rill/local.env; set +a; $(PY) -m pytest tests/k8s
 
 chaos: install ## Process-level fault suite on its own broker + Redis; writes tests/chaos/results.md
 	RILL_CHAOS=1 $(PY) -m pytest tests/chaos -p no:cacheprovider

@@ -169,7 +169,7 @@ def measure(
         times = pace(bootstrap, name, rate, seconds)
         steal_pct = steal.percent()
         finished_at = time.monotonic()
-        wait_done(bootstrap, f"{name}-out", 1, proc, 30)
+        wait_done(bootstrap, [f"{name}-out"], 1, proc, 30)
         drain_s = time.monotonic() - finished_at
         metrics_text = scrape(port) if port else ""
         proc.send_signal(signal.SIGTERM)

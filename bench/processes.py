@@ -89,7 +89,7 @@ def measure(
     steal = Steal()
     wl.produce(bootstrap, name, rows)
     expected = len(inp.windows) if system.windowed else len(ids)
-    finished = throughput.wait_done(bootstrap, f"{name}-out", expected, proc, 600)
+    finished = throughput.wait_done(bootstrap, [f"{name}-out"], expected, proc, 600)
     watch.stop()
     proc.send_signal(signal.SIGTERM)
     proc.wait(90)

@@ -46,6 +46,9 @@ def _check(row: dict[str, Any]) -> str:
     verdict = "ok" if c["ok"] and c.get("finished", True) else "FAILED"
     detail = f"{c['expected']:,} expected, {c['missing']} missing, {c['wrong']} wrong"
     detail += f", {c['extra']} extra"
+    if "astray" in c:
+        detail += f", {c['astray']} in another route's topic"
+        detail += "".join(f", {t} empty" for t in c["empty_routes"])
     return f"{verdict} ({detail}, {c['duplicates']} dup)"
 
 

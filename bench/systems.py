@@ -31,6 +31,8 @@ class System:
     # Input keyed by order id, windows per customer through a repartition topic (group_by).
     rekey: bool = False
     processes: int = 1  # RILL_PROCESSES: group members in the one container
+    # Each output routed by its customer to one of two topics (bench/route_app.py).
+    route: bool = False
 
 
 FLOOR = System("floor (confluent-kafka + fastavro)", "floor", windowed=False)
@@ -50,6 +52,7 @@ RILL_DEDUPE = System("rill stateless, dedupe", "rill", windowed=False, dedupe=Tr
 RILL_DEDUPE_EOS = System(
     "rill stateless exactly-once, dedupe", "rill", "exactly-once", windowed=False, dedupe=True
 )
+RILL_ROUTED = System("rill stateless, routed to 2 topics", "rill", windowed=False, route=True)
 QUIX_ALO = System("Quix Streams at-least-once", "quix")
 QUIX_EOS = System("Quix Streams exactly-once", "quix", "exactly-once")
 # The stateless job (filter, project, rename, Avro out) written for Quix Streams.
@@ -68,6 +71,7 @@ ALL = [
     RILL_ENRICHED,
     RILL_DEDUPE,
     RILL_DEDUPE_EOS,
+    RILL_ROUTED,
     RILL_ALO,
     RILL_ALO_2P,
     RILL_ALO_IN_TURN,
@@ -88,6 +92,7 @@ TAGS = {
     "quix-stateless": QUIX_STATELESS,
     "dedupe": RILL_DEDUPE,
     "dedupe-eos": RILL_DEDUPE_EOS,
+    "route": RILL_ROUTED,
     "alo": RILL_ALO,
     "alo-2p": RILL_ALO_2P,
     "alo-in-turn": RILL_ALO_IN_TURN,
@@ -116,6 +121,11 @@ class Run:
     session_timeout_ms: int = 45_000
     metrics_port: int = 0  # rill's /metrics (0: off); the latency rows read it
     table: str = ""  # the customers table's topic (RILL_ENRICHED)
+
+
+def route_topics(output: str) -> list[str]:
+    """The two topics of the routed row: the sink, and one beside it."""
+    return [output, f"{output}-b"]
 
 
 def rill_env(system: System, run: Run) -> dict[str, str]:
@@ -177,6 +187,13 @@ def rill_env(system: System, run: Run) -> dict[str, str]:
                 "RILL_PROJECT": "order_id,customer_id,amount,currency,created_at,tier",
                 "RILL_OUTPUT_SCHEMA": str(ROOT / "bench/order_enriched.avsc"),
                 "RILL_OUTPUT_SCHEMA_ID": "3",
+            }
+        )
+    if system.route:
+        env.update(
+            {
+                "RILL_APP": "bench.route_app:pipeline",
+                "RILL_ROUTE_TOPICS": ",".join(route_topics(run.output)),
             }
         )
     if system.dedupe:

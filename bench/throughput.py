@@ -24,8 +24,8 @@ from typing import Any
 import fastavro
 
 from bench.common import ROOT, SinkRecord, Steal, Watch, create_topics, end_offsets, read_topic
-from bench.systems import Run, System, start
-from bench.workloads import SENTINEL, Window
+from bench.systems import Run, System, route_topics, start
+from bench.workloads import SENTINEL, Window, route_of
 
 OUT_SCHEMA = fastavro.parse_schema(
     json.loads((ROOT / "service/schemas/order_out.avsc").read_text())
@@ -165,12 +165,48 @@ def check_projection(
     }
 
 
-def wait_done(bootstrap: str, topic: str, expected: int, proc: Any, timeout_s: float) -> bool:
-    """Until the sink holds `expected` records and stopped growing for 3 s (or the timeout)."""
+def check_output(
+    system: System, inp: Input, by_sink: dict[str, list[SinkRecord]], recs: list[SinkRecord]
+) -> dict[str, Any]:
+    """The run's output against the reference computed from its input."""
+    if system.count:
+        check = check_count_windows(system, recs, inp.count_windows)
+    elif system.windowed:
+        check = check_windows(system, recs, inp.windows)
+    else:
+        check = check_projection(recs, inp.order_ids, inp.tiers if system.table else None)
+    if system.route:
+        routes = check_routes(by_sink)
+        check.update(routes)
+        check["ok"] = check["ok"] and not routes["astray"] and not routes["empty_routes"]
+    return check
+
+
+def check_routes(by_sink: dict[str, list[SinkRecord]]) -> dict[str, Any]:
+    """Each routed output is in its customer's topic (bench/route_app.py), and both
+    topics received some."""
+    topics = list(by_sink)
+    astray = 0
+    for topic, recs in by_sink.items():
+        for rec in recs:
+            buf = io.BytesIO(rec.value)
+            buf.seek(5)
+            out = fastavro.schemaless_reader(buf, OUT_SCHEMA, None)
+            if out["order_id"].startswith("sentinel-"):
+                continue
+            astray += route_of(out["customer_id"], topics) != topic
+    empty = [t for t, recs in by_sink.items() if not recs]
+    return {"astray": astray, "empty_routes": empty}
+
+
+def wait_done(
+    bootstrap: str, topics: list[str], expected: int, proc: Any, timeout_s: float
+) -> bool:
+    """Until the sinks hold `expected` records and stopped growing for 3 s (or the timeout)."""
     deadline = time.monotonic() + timeout_s
     last, since = -1, time.monotonic()
     while time.monotonic() < deadline and proc.poll() is None:
-        n = end_offsets(bootstrap, topic)
+        n = sum(end_offsets(bootstrap, topic) for topic in topics)
         if n != last:
             last, since = n, time.monotonic()
         elif n >= expected and time.monotonic() - since > 3:
@@ -198,7 +234,8 @@ def measure(
     """Run one system over the input; its figures and its correctness check."""
     tag = f"{system.kind}-{system.guarantee[:1]}{int(system.windowed)}{'d' * system.dedupe}"
     name = f"{inp.topic}-{tag}-{uuid.uuid4().hex[:4]}"
-    create_topics(bootstrap, [name], log_append_time=True)
+    sinks = route_topics(name) if system.route else [name]
+    create_topics(bootstrap, sinks, log_append_time=True)
     create_topics(bootstrap, [f"{name}-dlq"])
     expected = len(inp.windows) if system.windowed else len(inp.order_ids)
     if system.count:
@@ -217,7 +254,7 @@ def measure(
         steal = Steal()
         watch = Watch([proc.pid], tree=system.processes > 1).start()
         redis_watch = Watch([redis[1]], every=0.5).start()
-        finished = wait_done(bootstrap, name, expected, proc, timeout_s)
+        finished = wait_done(bootstrap, sinks, expected, proc, timeout_s)
         watch.stop()
         redis_watch.stop()
         steal_pct = steal.percent()
@@ -226,13 +263,9 @@ def measure(
             proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
-    recs = read_topic(bootstrap, name, 60)
-    if system.count:
-        check = check_count_windows(system, recs, inp.count_windows)
-    elif system.windowed:
-        check = check_windows(system, recs, inp.windows)
-    else:
-        check = check_projection(recs, inp.order_ids, inp.tiers if system.table else None)
+    by_sink = {sink: read_topic(bootstrap, sink, 60) for sink in sinks}
+    recs = sorted((r for rs in by_sink.values() for r in rs), key=lambda r: r.ts_ms)
+    check = check_output(system, inp, by_sink, recs)
     check["finished"] = finished
     row: dict[str, Any] = {
         "system": system.name,

@@ -222,3 +222,8 @@ def customers_table(
     producer.flush(120)
     tiers = {o["order_id"]: tier_of(o["customer_id"]) for o in rows}
     return topic, tiers
+
+
+def route_of(customer_id: str, topics: list[str]) -> str:
+    """The topic of a customer's orders in the routed row: one of `topics`, by CRC32."""
+    return topics[zlib.crc32(customer_id.encode()) % len(topics)]

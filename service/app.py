@@ -57,6 +57,13 @@ def build_pipeline(settings: Settings) -> Pipeline:
     p = settings.pipeline
     if p.app:
         return load_app(p.app)
+    return declared_pipeline(settings)
+
+
+def declared_pipeline(settings: Settings) -> Pipeline:
+    """The declarative pipeline of the settings (filter, key, project, rename), RILL_APP
+    aside: a Python app may start from it and add steps."""
+    p = settings.pipeline
     return declarative_pipeline(
         p.filter_field,
         p.filter_op,

@@ -121,6 +121,9 @@ apicurio_version=3.0.9
 registry_jar() {
   local dir="$cache/apicurio"
   local jar="$dir/apicurio-registry-app-$apicurio_version-runner.jar"
+  mkdir -p "$dir"
+  exec {lock}>"$dir/.lock"
+  flock "$lock"  # parallel test workers: one resolves, the others wait for it
   if [ ! -f "$jar" ]; then
     log "resolving Apicurio Registry $apicurio_version from Maven Central (once, ~160 MB)"
     mkdir -p "$dir"
@@ -130,6 +133,7 @@ registry_jar() {
     tar -xzf "$dir/apicurio-registry-app-$apicurio_version-all.tar.gz" -C "$dir" >&2
     rm -f "$dir/apicurio-registry-app-$apicurio_version-all.tar.gz"
   fi
+  exec {lock}>&-
   echo "$jar"
 }
 

@@ -38,6 +38,7 @@ SIZE_MS = 1000
 GRACE_MS = 100
 DRAIN_TIMEOUT_S = 180.0
 HELD_WAIT_S = 60.0
+HELD_QUIET_S = 10.0
 FUTURE_MS = 86_400_000
 SESSION_TIMEOUT_MS = 6000
 REDIS_STALL_S = 20  # a Redis SIGSTOP, well past the workers' Redis socket timeout (5 s)
@@ -197,6 +198,19 @@ def _produced(feed: SteppedFeed, at_least: int) -> bool:
     return feed.produced >= at_least
 
 
+def settled(probe: Probe, topic: str) -> Callable[[], bool]:
+    """A check: the input's lag is 0, or has not changed for HELD_QUIET_S."""
+    last = [-2, time.monotonic()]
+
+    def check() -> bool:
+        lag = probe.lag(topic)
+        if lag != last[0]:
+            last[:] = [lag, time.monotonic()]
+        return lag == 0 or (lag > 0 and time.monotonic() - last[1] >= HELD_QUIET_S)
+
+    return check
+
+
 def run(stack: ChaosStack, logs: Path, scenario: Scenario, mode: str) -> Row:
     """Run one scenario in one mode and return its judged row."""
     started = time.monotonic()
@@ -240,9 +254,11 @@ def run(stack: ChaosStack, logs: Path, scenario: Scenario, mode: str) -> Row:
             scenario.act(ctx, k)
         fleet.wait(feed.finished, 900)
         feed.join()
-        # A scenario that holds partitions by design never drains: a minute shows it.
+        # A scenario that holds partitions by design never drains: it is done when the
+        # lag stopped moving for HELD_QUIET_S (the partitions not held are committed).
         drained = fleet.wait(
-            lambda: probe.lag(topics[0]) == 0, HELD_WAIT_S if scenario.holds else DRAIN_TIMEOUT_S
+            settled(probe, topics[0]) if scenario.holds else lambda: probe.lag(topics[0]) == 0,
+            HELD_WAIT_S if scenario.holds else DRAIN_TIMEOUT_S,
         )
         if not drained and not scenario.holds:
             row.problems.append(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -31,8 +32,10 @@ blocking = Pipeline("blocking").map(_block_on_marker)
 
 
 def _by_size(window: dict[str, Any]) -> str:
-    """Window results of 5 orders or more go to one topic, smaller ones to another."""
-    return "big-windows" if window["count"] >= 5 else "small-windows"
+    """Window results of 5 orders or more go to the first route topic, smaller ones to
+    the second (RILL_ROUTE_TOPICS, the test's own topics)."""
+    big, small = os.environ["RILL_ROUTE_TOPICS"].split(",")
+    return big if window["count"] >= 5 else small
 
 
 # Windows per customer, each result routed by its count (route topics from the env).

@@ -67,6 +67,12 @@ def endpoints() -> Iterator[Endpoints]:
         yield _local_stack()
 
 
+def _worker_offset() -> int:
+    """0 without xdist, else the worker's number: each worker's fixed ports differ."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(name.removeprefix("gw") or 0)
+
+
 @pytest.fixture
 def unique() -> str:
     """A short unique suffix for topic, group and Redis key names of one test."""
@@ -79,7 +85,7 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     if os.environ.get("REDIS_CLUSTER_URL"):
         yield os.environ["REDIS_CLUSTER_URL"]
         return
-    base = int(os.environ.get("RILL_TEST_CLUSTER_PORT", "17101"))
+    base = int(os.environ.get("RILL_TEST_CLUSTER_PORT", "17101")) + 10 * _worker_offset()
     ports = [base, base + 1, base + 2]
     root = tmp_path_factory.mktemp("redis-cluster")
     for port in ports:
@@ -164,7 +170,8 @@ def registry_url() -> str:
     """A real Confluent-compatible schema registry (Apicurio, ccompat API)."""
     if os.environ.get("SCHEMA_REGISTRY_URL"):
         return os.environ["SCHEMA_REGISTRY_URL"]
-    return start_registry(int(os.environ.get("RILL_LOCAL_REGISTRY_PORT", "18081")))
+    port = int(os.environ.get("RILL_LOCAL_REGISTRY_PORT", "18081")) + _worker_offset()
+    return start_registry(port)
 
 
 def start_registry(port: int) -> str:

@@ -100,14 +100,15 @@ def test_window_results_are_routed_by_a_python_function(
     endpoints: Endpoints, unique: str, tmp_path: Path, guarantee: str
 ) -> None:
     """Pipeline.route over window results: each window lands once, in the topic its count
-    picks (big-windows / small-windows)."""
+    picks (big / small)."""
+    big_topic, small_topic = f"big-{unique}", f"small-{unique}"
     env = worker_env(
         endpoints.bootstrap,
         endpoints.redis_url,
         unique,
         processing_guarantee=guarantee,
         app="tests.integration.apps:routed_windows",
-        route_topics="big-windows,small-windows",
+        route_topics=f"{big_topic},{small_topic}",
         **WINDOWED,
     )
     # In each second-window c-0 has 8 orders and c-1 two, event times increasing; 10
@@ -124,12 +125,10 @@ def test_window_results_are_routed_by_a_python_function(
         env["RILL_INPUT_TOPIC"],
         [(r["customer_id"].encode(), json.dumps(r).encode()) for r in rows],
     )
-    big_before = len(read_once(endpoints.bootstrap, "big-windows"))
-    small_before = len(read_once(endpoints.bootstrap, "small-windows"))
     proc = start_worker(env, tmp_path / "w.log")
     try:
-        big = read_all(endpoints.bootstrap, "big-windows", big_before + 10)[big_before:]
-        small = read_all(endpoints.bootstrap, "small-windows", small_before + 10)[small_before:]
+        big = read_all(endpoints.bootstrap, big_topic, 10)
+        small = read_all(endpoints.bootstrap, small_topic, 10)
     finally:
         code = stop_worker(proc)
     assert code == 0
