@@ -211,7 +211,5 @@ def _ignored_by_git(path: Path) -> bool:
     """A link to a file .gitignore hides resolves here and is broken in a fresh clone."""
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         return False
-    done = subprocess.run(
-        ["git", "check-ignore", "-q", str(path.resolve())], cwd=ROOT, check=False
-    )
+    done = subprocess.run(["git", "check-ignore", "-q", str(path.resolve())], cwd=ROOT, check=False)
     return done.returncode == 0
