@@ -70,6 +70,17 @@ class Prepared:
 
 
 @dataclass(slots=True)
+class _Part:
+    """One partition's part of `Aggregator.prepare`, looked up at its first record."""
+
+    owned: Owned
+    applied: int
+    clock: PartitionClock
+    pending: dict[Slot, Any]
+    counts: Pending | None
+
+
+@dataclass(slots=True)
 class WindowOutcome:
     """What one batch did to window state."""
 
@@ -228,25 +239,28 @@ class Aggregator:
         out = Prepared()
         batches: dict[TP, PartitionBatch] = {}
         dropped: dict[TP, list[DlqEntry]] = {}
+        # Per partition of the batch: what each of its records needs, looked up once.
+        parts: dict[TP, _Part] = {}
         for item in keyed:
             rec = item.record
             tp = (rec.topic, rec.partition)
-            owned = self.owned.get(tp)
-            if owned is None:
-                raise RillError(f"record of {tp}, which this worker does not own")
-            if rec.offset <= owned.applied or self._again(item, tp, owned, out.marks):
+            part = parts.get(tp)
+            if part is None:
+                part = parts[tp] = self._part(tp)
+            if rec.offset <= part.applied or (
+                item.source is not None and self._again(item, tp, part.owned, out.marks)
+            ):
                 out.skipped += 1
                 continue
             batch = batches.get(tp)
             if batch is None:
                 batch = batches[tp] = PartitionBatch(first_offset=rec.offset)
-                out.clocks[tp] = PartitionClock(owned.clock.max_ts, owned.clock.watermark)
-                if self._counts is not None:
-                    out.counts[tp] = Pending(self._counts[tp])
+                out.clocks[tp] = part.clock
+                out.pending[tp] = part.pending
+                if part.counts is not None:
+                    out.counts[tp] = part.counts
             batch.last_offset = rec.offset
-            error = self._window_one(
-                item, batch, out.clocks[tp], out.pending.setdefault(tp, {}), out.counts.get(tp)
-            )
+            error = self._window_one(item, batch, part.clock, part.pending, part.counts)
             if error is not None:
                 dropped.setdefault(tp, []).append(self.dlq_of(rec, error))
                 out.late += error.stage == "late"
@@ -382,6 +396,19 @@ class Aggregator:
             marks=marks or {},
         )
 
+    def _part(self, tp: TP) -> _Part:
+        """A partition's part of a batch: its clock and caches start where it stands."""
+        owned = self.owned.get(tp)
+        if owned is None:
+            raise RillError(f"record of {tp}, which this worker does not own")
+        return _Part(
+            owned,
+            owned.applied,
+            PartitionClock(owned.clock.max_ts, owned.clock.watermark),
+            {},
+            Pending(self._counts[tp]) if self._counts is not None else None,
+        )
+
     @staticmethod
     def _again(item: Keyed, tp: TP, owned: Owned, marks: dict[TP, dict[int, int]]) -> bool:
         """A record group_by re-keyed twice (a batch redone after a crash, at least once):
@@ -430,17 +457,22 @@ class Aggregator:
                         f"(grace {spec.grace_ms} ms)",
                     )
                 spans = spec.assign(ts)
-            if self._reducers:
-                folded = self._reducers.fold(
+            folded = (
+                self._reducers.fold(
                     rec.topic_partition(), item.key, spans, item.value, comps, pending
                 )
-            else:
-                folded = [(span, comps) for span in spans]
+                if self._reducers
+                else None
+            )
         except RecordError as exc:
             return exc
         if counts is not None:
             counts.keep(item.key, after)
-        fold = self.kernel.fold
-        for span, span_comps in folded:
-            batch.add(fold, item.key, span, span_comps)
+        fold, add = self.kernel.fold, batch.add
+        if folded is None:  # built-in aggregates only: one record's components per span
+            for span in spans:
+                add(fold, item.key, span, comps)
+        else:
+            for span, span_comps in folded:
+                add(fold, item.key, span, span_comps)
         return None

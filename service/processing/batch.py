@@ -151,60 +151,83 @@ def process_batch(
         Outputs, DLQ records, counts and the offsets to commit.
     """
     result = BatchResult(consumed=len(records))
-    outputs, sources, next_offsets = result.outputs, result.sources, result.next_offsets
+    next_offsets = result.next_offsets
 
     def to_dlq(record: InRecord, error: RecordError, attempts: int = 1) -> None:
         add_to_dlq(result, [dlq_entry(plan, record, error, now_ms, attempts)])
 
-    regroup = plan.regroup
+    regroup, join, dedupe = plan.regroup, plan.join, plan.dedupe
     for i, record in enumerate(records):
         next_offsets[(record.topic, record.partition)] = record.offset + 1
         if regroup is not None and _regrouped(result, record, regroup.topic, to_dlq):
             continue
         got = decoded[i] if decoded is not None else decode_one(plan, record)
-        value = _joined(result, plan.join, got, rows)
+        # The common case first: no join, decoded (one call and two checks fewer).
+        value = got[0] if join is None and type(got) is tuple else _joined(result, join, got, rows)
         if isinstance(value, RecordError):
             to_dlq(record, value)
             continue
         if value is DROPPED:
             continue
-        dedupe_id = _dedupe_id(plan, value)
+        dedupe_id = "" if dedupe is None else _dedupe_id(plan, value)
         if isinstance(dedupe_id, RecordError):
             to_dlq(record, dedupe_id)
             continue
         items, error, attempts = _transform(plan, record, value)
-        if error is not None or items is None:
+        if items is None:
             to_dlq(record, error or RecordError("transform", "no result"), attempts)
             continue
         if not items:
             # A filtered record is judged too: its duplicates are duplicates.
-            result.marks.extend([Mark(record, dedupe_id)] if plan.dedupe else [])
+            if dedupe is not None:
+                result.marks.append(Mark(record, dedupe_id))
             result.filtered += 1
             continue
-        keyed, failed, topics = _sort(plan, record, items, now_ms)
-        if failed:
-            if len(failed) == len(items):
-                to_dlq(record, _whole(failed, len(items)), attempts)
-                continue
-            add_to_dlq(result, item_entries(plan, record, failed, len(items), attempts, now_ms))
-        # A windowed record's items go to the window, or with group_by first to the
-        # repartition topic (stage one: its outputs, like a stateless record's).
-        windowed = plan.window is not None and regroup is None
-        encoded = [] if windowed else _encoded(plan, items, topics, keyed)
-        if isinstance(encoded, RecordError):
-            to_dlq(record, encoded, attempts)
-            continue
-        if windowed:
-            result.keyed.extend(keyed)
-        if plan.dedupe is not None:
-            # Judged by the window step (against Redis): a duplicate's keyed items and
-            # item DLQ entries are dropped there, a stateless record's outputs delivered
-            # from there unless it is one (and kept in the outbox).
-            result.marks.append(Mark(record, dedupe_id, tuple(encoded)))
-            continue
-        outputs.extend(encoded)
-        sources.extend([(record.topic, record.partition)] * len(encoded))
+        _place(result, plan, record, items, attempts, dedupe_id, now_ms)
     return result
+
+
+def _place(
+    result: BatchResult,
+    plan: Plan,
+    record: InRecord,
+    items: Items,
+    attempts: int,
+    dedupe_id: str,
+    now_ms: int,
+) -> None:
+    """A transformed record's items into the batch: to the window (or, with group_by, the
+    repartition topic), to the outputs, or to the DLQ."""
+    window, dedupe = plan.window, plan.dedupe
+    if window is not None:
+        keyed, failed = to_window(window, record, items, now_ms, plan.regroup)
+        topics = None
+    else:
+        keyed, failed, topics = _sort(plan, record, items)
+    if failed:
+        if len(failed) == len(items):
+            add_to_dlq(
+                result, [dlq_entry(plan, record, _whole(failed, len(items)), now_ms, attempts)]
+            )
+            return
+        add_to_dlq(result, item_entries(plan, record, failed, len(items), attempts, now_ms))
+    if window is not None and plan.regroup is None:
+        result.keyed.extend(keyed)
+        if dedupe is not None:  # judged by the window step (against Redis)
+            result.marks.append(Mark(record, dedupe_id, ()))
+        return
+    encoded = _encoded(plan, items, topics, keyed)
+    if isinstance(encoded, RecordError):
+        add_to_dlq(result, [dlq_entry(plan, record, encoded, now_ms, attempts)])
+        return
+    if dedupe is not None:
+        # Judged by the window step (against Redis): a duplicate's keyed items and item
+        # DLQ entries are dropped there, a stateless record's outputs delivered from there
+        # unless it is one (and kept in the outbox).
+        result.marks.append(Mark(record, dedupe_id, tuple(encoded)))
+        return
+    result.outputs.extend(encoded)
+    result.sources.extend([(record.topic, record.partition)] * len(encoded))
 
 
 def _dedupe_id(plan: Plan, value: Any) -> str | RecordError:
@@ -234,13 +257,10 @@ def _encoded(
 
 
 def _sort(
-    plan: Plan, record: InRecord, items: Items, now_ms: int
+    plan: Plan, record: InRecord, items: Items
 ) -> tuple[list[Keyed], list[Failed], list[str | None] | None]:
-    """A record's items: those for the window, those that fail, and each one's topic
-    (None: every item goes to the sink topic)."""
-    if plan.window is not None:
-        keyed, failed = to_window(plan.window, record, items, now_ms, plan.regroup)
-        return keyed, failed, None
+    """A stateless record's items: those that fail, and each one's topic (None: every
+    item goes to the sink topic)."""
     failed = _item_errors(items)
     if plan.router is None:
         return [], failed, None
