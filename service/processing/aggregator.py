@@ -74,7 +74,6 @@ class _Part:
     """One partition's part of `Aggregator.prepare`, looked up at its first record."""
 
     owned: Owned
-    applied: int
     clock: PartitionClock
     pending: dict[Slot, Any]
     counts: Pending | None
@@ -247,7 +246,7 @@ class Aggregator:
             part = parts.get(tp)
             if part is None:
                 part = parts[tp] = self._part(tp)
-            if rec.offset <= part.applied or (
+            if rec.offset <= part.owned.applied or (
                 item.source is not None and self._again(item, tp, part.owned, out.marks)
             ):
                 out.skipped += 1
@@ -403,7 +402,6 @@ class Aggregator:
             raise RillError(f"record of {tp}, which this worker does not own")
         return _Part(
             owned,
-            owned.applied,
             PartitionClock(owned.clock.max_ts, owned.clock.watermark),
             {},
             Pending(self._counts[tp]) if self._counts is not None else None,

@@ -154,22 +154,21 @@ def process_batch(
     next_offsets = result.next_offsets
 
     def to_dlq(record: InRecord, error: RecordError, attempts: int = 1) -> None:
-        add_to_dlq(result, [dlq_entry(plan, record, error, now_ms, attempts)])
+        _to_dlq(result, plan, record, error, now_ms, attempts)
 
-    regroup, join, dedupe = plan.regroup, plan.join, plan.dedupe
+    regroup, dedupe = plan.regroup, plan.dedupe
     for i, record in enumerate(records):
         next_offsets[(record.topic, record.partition)] = record.offset + 1
         if regroup is not None and _regrouped(result, record, regroup.topic, to_dlq):
             continue
         got = decoded[i] if decoded is not None else decode_one(plan, record)
-        # The common case first: no join, decoded (one call and two checks fewer).
-        value = got[0] if join is None and type(got) is tuple else _joined(result, join, got, rows)
+        value = _joined(result, plan.join, got, rows)
         if isinstance(value, RecordError):
             to_dlq(record, value)
             continue
         if value is DROPPED:
             continue
-        dedupe_id = "" if dedupe is None else _dedupe_id(plan, value)
+        dedupe_id = _dedupe_id(plan, value)
         if isinstance(dedupe_id, RecordError):
             to_dlq(record, dedupe_id)
             continue
@@ -206,9 +205,7 @@ def _place(
         keyed, failed, topics = _sort(plan, record, items)
     if failed:
         if len(failed) == len(items):
-            add_to_dlq(
-                result, [dlq_entry(plan, record, _whole(failed, len(items)), now_ms, attempts)]
-            )
+            _to_dlq(result, plan, record, _whole(failed, len(items)), now_ms, attempts)
             return
         add_to_dlq(result, item_entries(plan, record, failed, len(items), attempts, now_ms))
     if window is not None and plan.regroup is None:
@@ -218,7 +215,7 @@ def _place(
         return
     encoded = _encoded(plan, items, topics, keyed)
     if isinstance(encoded, RecordError):
-        add_to_dlq(result, [dlq_entry(plan, record, encoded, now_ms, attempts)])
+        _to_dlq(result, plan, record, encoded, now_ms, attempts)
         return
     if dedupe is not None:
         # Judged by the window step (against Redis): a duplicate's keyed items and item
@@ -228,6 +225,18 @@ def _place(
         return
     result.outputs.extend(encoded)
     result.sources.extend([(record.topic, record.partition)] * len(encoded))
+
+
+def _to_dlq(
+    result: BatchResult,
+    plan: Plan,
+    record: InRecord,
+    error: RecordError,
+    now_ms: int,
+    attempts: int = 1,
+) -> None:
+    """The whole record to the DLQ (or the late topic), with why."""
+    add_to_dlq(result, [dlq_entry(plan, record, error, now_ms, attempts)])
 
 
 def _dedupe_id(plan: Plan, value: Any) -> str | RecordError:
