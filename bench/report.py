@@ -89,6 +89,8 @@ def markdown(results: dict[str, Any]) -> str:
     out += ["", "## End-to-end latency at the same input rates (demo-like orders)", ""]
     for row in results["latency"]:
         row["where"] = _stages(row.get("stages", {}))
+        if "p99_runs" in row:
+            row["runs_ms"] = f"{row['p50_runs']} ; {row['p99_runs']}"
     cols = [
         ("input records/s", "rate"),
         ("system", "system"),
@@ -96,6 +98,7 @@ def markdown(results: dict[str, Any]) -> str:
         ("p50 ms", "p50_ms"),
         ("p99 ms", "p99_ms"),
         ("max ms", "max_ms"),
+        ("p50 / p99 of each run ms", "runs_ms"),
         ("drain s", "drain_s"),
         ("rill stages: mean / p99 bucket ms", "where"),
         ("CPU steal %", "steal_pct"),

@@ -21,6 +21,7 @@ from service.observability.tracing import BatchTracer
 from service.processing.batch import Plan, dlq_entry
 from service.records import TP
 from service.runtime.batches import now_ms
+from service.runtime.collector import settle_for_batches
 from service.runtime.copartition import CopartitionCheck
 from service.runtime.edges import Edges, Table
 from service.runtime.enrichment import NoTable, wait_loaded
@@ -88,6 +89,7 @@ class Service:
                 self.worker = open_worker(
                     self.plan, self.edges, observers, stack, self.ready, partitions
                 )
+                settle_for_batches()
                 self.worker.run()
         except DlqRefusedError:
             self.metrics.dlq_refused.labels(self.settings.topics.dlq).inc()
