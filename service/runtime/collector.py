@@ -15,7 +15,8 @@ import gc
 
 # Allocations between young collections: a few batches' worth instead of 700.
 YOUNG_THRESHOLD = 50_000
-# How many young (middle) collections before a middle (old) one: CPython's defaults.
+# Young collections before a middle one, middle before an old one (CPython: 10 and 10);
+# an old one also waits until a quarter of the long-lived objects are new (CPython's rule).
 OLDER_THRESHOLDS = (20, 100)
 
 
