@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from service.config import load_settings
@@ -224,9 +224,7 @@ def test_the_repartition_topic_is_created_with_its_partitions_and_retention(
     source = settings.topics.input
     counts = real_edges.create_topics(settings, topic)
     assert counts == {source: 3, topic: 3}, "the input's count"
-    admin = AdminClient({"bootstrap.servers": endpoints.bootstrap})
-    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
-    configs = admin.describe_configs([resource])[resource].result(timeout=30)
+    configs = _topic_configs(endpoints.bootstrap, topic)
     assert configs["cleanup.policy"].value == "delete"
     assert configs["retention.ms"].value == "3600000"
     again = load_settings(**{**settings.model_dump(), "repartition_partitions": 6})
@@ -235,3 +233,19 @@ def test_the_repartition_topic_is_created_with_its_partitions_and_retention(
     other = f"{unique}-other-repartition"
     counts = real_edges.create_topics(again, other)
     assert counts == {source: 3, other: 6}, "RILL_REPARTITION_PARTITIONS"
+
+
+def _topic_configs(bootstrap: str, topic: str) -> dict[str, Any]:
+    """A topic's configs. A topic just created may be unknown to the broker's metadata for
+    a moment (KRaft applies it asynchronously): asked again then, for up to 30 s."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return dict(admin.describe_configs([resource])[resource].result(timeout=30))
+        except KafkaException as exc:
+            unknown = exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+            if not unknown or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
