@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -51,24 +50,3 @@ def partition_count(conf: dict[str, Any], topic: str, timeout_s: float = 10.0) -
     if found is None or found.error is not None:
         return None
     return len(found.partitions)
-
-
-def settled_count(conf: dict[str, Any], topic: str, timeout_s: float = 30.0) -> int:
-    """How many partitions `topic` has, for a topic that exists (just created, by rill or
-    by someone else): a broker may answer its metadata without a topic for a moment after
-    creating it, so it is asked again until the topic shows, for up to `timeout_s`.
-
-    Raises:
-        RillError: the topic did not show in time.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        count = partition_count(conf, topic)
-        if count is not None:
-            return count
-        if time.monotonic() > deadline:
-            raise RillError(
-                f"topic {topic!r} was created but the broker does not list it after "
-                f"{timeout_s:.0f} s; check the broker's health and retry"
-            )
-        time.sleep(0.2)
