@@ -327,13 +327,13 @@ def latency_row(samples: list[dict[str, Any]]) -> dict[str, Any]:
     row = dict(ranked[(len(ranked) - 1) // 2])
     row["runs"] = len(samples)
     if len(samples) > 1:
-        row["p50_runs"] = " / ".join(
-            str(round(s["p50_ms"])) if "p50_ms" in s else "-" for s in samples
-        )
-        row["p99_runs"] = " / ".join(
-            str(round(s["p99_ms"])) if "p99_ms" in s else "-" for s in samples
-        )
+        row["p50_runs"], row["p99_runs"] = _each(samples, "p50_ms"), _each(samples, "p99_ms")
     return row
+
+
+def _each(samples: list[dict[str, Any]], figure: str) -> str:
+    """One figure of every run, in run order ('-' for a run without results)."""
+    return " / ".join(str(round(s[figure])) if figure in s else "-" for s in samples)
 
 
 def run_phases(args: argparse.Namespace, bootstrap: str, res: dict[str, Any]) -> None:
