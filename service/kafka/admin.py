@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -50,3 +51,30 @@ def partition_count(conf: dict[str, Any], topic: str, timeout_s: float = 10.0) -
     if found is None or found.error is not None:
         return None
     return len(found.partitions)
+
+
+def settled_count(conf: dict[str, Any], topic: str, wait_s: float = 60.0) -> int:
+    """How many partitions `topic` has, for a topic that exists (just created, by rill or
+    by whoever made it a moment before): a broker can answer its metadata without a topic
+    it has just created, and a broker restarting does not answer at all; either way it is
+    asked again, for up to `wait_s`.
+
+    Raises:
+        RillError: the broker did not list the topic, or did not answer, within `wait_s`.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            count = partition_count(conf, topic)
+        except RillError:
+            if time.monotonic() > deadline:
+                raise
+            count = None
+        if count is not None:
+            return count
+        if time.monotonic() > deadline:
+            raise RillError(
+                f"topic {topic!r} exists but the broker did not list it within "
+                f"{wait_s:.0f} s; check the broker's health (its log) and start again"
+            )
+        time.sleep(0.2)

@@ -8,7 +8,7 @@ import structlog
 
 from service import __version__
 from service.config import Settings
-from service.kafka.admin import ensure_topics, partition_count
+from service.kafka.admin import ensure_topics, partition_count, settled_count
 from service.kafka.clients import consumer_config, producer_config
 from service.kafka.consumer import GroupConsumer
 from service.kafka.producer import BatchProducer
@@ -150,12 +150,15 @@ def create_topics(settings: Settings, repartition: str | None = None) -> dict[st
     if s.topics.late:
         topics.append(s.topics.late)
     ensure_topics(common, topics, partitions)
+    # The count the broker has: a topic created a moment ago (by rill, or by whoever made
+    # the input just before) can be missing from the first answer above.
+    partitions = settled_count(common, s.topics.input)
     if repartition is None:
         return {s.topics.input: partitions}
     wanted = s.repartition.partitions or partitions
     config = {"cleanup.policy": "delete", "retention.ms": str(s.repartition.retention_ms)}
     ensure_topics(common, [repartition], wanted, config=config)
-    found = partition_count(common, repartition) or wanted
+    found = settled_count(common, repartition)
     if found != wanted:
         # Every worker partitions by the count the broker has, so the windows stay whole.
         log.warning(

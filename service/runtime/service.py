@@ -17,6 +17,7 @@ from service.config import Settings
 from service.errors import ConfigError, DlqRefusedError
 from service.observability.health import HealthServer, HealthState
 from service.observability.metrics import Metrics
+from service.observability.stacks import dump_stacks_on_signal
 from service.observability.tracing import BatchTracer
 from service.processing.batch import Plan, dlq_entry
 from service.records import TP
@@ -90,6 +91,7 @@ class Service:
                     self.plan, self.edges, observers, stack, self.ready, partitions
                 )
                 settle_for_batches()
+                dump_stacks_on_signal()
                 self.worker.run()
         except DlqRefusedError:
             self.metrics.dlq_refused.labels(self.settings.topics.dlq).inc()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.chaos.stack import free_port
+from tests.chaos.worker_logs import worker_digest
 from tests.integration.helpers import start_worker, stop_worker
 
 
@@ -119,21 +120,27 @@ class Fleet:
             stop_worker(slot.proc, signal.SIGKILL)
             self.restart(slot)
 
-    def digest(self, lines: int = 12) -> str:
-        """The last events of each worker's log, without per-record DLQ lines and
-        librdkafka's own (what a failed run's message shows)."""
+    def dump_stacks(self) -> None:
+        """Ask every live worker for its threads' stacks (SIGUSR1: written to its log)."""
+        asked = False
+        for slot in self.live():
+            if slot.proc.poll() is None:
+                os.kill(slot.proc.pid, signal.SIGUSR1)
+                asked = True
+        if asked:
+            time.sleep(1.0)
+
+    def digest(self, lines: int = 6) -> str:
+        """What a failed run's message shows of each worker: how often each warning or
+        error came, its last events (without per-record DLQ lines and librdkafka's own),
+        and where its threads were at the last stack dump (`dump_stacks`)."""
         out = []
         for slot in self.slots:
             try:
                 text = slot.log.read_text(errors="replace")
             except OSError:
                 continue
-            events = [
-                line[:300]
-                for line in text.splitlines()
-                if line.startswith("{") and '"record to DLQ"' not in line
-            ]
-            out.append(f"--- {slot.name} (started {slot.starts}x)\n" + "\n".join(events[-lines:]))
+            out.append(f"--- {slot.name} (started {slot.starts}x)\n" + worker_digest(text, lines))
         return "\n".join(out)
 
     def ready(self, slot: Slot) -> int:

@@ -403,6 +403,7 @@ def _drive(run: LiveRun, scenario: LiveScenario, probe: Probe, topics: Sequence[
         return all(done.get(p, 0) >= end for p, end in ends.items() if p not in held)
 
     if not fleet.wait(drained, DRAIN_TIMEOUT_S):
+        fleet.dump_stacks()  # where each worker is now goes into the failure's digest
         run.notes.append(
             f"input not all committed {DRAIN_TIMEOUT_S:.0f} s after the feed ended "
             f"(lag {probe.lag(topics[0])}, held partitions {sorted(held)})"
