@@ -38,6 +38,9 @@ ABORT_WAIT_S = 10.0
 SEND_OFFSETS_GRACE_S = 5.0
 # Replacements in a row (no transaction committed in between) before the worker stops.
 MAX_RENEWALS = 5
+# How long a replacement client may keep failing init_transactions (asked again on every
+# attempt) before it is replaced in turn.
+FRESH_INIT_WAIT_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,7 @@ class BatchProducer:
         # Why the transactional client must be replaced before its next transaction.
         self._broken: str | None = None
         self._fresh = False  # a replacement client not through init_transactions yet
+        self._fresh_since = 0.0
         self._renewals = 0
 
     def start(self) -> BatchProducer:
@@ -227,10 +231,15 @@ class BatchProducer:
     def _renew(self, timeout_s: float) -> None:
         """Replace the transactional client with a new one of the same transactional id.
 
+        A replacement that does not get ready is asked again on the next attempt (a broker
+        away for long is waited out), and after `FRESH_INIT_WAIT_S` it is replaced in turn
+        without counting: a client can stay unable to start transactions after a broker
+        restart while a new one can, and asking the same one forever kept the worker alive
+        with its partitions, delivering nothing.
+
         Raises:
             FatalError: after `MAX_RENEWALS` replacements without a committed transaction.
-            DeliveryError: the new client cannot start transactions yet (asked again on
-                the next attempt, without another replacement).
+            DeliveryError: the new client cannot start transactions yet.
         """
         if not self._fresh:
             if self._renewals >= MAX_RENEWALS:
@@ -240,16 +249,26 @@ class BatchProducer:
                 )
             self._renewals += 1
             log.warning("transactional producer replaced", reason=self._broken)
-            old, self._producer = self._producer, None
-            if old is not None:
-                with contextlib.suppress(KafkaException):
-                    old.purge(blocking=False)  # its queue belongs to an aborted transaction
-            self._failed = []
-            self.start()
-            self._fresh = True
+            self._replace()
+        elif time.monotonic() - self._fresh_since > FRESH_INIT_WAIT_S:
+            log.warning(
+                "transactional producer replaced again: the replacement did not get ready",
+                waited_s=round(time.monotonic() - self._fresh_since),
+            )
+            self._replace()
         self.init_transactions(timeout_s)
         self._broken = None
         self._fresh = False
+
+    def _replace(self) -> None:
+        """A new client of the same transactional id (ready after `init_transactions`)."""
+        old, self._producer = self._producer, None
+        if old is not None:
+            with contextlib.suppress(KafkaException):
+                old.purge(blocking=False)  # its queue belongs to an aborted transaction
+        self._failed = []
+        self.start()
+        self._fresh, self._fresh_since = True, time.monotonic()
 
     def _send_offsets(
         self, offsets: dict[tuple[str, int], OffsetMeta], group_metadata: Any, timeout_s: float

@@ -8,7 +8,8 @@ import fakeredis
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from service.errors import TransactionUnknownError
+from service.errors import DeliveryError, TransactionUnknownError
+from service.kafka import producer as producer_module
 from service.kafka.producer import BatchProducer
 from service.records import BatchResult, InRecord, Keyed, OutRecord
 from service.runtime.guarantee import ExactlyOnce
@@ -113,3 +114,55 @@ def test_tick_on_a_partition_with_no_committed_offset_records_its_sequence() -> 
     offset, meta = broker.committed[tp]
     assert offset == 42
     assert outbox_seq(meta) == applied.seqs[tp]
+
+
+class _Replacement:
+    """Stands in for a replacement client: init_transactions fails while `ready` is False."""
+
+    def __init__(self, ready: bool) -> None:
+        self.ready = ready
+        self.inits = 0
+
+    def init_transactions(self, _timeout: float) -> None:
+        self.inits += 1
+        if not self.ready:
+            raise KafkaException(
+                KafkaError(KafkaError.COORDINATOR_NOT_AVAILABLE, "not available", retriable=True)
+            )
+
+    def purge(self, blocking: bool = True) -> None:
+        del blocking
+
+
+def test_a_replacement_that_does_not_get_ready_is_replaced_in_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A replacement client failing init_transactions is asked again on each attempt, and
+    after FRESH_INIT_WAIT_S a new one takes its place (not counted toward MAX_RENEWALS,
+    so a long outage is waited out); the first one that gets ready ends the wait. Before,
+    the same client was asked forever and the worker delivered nothing."""
+    clock = [0.0]
+    monkeypatch.setattr(producer_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(producer_module.time, "sleep", lambda s: clock.__setitem__(0, clock[0] + s))
+    made: list[_Replacement] = []
+
+    def start(self: BatchProducer) -> BatchProducer:
+        made.append(_Replacement(ready=len(made) >= 3))  # the fourth client gets ready
+        self._producer = made[-1]  # type: ignore[assignment]
+        return self
+
+    monkeypatch.setattr(BatchProducer, "start", start)
+    producer = BatchProducer({}, "test")
+    producer._broken = "send_offsets_to_transaction did not return within 10.0 s"
+    failed = 0
+    while producer._broken is not None and failed < 100:
+        try:
+            producer.settle(timeout_s=10.0)
+        except DeliveryError:
+            failed += 1
+            clock[0] += 1.0  # back-pressure's wait before the next attempt
+    assert producer._broken is None, f"still not ready after {failed} attempts"
+    assert len(made) == 4
+    assert all(c.inits >= 2 for c in made[:3]), "each asked again before it was replaced"
+    assert producer._renewals == 1
+    assert clock[0] >= 3 * producer_module.FRESH_INIT_WAIT_S
