@@ -41,6 +41,9 @@ MAX_RENEWALS = 5
 # How long a replacement client may keep failing init_transactions (asked again on every
 # attempt) before it is replaced in turn.
 FRESH_INIT_WAIT_S = 60.0
+# How long a client's transactions may keep failing, none committed, before it is
+# replaced (not counted toward MAX_RENEWALS: a broker away for long is waited out).
+STALE_CLIENT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,8 @@ class BatchProducer:
         self._fresh = False  # a replacement client not through init_transactions yet
         self._fresh_since = 0.0
         self._renewals = 0
+        # Since when every transaction of this client failed (None: the last one committed).
+        self._failing_since: float | None = None
 
     def start(self) -> BatchProducer:
         """Create the client."""
@@ -166,7 +171,8 @@ class BatchProducer:
         coordinator and it was fenced, a broker restart left it in an invalid state) or
         whose abort does not finish is replaced by a new one with the same transactional
         id before the next attempt: `init_transactions` fences the old one and aborts its
-        transaction, so nothing of the failed attempt is ever committed.
+        transaction, so nothing of the failed attempt is ever committed. So is a client
+        whose transactions keep failing for `STALE_CLIENT_S` without one committing.
 
         Raises:
             DeliveryError: the transaction was aborted; nothing of it is visible to
@@ -176,6 +182,25 @@ class BatchProducer:
                 a row.
         """
         self.settle(timeout_s)
+        try:
+            self._attempt(records, dlq, offsets, group_metadata, timeout_s)
+        except TransactionRefusedError:
+            raise  # records the broker refused for good: nothing wrong with the client
+        except DeliveryError:
+            if self._failing_since is None:
+                self._failing_since = time.monotonic()
+            raise
+        self._failing_since = None
+
+    def _attempt(
+        self,
+        records: Iterable[OutRecord],
+        dlq: Iterable[DlqEntry],
+        offsets: dict[tuple[str, int], OffsetMeta],
+        group_metadata: Any,
+        timeout_s: float,
+    ) -> None:
+        """One transaction with the current client (see `transaction`)."""
         client = self.client
         try:
             client.begin_transaction()
@@ -209,7 +234,8 @@ class BatchProducer:
             raise DeliveryError(f"transaction aborted: {error}") from exc
 
     def settle(self, timeout_s: float) -> None:
-        """Replace a client that failed (see `transaction`); a no-op for a healthy one.
+        """Replace a client that failed (see `transaction`), or whose transactions kept
+        failing for `STALE_CLIENT_S`; a no-op for a healthy one.
 
         After it returns, no transaction of this transactional id is open on the broker:
         the one whose commit had an unknown outcome is now committed or aborted.
@@ -218,8 +244,22 @@ class BatchProducer:
             DeliveryError: the new client cannot start transactions yet.
             FatalError: clients kept failing (`MAX_RENEWALS`).
         """
+        failing = self._failing_since
+        if self._broken is None and failing is not None and self._stale(failing):
+            # After a broker restart librdkafka can keep a client's coordinator
+            # requests queued and never sent ("Timed out 0 in-flight, 0 retry-queued,
+            # 1 out-queue"): every AddOffsetsToTxn times out and every abort succeeds,
+            # so nothing else replaces it. A new client finds the coordinator again.
+            self._broken = f"no transaction committed for {STALE_CLIENT_S:.0f} s"
+            log.warning("transactional producer replaced", reason=self._broken)
+            self._replace()
+            self._failing_since = time.monotonic()
         if self._broken is not None:
             self._renew(timeout_s)
+
+    @staticmethod
+    def _stale(failing_since: float) -> bool:
+        return time.monotonic() - failing_since > STALE_CLIENT_S
 
     def _abort(self, timeout_s: float) -> None:
         """Abort the open transaction; a client whose abort fails is replaced later."""

@@ -166,3 +166,72 @@ def test_a_replacement_that_does_not_get_ready_is_replaced_in_turn(
     assert all(c.inits >= 2 for c in made[:3]), "each asked again before it was replaced"
     assert producer._renewals == 1
     assert clock[0] >= 3 * producer_module.FRESH_INIT_WAIT_S
+
+
+class _Txn:
+    """Stands in for a transactional client; `stuck`: its coordinator requests are never
+    sent (after a broker restart), so every AddOffsetsToTxn times out and aborts succeed."""
+
+    def __init__(self, stuck: bool) -> None:
+        self.stuck = stuck
+        self.committed = 0
+
+    def init_transactions(self, _timeout: float) -> None:
+        return None
+
+    def begin_transaction(self) -> None:
+        return None
+
+    def produce(self, *_args: Any, **_kwargs: Any) -> None:
+        return None
+
+    def poll(self, _timeout: float) -> int:
+        return 0
+
+    def send_offsets_to_transaction(self, *_args: Any) -> None:
+        if self.stuck:
+            raise KafkaException(
+                KafkaError(KafkaError._TIMED_OUT, "Failed to add offsets", retriable=True)
+            )
+
+    def commit_transaction(self, _timeout: float) -> None:
+        self.committed += 1
+
+    def abort_transaction(self, _timeout: float) -> None:
+        return None
+
+    def purge(self, blocking: bool = True) -> None:
+        del blocking
+
+
+def test_a_client_whose_transactions_keep_failing_is_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every transaction of the first client fails (its offsets never reach the
+    coordinator) and every abort succeeds: after STALE_CLIENT_S it is replaced (not
+    counted) and the new client commits. Before, the same client was retried forever
+    (a live chaos row: a worker held its partitions for minutes, delivering nothing)."""
+    clock = [0.0]
+    monkeypatch.setattr(producer_module.time, "monotonic", lambda: clock[0])
+    made: list[_Txn] = []
+
+    def start(self: BatchProducer) -> BatchProducer:
+        made.append(_Txn(stuck=not made))
+        self._producer = made[-1]  # type: ignore[assignment]
+        return self
+
+    monkeypatch.setattr(BatchProducer, "start", start)
+    producer = BatchProducer({}, "test").start()
+    offsets = {("in", 0): (10, "seq=1")}
+    failed = 0
+    while not made[-1].committed and failed < 100:
+        try:
+            producer.transaction([], [], offsets, object(), timeout_s=10.0)
+        except DeliveryError:
+            failed += 1
+            clock[0] += 10.0  # each attempt waits out its timeout
+    assert len(made) == 2, f"{failed} attempts failed"
+    assert made[-1].committed == 1
+    assert failed * 10.0 > producer_module.STALE_CLIENT_S
+    assert producer._renewals == 0
+    assert producer._failing_since is None
