@@ -28,11 +28,28 @@ pytestmark = pytest.mark.integration
 TP0 = ("live", 0)
 OPS = ("add",)
 PAUSE_MS = 1500
+HASTY_TIMEOUT_S = 0.5
 
 
-def _store(url: str, timeout_s: float) -> RedisWindowStore:
-    layout = StateLayout(f"t-{uuid.uuid4().hex[:8]}", "g", "tumbling", 100, "final", OPS, 600)
-    return RedisWindowStore(connect(url, timeout_s=timeout_s), layout)
+def _layout() -> StateLayout:
+    return StateLayout(f"t-{uuid.uuid4().hex[:8]}", "g", "tumbling", 100, "final", OPS, 600)
+
+
+def _hasty(url: str, layout: StateLayout) -> RedisWindowStore:
+    """A store on `layout` whose client gives up after HASTY_TIMEOUT_S, with the apply
+    script loaded (a first call through it is then the EVALSHA itself). Only the stalled
+    call goes through it: setup and replay use a patient client, so a machine busy with
+    other tests (Redis slower than HASTY_TIMEOUT_S to a ping) does not fail them."""
+    for attempt in range(20):
+        try:
+            store = RedisWindowStore(connect(url, timeout_s=HASTY_TIMEOUT_S), layout)
+            # A partition never claimed answers `lost` and writes nothing.
+            warm = store.apply({("warm", attempt): ApplyCall(1, 0, 0, 0, 0, -1, [], seq=0)})
+            assert warm[("warm", attempt)].status == "lost"
+            return store
+        except StateError:
+            time.sleep(0.2)
+    raise AssertionError(f"Redis did not answer within {HASTY_TIMEOUT_S} s in 20 tries")
 
 
 SPIN = """
@@ -46,7 +63,8 @@ return 1
 
 
 def _stalled_apply(store: RedisWindowStore, url: str, call: ApplyCall) -> None:
-    """Send `call` while Redis is busy past the socket timeout: the reply is lost."""
+    """Send `call` through `store` (HASTY_TIMEOUT_S < PAUSE_MS) while Redis is busy past
+    its socket timeout: the reply is lost."""
     busy = connect(url, timeout_s=10)
     spinning = threading.Thread(target=lambda: busy.eval(SPIN, 0, PAUSE_MS))
     spinning.start()
@@ -62,7 +80,9 @@ def _stalled_apply(store: RedisWindowStore, url: str, call: ApplyCall) -> None:
 def test_replayed_call_whose_reply_was_lost_answers_stale(endpoints: Endpoints, kind: str) -> None:
     """The lost reply's call ran once; its replay answers stale and writes nothing; a new
     claim finds the windows it closed in the outbox."""
-    store = _store(endpoints.redis_url, timeout_s=0.5)
+    layout = _layout()
+    store = RedisWindowStore(connect(endpoints.redis_url, timeout_s=10), layout)
+    hasty = _hasty(endpoints.redis_url, layout)
     claim = store.claim(TP0)
     opened = store.apply(
         {TP0: ApplyCall(claim.epoch, 0, 0, 10, 0, -1, [Delta("k", 0, 100, [1])], seq=claim.seq)}
@@ -74,7 +94,7 @@ def test_replayed_call_whose_reply_was_lost_answers_stale(endpoints: Endpoints, 
         call = ApplyCall(
             claim.epoch, 1, 1, 600, 500, -1, [Delta("k", 600, 700, [1])], seq=opened.seq
         )
-    _stalled_apply(store, endpoints.redis_url, call)
+    _stalled_apply(hasty, endpoints.redis_url, call)
     again = store.apply({TP0: call})[TP0]
     assert again.status == "stale", "the replay is told, not run again"
     assert again.seq == opened.seq + 1, "the lost call took one sequence, the replay none"
@@ -82,3 +102,4 @@ def test_replayed_call_whose_reply_was_lost_answers_stale(endpoints: Endpoints, 
     [entry] = [e for e in reclaimed.outbox if e.seq == opened.seq + 1]
     assert [(r.key, r.start, r.end, r.final) for r in entry.rows] == [("k", 0, 100, True)]
     store.close()
+    hasty.close()
