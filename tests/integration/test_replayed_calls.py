@@ -31,10 +31,6 @@ PAUSE_MS = 1500
 HASTY_TIMEOUT_S = 0.5
 
 
-def _layout() -> StateLayout:
-    return StateLayout(f"t-{uuid.uuid4().hex[:8]}", "g", "tumbling", 100, "final", OPS, 600)
-
-
 def _hasty(url: str, layout: StateLayout) -> RedisWindowStore:
     """A store on `layout` whose client gives up after HASTY_TIMEOUT_S, with the apply
     script loaded (a first call through it is then the EVALSHA itself). Only the stalled
@@ -43,12 +39,18 @@ def _hasty(url: str, layout: StateLayout) -> RedisWindowStore:
     for attempt in range(20):
         try:
             store = RedisWindowStore(connect(url, timeout_s=HASTY_TIMEOUT_S), layout)
-            # A partition never claimed answers `lost` and writes nothing.
-            warm = store.apply({("warm", attempt): ApplyCall(1, 0, 0, 0, 0, -1, [], seq=0)})
-            assert warm[("warm", attempt)].status == "lost"
-            return store
         except StateError:
             time.sleep(0.2)
+            continue
+        try:
+            # A partition never claimed answers `lost` and writes nothing.
+            warm = store.apply({("warm", attempt): ApplyCall(1, 0, 0, 0, 0, -1, [], seq=0)})
+        except StateError:
+            store.close()
+            time.sleep(0.2)
+            continue
+        assert warm[("warm", attempt)].status == "lost"
+        return store
     raise AssertionError(f"Redis did not answer within {HASTY_TIMEOUT_S} s in 20 tries")
 
 
@@ -80,7 +82,7 @@ def _stalled_apply(store: RedisWindowStore, url: str, call: ApplyCall) -> None:
 def test_replayed_call_whose_reply_was_lost_answers_stale(endpoints: Endpoints, kind: str) -> None:
     """The lost reply's call ran once; its replay answers stale and writes nothing; a new
     claim finds the windows it closed in the outbox."""
-    layout = _layout()
+    layout = StateLayout(f"t-{uuid.uuid4().hex[:8]}", "g", "tumbling", 100, "final", OPS, 600)
     store = RedisWindowStore(connect(endpoints.redis_url, timeout_s=10), layout)
     hasty = _hasty(endpoints.redis_url, layout)
     claim = store.claim(TP0)
